@@ -1,0 +1,41 @@
+# `make run` and `make test` create .venv on first use (pinned lock file, plus
+# the runtime compatibility step where this machine's C/C++ runtime is older
+# than the wheels need), then reuse it: a second call installs nothing.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+READY := $(VENV)/.ready
+SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+# The wheels of ml-metadata and TFDV 1.21 exist only for manylinux_2_39.
+PLATFORM := x86_64-manylinux_2_39
+PYTEST_ARGS ?=
+
+.PHONY: env run test lock clean
+
+env: $(READY)
+
+$(READY): requirements/requirements.lock requirements/tools.txt setup.py \
+          tools/runtime_compat/patch.py tools/runtime_compat/shim.cc
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/tools.txt
+	$(VENV)/bin/uv pip install --python $(PY) --python-platform $(PLATFORM) \
+	    -r requirements/requirements.lock
+	$(VENV)/bin/uv pip install --python $(PY) --no-deps -e .
+	$(PY) tools/runtime_compat/patch.py $(SITE_PACKAGES)
+	$(PY) -c 'import ml_metadata.metadata_store, tensorflow_data_validation'
+	touch $@
+
+run: $(READY)
+	$(PY) run_local.py $(ARGS)
+
+test: $(READY)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Re-resolve the pinned, hashed closure of requirements/requirements.in.
+lock: $(READY)
+	$(VENV)/bin/uv pip compile --python-version 3.11 --python-platform $(PLATFORM) \
+	    --generate-hashes requirements/requirements.in -o requirements/requirements.lock
+
+clean:
+	rm -rf $(VENV) outputs

@@ -1,0 +1,1 @@
+"""Code the pipeline's components run: ingestion, validation, transform, model, export."""

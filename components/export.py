@@ -1,0 +1,78 @@
+"""Exporting the trained model with its transform graph and explicit signatures.
+
+The SavedModel needs no project code to load: `tf.saved_model.load(path)`
+gives three signatures (names in `components.features`):
+
+- `serving_default(user_id: string [batch], item_id: string [batch])`
+- `serving_tf_example(examples: string [batch])`: serialized tf.Examples
+  holding `user_id` and `item_id` (labels, if present, are ignored);
+- `transform_features(examples: string [batch])`: the transformed features
+  of full (labelled) tf.Examples, which TFMA uses to evaluate.
+
+The first two return `{'binary_rating': float32 [batch, 1],
+'purchase_probability': float32 [batch, 1]}`.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras
+
+from components import features
+
+
+def _model_inputs(transformed: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    return {
+        features.transformed_name(key): transformed[features.transformed_name(key)]
+        for key in features.ID_FEATURES
+    }
+
+
+def serving_signatures(
+    model: tf_keras.Model, tf_transform_output: tft.TFTransformOutput
+) -> dict[str, tf.types.experimental.ConcreteFunction]:
+    """The three signatures; attaches the transform layer to `model` so it is saved with it."""
+    model.tft_layer = tf_transform_output.transform_features_layer()
+    raw_spec = tf_transform_output.raw_feature_spec()
+    id_spec = {key: raw_spec[key] for key in features.ID_FEATURES}
+
+    def predict(raw_ids: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        outputs = model(_model_inputs(model.tft_layer(dict(raw_ids))), training=False)
+        return {head: tf.identity(outputs[head], name=head) for head in features.HEADS}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name=key) for key in features.ID_FEATURES
+        ]
+    )
+    def serve_ids(user_id, item_id):
+        # The transform graph takes [batch, 1] like the schema's fixed-length features.
+        return predict({
+            features.USER_ID: tf.reshape(user_id, [-1, 1]),
+            features.ITEM_ID: tf.reshape(item_id, [-1, 1]),
+        })
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_tf_examples(examples):
+        return predict(tf.io.parse_example(examples, id_spec))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def transform_features(examples):
+        return model.tft_layer(tf.io.parse_example(examples, raw_spec))
+
+    return {
+        features.SERVING_DEFAULT: serve_ids.get_concrete_function(),
+        features.SERVING_TF_EXAMPLE: serve_tf_examples.get_concrete_function(),
+        features.TRANSFORM_FEATURES: transform_features.get_concrete_function(),
+    }
+
+
+def export_model(
+    model: tf_keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str
+) -> None:
+    """Saves `model` with its transform graph and signatures to `export_dir`."""
+    signatures = serving_signatures(model, tf_transform_output)
+    tf.saved_model.save(model, export_dir, signatures=signatures)

@@ -1,0 +1,35 @@
+"""The one registry of names: raw columns, labels, heads and transformed features.
+
+Every other module (schema checks, preprocessing, model, export, evaluation)
+imports its names from here, so a rename happens in one place.
+"""
+
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+TIMESTAMP = "timestamp"
+
+# Categorical ID features that get a vocabulary and an embedding.
+ID_FEATURES = (USER_ID, ITEM_ID)
+
+# Each label is named after the model head that predicts it.
+BINARY_RATING = "binary_rating"
+PURCHASE_PROBABILITY = "purchase_probability"
+HEADS = (BINARY_RATING, PURCHASE_PROBABILITY)
+
+# The canonical interaction columns, in the order the generated data writes them.
+COLUMNS = (USER_ID, ITEM_ID, TIMESTAMP, BINARY_RATING, PURCHASE_PROBABILITY)
+
+# Names of the exported SavedModel's signatures.
+SERVING_DEFAULT = "serving_default"
+SERVING_TF_EXAMPLE = "serving_tf_example"
+TRANSFORM_FEATURES = "transform_features"
+
+
+def transformed_name(key: str) -> str:
+    """The name tf.Transform gives the integer-ID version of raw feature `key`."""
+    return f"{key}_xf"
+
+
+def vocabulary_name(key: str) -> str:
+    """The file name of the tf.Transform vocabulary computed for `key`."""
+    return f"{key}_vocab"

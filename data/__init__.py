@@ -1,0 +1,1 @@
+"""Bundled default data: a generator of deterministic synthetic interactions."""

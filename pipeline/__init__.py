@@ -1,0 +1,1 @@
+"""DAG wiring: the pipeline's config object and `create_pipeline`."""

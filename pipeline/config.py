@@ -1,0 +1,97 @@
+"""The pipeline's one typed, frozen configuration object.
+
+Runners build a `PipelineConfig` (from flags, a scheduler's settings, ...) and
+pass it to `create_pipeline`; nothing here reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from pathlib import Path
+from typing import Mapping
+
+from components import features
+from components.model import ModelConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SCHEMA = REPO_ROOT / "schemas" / "interactions.pbtxt"
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadThreshold:
+    """When one head's model is good enough to bless.
+
+    `metric` is a TFMA metric class name. The model must reach `bound`
+    (a lower bound when `higher_is_better`, else an upper bound) and may be at
+    most `max_regression` worse than the last blessed model, in the metric's units.
+    """
+
+    metric: str
+    higher_is_better: bool
+    bound: float
+    max_regression: float
+
+    def __post_init__(self) -> None:
+        if self.max_regression < 0:
+            raise ValueError(f"max_regression must be >= 0, got {self.max_regression}")
+
+
+def default_thresholds() -> Mapping[str, HeadThreshold]:
+    return types.MappingProxyType({
+        features.BINARY_RATING: HeadThreshold("AUC", True, bound=0.6, max_regression=0.01),
+        features.PURCHASE_PROBABILITY: HeadThreshold(
+            "RootMeanSquaredError", False, bound=0.25, max_regression=0.01
+        ),
+    })
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Everything one pipeline run needs.
+
+    All outputs go under `output_dir`: the pipeline root, the SQLite ML Metadata
+    store and the serving directory (see the properties).
+    `data_path` is a CSV file or a folder whose `*.csv` files are all read.
+    """
+
+    data_path: Path
+    output_dir: Path
+    pipeline_name: str = "multitask-recommender"
+    schema_path: Path = DEFAULT_SCHEMA
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    thresholds: Mapping[str, HeadThreshold] = dataclasses.field(default_factory=default_thresholds)
+    num_oov_buckets: int = 10
+    # Train/eval hash split, in buckets: 4 and 1 is 80/20.
+    train_buckets: int = 4
+    eval_buckets: int = 1
+    beam_pipeline_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+    enable_cache: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_path", Path(self.data_path).resolve())
+        object.__setattr__(self, "output_dir", Path(self.output_dir).resolve())
+        object.__setattr__(self, "schema_path", Path(self.schema_path).resolve())
+        object.__setattr__(self, "thresholds", types.MappingProxyType(dict(self.thresholds)))
+        object.__setattr__(self, "beam_pipeline_args", tuple(self.beam_pipeline_args))
+        if set(self.thresholds) != set(features.HEADS):
+            raise ValueError(
+                f"thresholds must name exactly the heads {list(features.HEADS)}, "
+                f"got {sorted(self.thresholds)}"
+            )
+        if self.num_oov_buckets < 1:
+            raise ValueError(f"num_oov_buckets must be >= 1, got {self.num_oov_buckets}")
+        if self.train_buckets < 1 or self.eval_buckets < 1:
+            raise ValueError("train_buckets and eval_buckets must be >= 1")
+
+    @property
+    def pipeline_root(self) -> Path:
+        return self.output_dir / "pipeline"
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.output_dir / "metadata.sqlite"
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.output_dir / "serving"

@@ -1,0 +1,68 @@
+"""The Evaluator's TFMA config: one label per head, metrics and thresholds per head."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import tensorflow_model_analysis as tfma
+
+from components import features
+from pipeline.config import HeadThreshold
+
+# Metrics reported per head besides the thresholded one.
+REPORTED_METRICS = {
+    features.BINARY_RATING: ("ExampleCount", "BinaryAccuracy", "AUC"),
+    features.PURCHASE_PROBABILITY: ("MeanAbsoluteError", "RootMeanSquaredError"),
+}
+
+
+def metric_threshold(threshold: HeadThreshold) -> tfma.MetricThreshold:
+    """Value bound plus a change bound against the baseline (last blessed) model.
+
+    TFMA's change threshold compares candidate - baseline with `absolute`:
+    for higher-is-better metrics the difference must stay >= -max_regression,
+    for lower-is-better ones <= +max_regression.
+    """
+    if threshold.higher_is_better:
+        value = tfma.GenericValueThreshold(lower_bound={"value": threshold.bound})
+        change = tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -threshold.max_regression},
+        )
+    else:
+        value = tfma.GenericValueThreshold(upper_bound={"value": threshold.bound})
+        change = tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.LOWER_IS_BETTER,
+            absolute={"value": threshold.max_regression},
+        )
+    return tfma.MetricThreshold(value_threshold=value, change_threshold=change)
+
+
+def make_eval_config(thresholds: Mapping[str, HeadThreshold]) -> tfma.EvalConfig:
+    """Both heads evaluated on the raw eval split through `serving_tf_example`.
+
+    A model is blessed only if every head's thresholded metric passes.
+    """
+    metrics_specs = []
+    for head in features.HEADS:
+        threshold = thresholds[head]
+        configs = [
+            tfma.MetricConfig(class_name=name)
+            for name in REPORTED_METRICS[head]
+            if name != threshold.metric
+        ]
+        configs.append(
+            tfma.MetricConfig(class_name=threshold.metric, threshold=metric_threshold(threshold))
+        )
+        metrics_specs.append(tfma.MetricsSpec(output_names=[head], metrics=configs))
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name=features.SERVING_TF_EXAMPLE,
+                preprocessing_function_names=[features.TRANSFORM_FEATURES],
+                label_keys={head: head for head in features.HEADS},
+            )
+        ],
+        slicing_specs=[tfma.SlicingSpec()],
+        metrics_specs=metrics_specs,
+    )

@@ -1,0 +1,149 @@
+"""`create_pipeline`: the DAG, built from a PipelineConfig. Imports no orchestrator.
+
+ExampleGen -> StatisticsGen -> ExampleValidator (against ImportSchemaGen's
+curated schema) -> DataValidationGate -> Transform -> Trainer -> Evaluator
+(against the latest blessed model, found by the Resolver) -> Pusher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+from tfx.components.example_gen.component import FileBasedExampleGen
+from tfx.dsl.components.base import executor_spec
+
+from components import example_gen, preprocessing, trainer
+from components.data_validation import DataValidationGate
+from pipeline.config import REPO_ROOT, PipelineConfig
+from pipeline.eval_config import make_eval_config
+
+# Dotted paths of the functions Transform and Trainer run (installed package
+# `components`, so Beam workers import it like any dependency).
+PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
+RUN_FN = "components.trainer.run_fn"
+
+# custom_config key with a digest of the code the components run. With dotted
+# paths TFX cannot see code changes, so this digest keeps its cache honest.
+CODE_FINGERPRINT = "code_fingerprint"
+
+
+def code_fingerprint(root: Path = REPO_ROOT) -> str:
+    """SHA-256 over the components' Python sources, in a stable order."""
+    digest = hashlib.sha256()
+    for path in sorted((root / "components").rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _input_split(data_path: Path) -> tuple[str, str]:
+    """(input_base, file pattern) for a CSV file or a folder of CSV files."""
+    if data_path.is_dir():
+        return str(data_path), "*.csv"
+    return str(data_path.parent), data_path.name
+
+
+def create_pipeline(
+    config: PipelineConfig,
+    metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
+) -> tfx.dsl.Pipeline:
+    """The full pipeline for `config`; the runner supplies the metadata connection."""
+    fingerprint = code_fingerprint()
+    input_base, pattern = _input_split(config.data_path)
+
+    example_gen_ = FileBasedExampleGen(
+        input_base=input_base,
+        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="all", pattern=pattern)]),
+        output_config=tfx.proto.Output(
+            split_config=tfx.proto.SplitConfig(splits=[
+                tfx.proto.SplitConfig.Split(name="train", hash_buckets=config.train_buckets),
+                tfx.proto.SplitConfig.Split(name="eval", hash_buckets=config.eval_buckets),
+            ])
+        ),
+        custom_executor_spec=executor_spec.BeamExecutorSpec(
+            example_gen.SchemaCsvExampleGenExecutor
+        ),
+        custom_config={example_gen.SCHEMA_PATH: str(config.schema_path)},
+    ).with_id("ExampleGen")
+
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen_.outputs["examples"])
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=str(config.schema_path))
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    gate = DataValidationGate(
+        anomalies=example_validator.outputs["anomalies"], data_source=str(config.data_path)
+    )
+
+    transform = tfx.components.Transform(
+        examples=example_gen_.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        custom_config={
+            preprocessing.NUM_OOV_BUCKETS: config.num_oov_buckets,
+            CODE_FINGERPRINT: fingerprint,
+        },
+    )
+    # Bad data must stop the run before Transform: the gate has no outputs to
+    # consume, so the dependency is explicit.
+    transform.add_upstream_node(gate)
+
+    trainer_ = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config={
+            trainer.MODEL_CONFIG: config.model.to_json_dict(),
+            preprocessing.NUM_OOV_BUCKETS: config.num_oov_buckets,
+            CODE_FINGERPRINT: fingerprint,
+        },
+    )
+
+    resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen_.outputs["examples"],
+        model=trainer_.outputs["model"],
+        baseline_model=resolver.outputs["model"],
+        eval_config=make_eval_config(config.thresholds),
+    )
+
+    pusher = tfx.components.Pusher(
+        model=trainer_.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=str(config.serving_dir)
+            )
+        ),
+    )
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=str(config.pipeline_root),
+        components=[
+            example_gen_,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            gate,
+            transform,
+            trainer_,
+            resolver,
+            evaluator,
+            pusher,
+        ],
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.beam_pipeline_args),
+    )

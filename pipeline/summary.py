@@ -1,0 +1,147 @@
+"""What the last pipeline run did, read back from ML Metadata (not from logs).
+
+`summarize(store, pipeline_name)` gives each component's outcome and seconds,
+the blessing with both heads' metrics (and failed thresholds), and where the
+model was pushed; `format_summary` renders it for people.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import tensorflow_model_analysis as tfma
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+_STATES = {
+    metadata_store_pb2.Execution.COMPLETE: "complete",
+    metadata_store_pb2.Execution.CACHED: "cached",
+    metadata_store_pb2.Execution.FAILED: "FAILED",
+    metadata_store_pb2.Execution.RUNNING: "running",
+    metadata_store_pb2.Execution.NEW: "new",
+    metadata_store_pb2.Execution.CANCELED: "canceled",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentRun:
+    component_id: str
+    state: str
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    components: tuple[ComponentRun, ...]
+    blessed: bool | None  # None when the Evaluator did not run
+    metrics: dict[str, dict[str, float]]  # head -> metric -> value (overall slice)
+    failed_thresholds: tuple[str, ...]
+    pushed_to: str | None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _custom(artifact: metadata_store_pb2.Artifact, key: str) -> Any:
+    value = artifact.custom_properties.get(key)
+    if value is None:
+        return None
+    return getattr(value, value.WhichOneof("value"))
+
+
+def _latest_run(store: metadata_store.MetadataStore, pipeline_name: str):
+    pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    executions = store.get_executions_by_context(pipeline.id) if pipeline else []
+    if not executions:
+        raise LookupError(f"no run of pipeline {pipeline_name!r} in this metadata store")
+    latest = max(executions, key=lambda e: e.id)
+    return next(
+        c for c in store.get_contexts_by_execution(latest.id)
+        if store.get_context_types_by_id([c.type_id])[0].name == "pipeline_run"
+    )
+
+
+def _node_id(store, execution_id: int, pipeline_name: str) -> str:
+    for context in store.get_contexts_by_execution(execution_id):
+        if context.name.startswith(pipeline_name + "."):
+            return context.name[len(pipeline_name) + 1 :]
+    return "?"
+
+
+def _outputs(store, execution_id: int) -> list[metadata_store_pb2.Artifact]:
+    events = store.get_events_by_execution_ids([execution_id])
+    ids = [e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT]
+    return store.get_artifacts_by_id(ids) if ids else []
+
+
+def _head_metrics(evaluation_uri: str) -> dict[str, dict[str, float]]:
+    metrics: dict[str, dict[str, float]] = {}
+    for per_slice in tfma.load_metrics(evaluation_uri):
+        if per_slice.slice_key.single_slice_keys:
+            continue  # overall slice only
+        for kv in per_slice.metric_keys_and_values:
+            if kv.key.is_diff or kv.key.model_name not in ("", "candidate"):
+                continue
+            value = kv.value
+            if value.HasField("double_value"):
+                metrics.setdefault(kv.key.output_name, {})[kv.key.name] = value.double_value.value
+    return metrics
+
+
+def _failed_thresholds(evaluation_uri: str) -> tuple[str, ...]:
+    result = tfma.load_validation_result(evaluation_uri)
+    failures = []
+    for per_slice in result.metric_validations_per_slice:
+        for failure in per_slice.failures:
+            key = failure.metric_key
+            kind = "change vs baseline" if key.is_diff else "value"
+            failures.append(
+                f"{key.output_name}/{key.name} ({kind}) = "
+                f"{failure.metric_value.double_value.value:.4f}: {failure.message}"
+            )
+    return tuple(failures)
+
+
+def summarize(store: metadata_store.MetadataStore, pipeline_name: str) -> RunSummary:
+    """The latest run of `pipeline_name` recorded in `store`."""
+    run = _latest_run(store, pipeline_name)
+    components = []
+    blessed = None
+    metrics: dict[str, dict[str, float]] = {}
+    failed: tuple[str, ...] = ()
+    pushed_to = None
+    for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):
+        node = _node_id(store, execution.id, pipeline_name)
+        seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1e3
+        components.append(
+            ComponentRun(node, _STATES.get(execution.last_known_state, "unknown"), seconds)
+        )
+        for artifact in _outputs(store, execution.id):
+            type_name = store.get_artifact_types_by_id([artifact.type_id])[0].name
+            if type_name == "ModelBlessing":
+                blessed = bool(_custom(artifact, "blessed"))
+            elif type_name == "ModelEvaluation":
+                metrics = _head_metrics(artifact.uri)
+                failed = _failed_thresholds(artifact.uri)
+            elif type_name == "PushedModel" and _custom(artifact, "pushed"):
+                pushed_to = _custom(artifact, "pushed_destination")
+    return RunSummary(run.name, tuple(components), blessed, metrics, failed, pushed_to)
+
+
+def format_summary(summary: RunSummary) -> str:
+    lines = [f"Pipeline run {summary.run_id}"]
+    for c in summary.components:
+        lines.append(f"  {c.component_id:<32} {c.state:<9} {c.seconds:7.1f} s")
+    if summary.blessed is None:
+        lines.append("Blessing: not evaluated")
+    else:
+        lines.append(f"Blessing: {'BLESSED' if summary.blessed else 'NOT blessed'}")
+    for head, values in sorted(summary.metrics.items()):
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(values.items()))
+        lines.append(f"  {head}: {shown}")
+    for failure in summary.failed_thresholds:
+        lines.append(f"  failed threshold: {failure}")
+    lines.append(f"Pushed model: {summary.pushed_to or 'none'}")
+    return "\n".join(lines)
