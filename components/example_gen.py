@@ -99,7 +99,9 @@ def parse_row(
         for column, cell in zip(header, cells)
         if column in types
     }
-    yield tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    # Deterministic bytes: the train/eval hash split hashes them.
+    yield example.SerializeToString(deterministic=True)
 
 
 def _custom_config(exec_properties: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,9 +26,9 @@ class ModelConfig:
 
     embedding_dim: int = 32
     hidden_units: tuple[int, ...] = (64,)
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     batch_size: int = 256
-    epochs: int = 5
+    epochs: int = 10
     seed: int = 42
     loss_weights: Mapping[str, float] = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({h: 1.0 for h in features.HEADS})

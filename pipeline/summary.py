@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 
 import tensorflow_model_analysis as tfma
+from google.protobuf import text_format
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
@@ -97,9 +98,10 @@ def _failed_thresholds(evaluation_uri: str) -> tuple[str, ...]:
         for failure in per_slice.failures:
             key = failure.metric_key
             kind = "change vs baseline" if key.is_diff else "value"
+            bound = text_format.MessageToString(failure.metric_threshold, as_one_line=True)
             failures.append(
                 f"{key.output_name}/{key.name} ({kind}) = "
-                f"{failure.metric_value.double_value.value:.4f}: {failure.message}"
+                f"{failure.metric_value.double_value.value:.4f}, threshold {bound}"
             )
     return tuple(failures)
 
