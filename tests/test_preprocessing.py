@@ -1,0 +1,76 @@
+"""preprocessing_fn through real tf.Transform analysis, checked against hand-made vocabularies."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+from components import features
+from components.preprocessing import NUM_OOV_BUCKETS, preprocessing_fn
+
+OOV = 2
+SPEC = {
+    features.USER_ID: tf.io.FixedLenFeature([1], tf.string),
+    features.ITEM_ID: tf.io.FixedLenFeature([1], tf.string),
+    features.BINARY_RATING: tf.io.FixedLenFeature([1], tf.int64),
+    features.PURCHASE_PROBABILITY: tf.io.FixedLenFeature([1], tf.float32),
+}
+
+
+def _row(user, item, liked=1, prob=0.5):
+    return {
+        features.USER_ID: [user],
+        features.ITEM_ID: [item],
+        features.BINARY_RATING: [liked],
+        features.PURCHASE_PROBABILITY: [prob],
+    }
+
+
+@pytest.fixture(scope="module")
+def transformed(tmp_path_factory):
+    # Distinct frequencies so the vocabulary order (most frequent first) is unambiguous:
+    # users "3" x3, "1" x2, "2" x1; items "10" x4, "9" x2.
+    rows = [
+        _row(b"3", b"10", 1, 0.9), _row(b"3", b"10", 0, 0.2), _row(b"3", b"9", 1, 0.7),
+        _row(b"1", b"10"), _row(b"1", b"9"), _row(b"2", b"10", 0, 0.25),
+    ]
+    unseen = [_row(b"never-seen", b"10"), _row(b"3", b"no-such-item")]
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(SPEC))
+    with tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp("tft"))):
+        (train, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            lambda inputs: preprocessing_fn(inputs, {NUM_OOV_BUCKETS: OOV})
+        )
+        new, _ = ((unseen, metadata), transform_fn) | tft_beam.TransformDataset()
+    return train, new
+
+
+def _column(rows, key):
+    return [np.asarray(r[key]).item() for r in rows]
+
+
+def test_ids_map_to_frequency_ordered_vocabulary_indices(transformed):
+    train, _ = transformed
+    assert _column(train, features.transformed_name(features.USER_ID)) == [0, 0, 0, 1, 1, 2]
+    assert _column(train, features.transformed_name(features.ITEM_ID)) == [0, 0, 1, 0, 1, 0]
+
+
+def test_unknown_ids_fall_into_oov_buckets_after_the_vocabulary(transformed):
+    _, new = transformed
+    unknown_user = _column(new, features.transformed_name(features.USER_ID))[0]
+    unknown_item = _column(new, features.transformed_name(features.ITEM_ID))[1]
+    assert 3 <= unknown_user < 3 + OOV  # 3 known users
+    assert 2 <= unknown_item < 2 + OOV  # 2 known items
+    assert _column(new, features.transformed_name(features.ITEM_ID))[0] == 0  # "10" still known
+
+
+def test_labels_pass_through_as_float(transformed):
+    train, _ = transformed
+    assert _column(train, features.BINARY_RATING) == [1.0, 0.0, 1.0, 1.0, 1.0, 0.0]
+    assert _column(train, features.PURCHASE_PROBABILITY) == pytest.approx([0.9, 0.2, 0.7, 0.5, 0.5, 0.25])
+    assert set(train[0]) == {
+        features.transformed_name(features.USER_ID),
+        features.transformed_name(features.ITEM_ID),
+        features.BINARY_RATING,
+        features.PURCHASE_PROBABILITY,
+    }
