@@ -1,0 +1,167 @@
+"""Two real LocalDagRunner runs on small generated data, checked through ML Metadata.
+
+Run 1 must bless and push a model that loads without project code and serves
+known and unknown IDs from both signatures. Run 2 demands an AUC no model can
+reach: it must not be blessed, and the serving directory must be left as is.
+"""
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ml_metadata.metadata_store import metadata_store
+from tfx import v1 as tfx
+
+from components import features
+from components.model import ModelConfig
+from data.synthetic import SyntheticSpec, write_csv
+from pipeline.config import HeadThreshold, PipelineConfig
+from run_local import run
+
+pytestmark = pytest.mark.slow
+
+COMPONENTS = {
+    "ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataValidationGate",
+    "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher",
+}
+# A constant predictor gets AUC 0.5 and RMSE ~0.275 on this data: both bounds exclude it.
+THRESHOLDS = {
+    features.BINARY_RATING: HeadThreshold("AUC", True, bound=0.65, max_regression=0.05),
+    features.PURCHASE_PROBABILITY: HeadThreshold(
+        "RootMeanSquaredError", False, bound=0.25, max_regression=0.05
+    ),
+}
+
+LOAD_AND_PREDICT = """
+import json, sys
+import tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+users, items = json.loads(sys.argv[2])
+by_ids = loaded.signatures["serving_default"](
+    user_id=tf.constant(users), item_id=tf.constant(items))
+examples = [tf.train.Example(features=tf.train.Features(feature={
+    "user_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[u.encode()])),
+    "item_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[i.encode()])),
+})).SerializeToString() for u, i in zip(users, items)]
+by_examples = loaded.signatures["serving_tf_example"](examples=tf.constant(examples))
+print(json.dumps({name: {k: v.numpy().tolist() for k, v in out.items()}
+                  for name, out in (("ids", by_ids), ("examples", by_examples))}))
+"""
+
+
+def _tree_digest(root):
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _executions_per_node(config):
+    store = metadata_store.MetadataStore(
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(str(config.metadata_path))
+    )
+    counts = {}
+    for context in store.get_contexts_by_type("node"):
+        node = context.name.split(".", 1)[1]
+        counts[node] = len(store.get_executions_by_context(context.id))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    data = write_csv(SyntheticSpec(num_users=300, num_items=200, num_interactions=12_000),
+                     root / "data" / "interactions.csv")
+    config = PipelineConfig(
+        data_path=data,
+        output_dir=root / "out",
+        model=ModelConfig(epochs=10),
+        thresholds=THRESHOLDS,
+    )
+    summary, error = run(config)
+    assert error is None, error
+    return config, summary, _executions_per_node(config), _tree_digest(config.serving_dir)
+
+
+@pytest.fixture(scope="module")
+def second_run(first_run):
+    config = dataclasses.replace(
+        first_run[0],
+        thresholds={**THRESHOLDS, features.BINARY_RATING: HeadThreshold("AUC", True, 0.9999, 0.0)},
+    )
+    summary, error = run(config)
+    assert error is None, error
+    return config, summary
+
+
+def test_every_component_executed_once(first_run):
+    _, summary, executions, _ = first_run
+    assert executions == {node: 1 for node in COMPONENTS}
+    assert {c.component_id for c in summary.components} == COMPONENTS
+    assert {c.state for c in summary.components} == {"complete"}
+
+
+def test_model_is_blessed_and_pushed_with_both_heads_measured(first_run):
+    config, summary, _, _ = first_run
+    assert summary.blessed is True
+    assert summary.failed_thresholds == ()
+    assert summary.metrics[features.BINARY_RATING]["auc"] >= 0.65
+    assert summary.metrics[features.PURCHASE_PROBABILITY]["root_mean_squared_error"] <= 0.25
+    versions = list(config.serving_dir.iterdir())
+    assert len(versions) == 1
+    assert summary.pushed_to.rstrip("/") == str(versions[0])
+    assert (versions[0] / "saved_model.pb").is_file()
+
+
+def test_pushed_model_serves_known_and_unknown_ids_in_a_fresh_process(first_run):
+    config, _, _, _ = first_run
+    (version,) = config.serving_dir.iterdir()
+    users = ["1", "2", "no-such-user", "1", "ünïcødé"]
+    items = ["1", "no-such-item", "3", "2", "4"]
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_PREDICT, str(version), json.dumps([users, items])],
+        check=True, capture_output=True, text=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for head in features.HEADS:
+        by_ids = np.asarray(result["ids"][head])
+        by_examples = np.asarray(result["examples"][head])
+        assert by_ids.shape == (len(users), 1)
+        assert np.all(np.isfinite(by_ids))
+        np.testing.assert_allclose(by_ids, by_examples, atol=1e-6)
+    liked = np.asarray(result["ids"][features.BINARY_RATING])
+    assert np.all((liked > 0) & (liked < 1))
+
+
+def test_unmeetable_threshold_blocks_the_push_and_keeps_the_served_model(first_run, second_run):
+    first_config, _, _, digest_before = first_run
+    _, summary = second_run
+    assert summary.blessed is False
+    assert any("binary_rating/auc" in f for f in summary.failed_thresholds)
+    assert summary.pushed_to is None
+    assert len(list(first_config.serving_dir.iterdir())) == 1
+    assert _tree_digest(first_config.serving_dir) == digest_before
+
+
+def test_an_anomaly_stops_the_run_before_transform(tmp_path):
+    data = write_csv(SyntheticSpec(num_interactions=2_000), tmp_path / "data" / "bad.csv")
+    lines = data.read_text().splitlines()
+    user, item, stamp, _, prob = lines[5].split(",")
+    lines[5] = ",".join([user, item, stamp, "7", prob])  # binary_rating must be 0 or 1
+    data.write_text("\n".join(lines) + "\n")
+    config = PipelineConfig(data_path=data, output_dir=tmp_path / "out")
+    summary, error = run(config)
+    assert error is not None
+    assert "bad.csv" in str(error)
+    assert "column 'binary_rating'" in str(error)
+    assert "Out-of-range" in str(error)
+    states = {c.component_id: c.state for c in summary.components}
+    assert states["ExampleValidator"] == "complete"  # anomalies recorded in ML Metadata
+    assert states["DataValidationGate"] == "FAILED"
+    assert "Transform" not in states and "Trainer" not in states
+    assert not config.serving_dir.exists()
