@@ -6,7 +6,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
-SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 # The wheels of ml-metadata and TFDV 1.21 exist only for manylinux_2_39.
 PLATFORM := x86_64-manylinux_2_39
 PYTEST_ARGS ?=
@@ -22,7 +21,7 @@ $(READY): requirements/requirements.lock requirements/tools.txt setup.py \
 	$(VENV)/bin/uv pip install --python $(PY) --python-platform $(PLATFORM) \
 	    -r requirements/requirements.lock
 	$(VENV)/bin/uv pip install --python $(PY) --no-deps -e .
-	$(PY) tools/runtime_compat/patch.py $(SITE_PACKAGES)
+	$(PY) tools/runtime_compat/patch.py
 	$(PY) -c 'import ml_metadata.metadata_store, tensorflow_data_validation'
 	touch $@
 

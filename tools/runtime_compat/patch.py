@@ -1,6 +1,7 @@
 """Make wheels built for a newer C/C++ runtime load on this machine's older one.
 
-Usage: python tools/runtime_compat/patch.py SITE_PACKAGES_DIR [--check]
+Usage: python tools/runtime_compat/patch.py [SITE_PACKAGES_DIR] [--check]
+(default: the site-packages of the Python running it)
 
 Scans every shared object under SITE_PACKAGES_DIR for ELF version requirements
 (`.gnu.version_r`) on the system C/C++ runtime (libc, libstdc++, libgcc_s, ...)
@@ -35,6 +36,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -309,7 +311,11 @@ def plans(root: Path, host: dict[str, frozenset[str]]) -> list[Plan]:
 
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("site_packages", type=Path)
+    parser.add_argument(
+        "site_packages", type=Path, nargs="?",
+        default=Path(sysconfig.get_path("purelib")),
+        help="the environment to patch (default: this interpreter's site-packages)",
+    )
     parser.add_argument("--check", action="store_true", help="report only; exit 1 if work remains")
     args = parser.parse_args(argv)
     try:
