@@ -17,9 +17,14 @@ import logging
 import sys
 from pathlib import Path
 
+from ml_metadata.metadata_store import metadata_store
+from tfx import v1 as tfx
+
 from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import PipelineConfig
+from pipeline.pipeline import create_pipeline
+from pipeline.summary import format_summary, summarize
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,16 +34,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--data", type=Path, default=None,
+        "--data", type=Path, default=None, metavar="PATH",
         help="a CSV file, or a folder of CSV files, with columns user_id, item_id, timestamp, "
-        "binary_rating, purchase_probability (default: generate the bundled synthetic set)",
+        "binary_rating, purchase_probability (None: generate the bundled synthetic set)",
     )
-    parser.add_argument("--output", type=Path, default=Path("outputs"), help="output root")
+    parser.add_argument(
+        "--output", type=Path, default=Path("outputs"), metavar="DIR",
+        help="output root: pipeline/, metadata.sqlite, serving/<version>/",
+    )
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per step")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="Adam's")
+    parser.add_argument(
+        "--embedding-dim", type=int, default=defaults.embedding_dim, help="user and item embeddings"
+    )
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed of training")
     parser.add_argument("--cache", action="store_true", help="reuse cached component results")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument(
@@ -69,13 +79,6 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
 
 def run(config: PipelineConfig):
     """Runs the pipeline; returns (summary or None, error or None)."""
-    # Imported here so `--help` answers without loading TensorFlow.
-    from ml_metadata.metadata_store import metadata_store
-    from tfx import v1 as tfx
-
-    from pipeline.pipeline import create_pipeline
-    from pipeline.summary import summarize
-
     config.output_dir.mkdir(parents=True, exist_ok=True)
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
         str(config.metadata_path)
@@ -99,8 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = config_from_args(args)
     logging.basicConfig(level=logging.WARNING)
-    from pipeline.summary import format_summary
-
     summary, error = run(config)
     if summary is not None and args.json:
         print(json.dumps(summary.to_json_dict(), indent=2))

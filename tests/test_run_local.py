@@ -1,0 +1,24 @@
+from pathlib import Path
+
+from run_local import config_from_args, parse_args
+
+
+def test_options_reach_the_config(tmp_path):
+    data = tmp_path / "mine.csv"
+    data.write_text("user_id,item_id,timestamp,binary_rating,purchase_probability\n")
+    args = parse_args([
+        "--data", str(data), "--output", str(tmp_path / "o"), "--epochs", "3",
+        "--batch-size", "32", "--beam-arg=--direct_num_workers=2",
+    ])
+    config = config_from_args(args)
+    assert config.data_path == data
+    assert config.output_dir == tmp_path / "o"
+    assert config.model.epochs == 3 and config.model.batch_size == 32
+    assert config.beam_pipeline_args == ("--direct_num_workers=2",)
+
+
+def test_without_data_the_synthetic_set_is_generated_under_the_output(tmp_path):
+    config = config_from_args(parse_args(["--output", str(tmp_path / "o"), "--epochs", "1"]))
+    assert config.data_path == tmp_path / "o" / "data" / "interactions.csv"
+    assert config.data_path.read_text().startswith("user_id,item_id,timestamp,")
+    assert parse_args([]).output == Path("outputs")
