@@ -1,6 +1,8 @@
 # `make run` and `make test` create .venv on first use (pinned lock file, plus
 # the runtime compatibility step where this machine's C/C++ runtime is older
 # than the wheels need), then reuse it: a second call installs nothing.
+# uv copies files (--link-mode copy) because the compatibility step patches
+# two extensions in place, which must not reach uv's cache through hardlinks.
 
 PYTHON ?= python3
 VENV := .venv
@@ -19,7 +21,7 @@ $(READY): requirements/requirements.lock requirements/tools.txt setup.py \
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/tools.txt
 	$(VENV)/bin/uv pip install --python $(PY) --python-platform $(PLATFORM) \
-	    -r requirements/requirements.lock
+	    --link-mode copy -r requirements/requirements.lock
 	$(VENV)/bin/uv pip install --python $(PY) --no-deps -e .
 	$(PY) tools/runtime_compat/patch.py
 	$(PY) -c 'import ml_metadata.metadata_store, tensorflow_data_validation'

@@ -19,7 +19,7 @@ def _need(lib, version, index, flags=0):
 
 def test_nothing_to_do_when_the_runtime_has_every_version():
     info = patch.ElfInfo((_need("libc.so.6", "GLIBC_2.36", 2),), (("strtol", 2),), frozenset())
-    assert patch.plan_for(Path("x.so"), info, HOST) is None
+    assert patch.plan_for(Path("x.so"), info, HOST, shim_beside=True) is None
 
 
 def test_missing_versions_are_planned_for_shim_symbols():
@@ -28,7 +28,7 @@ def test_missing_versions_are_planned_for_shim_symbols():
         (("__isoc23_strtol", 3), ("malloc", 2)),
         frozenset(),
     )
-    plan = patch.plan_for(Path("x.so"), info, HOST)
+    plan = patch.plan_for(Path("x.so"), info, HOST, shim_beside=True)
     assert plan.symbols == ("__isoc23_strtol",)
     assert [n.version for n in plan.weaken] == ["GLIBC_2.38"]
     assert plan.needs_shim
@@ -37,13 +37,31 @@ def test_missing_versions_are_planned_for_shim_symbols():
 def test_a_symbol_the_shim_lacks_fails_loudly_by_name():
     info = patch.ElfInfo((_need("libc.so.6", "GLIBC_2.39", 3),), (("pidfd_spawn", 3),), frozenset())
     with pytest.raises(patch.CompatError, match="pidfd_spawn.*GLIBC_2.39"):
-        patch.plan_for(Path("x.so"), info, HOST)
+        patch.plan_for(Path("x.so"), info, HOST, shim_beside=True)
 
 
 def test_already_patched_files_are_left_alone():
     weak = _need("libc.so.6", "GLIBC_2.38", 3, flags=0x2)
     info = patch.ElfInfo((weak,), (("__isoc23_strtol", 0),), frozenset())  # unversioned now
-    assert patch.plan_for(Path("x.so"), info, HOST) is None
+    assert patch.plan_for(Path("x.so"), info, HOST, shim_beside=True) is None
+
+
+def test_a_patched_extension_without_its_shim_beside_gets_the_shim():
+    weak = _need("libc.so.6", "GLIBC_2.38", 3, flags=0x2)
+    info = patch.ElfInfo((weak,), (("__isoc23_strtol", 0),), frozenset(), (patch.SHIM_NAME,))
+    plan = patch.plan_for(Path("x.so"), info, HOST, shim_beside=False)
+    assert plan.needs_shim and plan.symbols == () and plan.weaken == ()
+    assert patch.plan_for(Path("x.so"), info, HOST, shim_beside=True) is None
+
+
+def test_patching_never_writes_through_a_hardlink(tmp_path):
+    original = tmp_path / "cache.so"
+    original.write_bytes(b"cached bytes")
+    linked = tmp_path / "venv.so"
+    linked.hardlink_to(original)
+    patch._unshare(linked)
+    linked.write_bytes(b"patched")
+    assert original.read_bytes() == b"cached bytes"
 
 
 def test_host_versions_are_read_from_the_real_runtime():

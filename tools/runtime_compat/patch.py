@@ -69,7 +69,9 @@ RUNTIME_SONAMES = (
 )
 LOADER_SONAME = "ld-linux-x86-64.so.2"
 
+_SHT_DYNAMIC = 6
 _SHT_DYNSYM = 11
+_DT_NEEDED = 1
 _SHT_GNU_VERDEF = 0x6FFFFFFD
 _SHT_GNU_VERNEED = 0x6FFFFFFE
 _SHT_GNU_VERSYM = 0x6FFFFFFF
@@ -111,6 +113,7 @@ class ElfInfo:
     # Undefined dynamic symbols with the version index they are bound to.
     undefined: tuple[tuple[str, int], ...]
     defined_versions: frozenset[str]
+    needed: tuple[str, ...] = ()  # DT_NEEDED sonames
 
 
 def _sections(data: mmap.mmap) -> list[Section]:
@@ -142,9 +145,15 @@ def _read_elf(data: mmap.mmap) -> ElfInfo:
     needs: list[VersionNeed] = []
     undefined: list[tuple[str, int]] = []
     defined: set[str] = set()
+    needed: list[str] = []
     for sec in sections:
         strtab = sections[sec.link].offset
-        if sec.type == _SHT_GNU_VERNEED:
+        if sec.type == _SHT_DYNAMIC:
+            for pos in range(sec.offset, sec.offset + sec.size, 16):
+                tag, value = struct.unpack_from("<qQ", data, pos)
+                if tag == _DT_NEEDED:
+                    needed.append(_cstr(data, strtab + value))
+        elif sec.type == _SHT_GNU_VERNEED:
             pos = sec.offset
             for _ in range(sec.info):
                 _, cnt, file_off, aux, nxt = struct.unpack_from("<HHIII", data, pos)
@@ -174,7 +183,7 @@ def _read_elf(data: mmap.mmap) -> ElfInfo:
             if shndx == 0 and name:
                 (ver,) = struct.unpack_from("<H", data, versym.offset + 2 * i)
                 undefined.append((_cstr(data, strtab + name), ver & 0x7FFF))
-    return ElfInfo(tuple(needs), tuple(undefined), frozenset(defined))
+    return ElfInfo(tuple(needs), tuple(undefined), frozenset(defined), tuple(needed))
 
 
 def _loaded_path(soname: str) -> Path | None:
@@ -212,12 +221,18 @@ class Plan:
     needs_shim: bool
 
 
-def plan_for(path: Path, info: ElfInfo, host: dict[str, frozenset[str]]) -> Plan | None:
+def plan_for(
+    path: Path, info: ElfInfo, host: dict[str, frozenset[str]], shim_beside: bool
+) -> Plan | None:
     """Decides what `path` needs; None when it already loads on this runtime.
 
+    `shim_beside` says whether the shim library is already next to `path` (an
+    extension patched elsewhere and copied here still needs it).
     Raises CompatError naming the symbol if a missing-version symbol is one
     the shim does not define.
     """
+    if SHIM_NAME in info.needed and not shim_beside:
+        return Plan(path, (), (), needs_shim=True)
     missing = [
         n for n in info.needs if n.library in host and n.version not in host[n.library]
     ]
@@ -264,9 +279,20 @@ def _patchelf() -> str:
     return found
 
 
+def _unshare(path: Path) -> None:
+    """Gives `path` its own inode: installers hardlink files from their caches,
+    and patching a shared inode would patch the cache (and every other
+    environment made from it) too."""
+    if path.stat().st_nlink > 1:
+        tmp = path.with_name(path.name + ".unshared")
+        shutil.copy2(path, tmp)
+        os.replace(tmp, path)
+
+
 def apply(plan: Plan, shim: Path) -> None:
     """Applies `plan` to its file; see the module docstring for the three steps."""
     patchelf = _patchelf()
+    _unshare(plan.path)
     args = []
     for symbol in plan.symbols:
         args += ["--clear-symbol-version", symbol]
@@ -303,7 +329,7 @@ def plans(root: Path, host: dict[str, frozenset[str]]) -> list[Plan]:
             info = read_elf(path)
         except (ValueError, struct.error):
             continue  # not an ELF64 shared object we can judge; the loader will
-        plan = plan_for(path, info, host)
+        plan = plan_for(path, info, host, (path.parent / SHIM_NAME).exists())
         if plan is not None:
             found.append(plan)
     return found
