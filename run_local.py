@@ -43,6 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="output root: pipeline/, metadata.sqlite, serving/<version>/",
     )
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
+    parser.add_argument(
+        "--steps-per-epoch", type=int, default=defaults.steps_per_epoch,
+        help="training steps per epoch (None: one full pass over the train split)",
+    )
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per step")
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="Adam's")
     parser.add_argument(
@@ -69,6 +73,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
         epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
         seed=args.seed,
     )
     config = PipelineConfig(data_path=data, output_dir=output, model=model, enable_cache=args.cache)

@@ -59,24 +59,37 @@ def read_header(path: str, required: Sequence[str]) -> list[str]:
     return header
 
 
+def _bytes(value: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int64(value: int) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+
+def _float(value: float) -> tf.train.Feature:
+    return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+
+
+# Schema type -> (cell parser, what the cell must be, feature builder).
+_CONVERTERS = {
+    schema_pb2.BYTES: (lambda cell: cell.encode("utf-8"), "text", _bytes),
+    schema_pb2.INT: (int, "an integer", _int64),
+    schema_pb2.FLOAT: (float, "a number", _float),
+}
+
+
 def _feature(path: str, column: str, cell: str, ftype: int) -> tf.train.Feature:
     if cell == "":
         return tf.train.Feature()
-    if ftype == schema_pb2.BYTES:
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[cell.encode("utf-8")]))
-    if ftype == schema_pb2.INT:
-        try:
-            value = int(cell)
-        except ValueError:
-            raise CsvFormatError(f"{path}: column '{column}': {cell!r} is not an integer") from None
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-    if ftype == schema_pb2.FLOAT:
-        try:
-            value = float(cell)
-        except ValueError:
-            raise CsvFormatError(f"{path}: column '{column}': {cell!r} is not a number") from None
-        return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
-    raise CsvFormatError(f"{path}: column '{column}': schema type {ftype} is not supported")
+    if ftype not in _CONVERTERS:
+        raise CsvFormatError(f"{path}: column '{column}': schema type {ftype} is not supported")
+    parse, expected, build = _CONVERTERS[ftype]
+    try:
+        value = parse(cell)
+    except ValueError:
+        raise CsvFormatError(f"{path}: column '{column}': {cell!r} is not {expected}") from None
+    return build(value)
 
 
 def parse_row(

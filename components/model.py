@@ -29,6 +29,8 @@ class ModelConfig:
     learning_rate: float = 3e-3
     batch_size: int = 256
     epochs: int = 10
+    # Training steps per epoch; None means one full pass over the train split.
+    steps_per_epoch: int | None = None
     seed: int = 42
     loss_weights: Mapping[str, float] = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({h: 1.0 for h in features.HEADS})
@@ -55,6 +57,8 @@ class ModelConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
+            raise ValueError(f"steps_per_epoch must be > 0 or None, got {self.steps_per_epoch}")
         if any(u <= 0 for u in self.hidden_units):
             raise ValueError(f"hidden_units must be positive, got {self.hidden_units}")
 

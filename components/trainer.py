@@ -37,15 +37,16 @@ def input_dataset(
     tf_transform_output: tft.TFTransformOutput,
     config: ModelConfig,
     shuffle: bool,
+    repeat: bool = False,
 ) -> tf.data.Dataset:
-    """One pass over transformed examples, as (inputs, labels) batches."""
+    """Transformed examples as (inputs, labels) batches: one pass, or endless if `repeat`."""
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(
             batch_size=config.batch_size,
             shuffle=shuffle,
             shuffle_seed=config.seed,
-            num_epochs=1,
+            num_epochs=None if repeat else 1,
         ),
         tf_transform_output.transformed_metadata.schema,
     )
@@ -72,9 +73,18 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     sizes = vocabulary_sizes(tf_transform_output, int(custom[NUM_OOV_BUCKETS]))
     model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config)
-    train = input_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, config, True)
-    evaluation = input_dataset(
-        fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config, False
+    train = input_dataset(
+        fn_args.train_files, fn_args.data_accessor, tf_transform_output, config,
+        shuffle=True, repeat=config.steps_per_epoch is not None,
     )
-    model.fit(train, epochs=config.epochs, validation_data=evaluation, verbose=2)
+    evaluation = input_dataset(
+        fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config, shuffle=False
+    )
+    model.fit(
+        train,
+        epochs=config.epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        validation_data=evaluation,
+        verbose=2,
+    )
     export.export_model(model, tf_transform_output, fn_args.serving_model_dir)

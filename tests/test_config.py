@@ -29,6 +29,7 @@ def test_model_config_is_frozen():
         ({"loss_weights": {"binary_rating": 1.0}}, "loss_weights must name exactly the heads"),
         ({"loss_weights": {"binary_rating": -1.0, "purchase_probability": 1.0}}, ">= 0"),
         ({"epochs": 0}, "epochs must be > 0"),
+        ({"steps_per_epoch": 0}, "steps_per_epoch must be > 0 or None"),
         ({"learning_rate": 0.0}, "learning_rate must be > 0"),
         ({"hidden_units": (8, 0)}, "hidden_units must be positive"),
     ],
