@@ -2,6 +2,8 @@
 
     python run_local.py                      # bundled synthetic data
     python run_local.py --data my.csv        # your interactions (canonical columns)
+    python run_local.py --movielens ../shared/datasets/ml-100k
+    python run_local.py --data ratings.parquet --columns user_id=uid,item_id=sku,timestamp=ts,rating=stars
 
 Everything goes under --output: pipeline/ (artifacts), metadata.sqlite,
 serving/<version>/ (pushed models). Prints a summary read back from ML Metadata;
@@ -20,7 +22,9 @@ from pathlib import Path
 from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
 
+from components.example_gen import HASH, TEMPORAL
 from components.model import ModelConfig
+from data import ratings
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
@@ -38,6 +42,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a CSV file, or a folder of CSV files, with columns user_id, item_id, timestamp, "
         "binary_rating, purchase_probability (None: generate the bundled synthetic set)",
     )
+    parser.add_argument(
+        "--movielens", type=Path, default=None, metavar="PATH",
+        help="a MovieLens release (folder or ratings file): ML-100K u.data, ML-1M/10M "
+        "ratings.dat, ML-20M/25M/latest ratings.csv; converted to the canonical columns",
+    )
+    parser.add_argument(
+        "--columns", default=None, metavar="MAPPING",
+        help="with --data: convert a CSV/Parquet file whose columns are mapped as "
+        "CANONICAL=SOURCE,... (user_id, item_id, timestamp, and rating or both labels)",
+    )
+    parser.add_argument("--delimiter", default=",", help="with --columns: the CSV delimiter")
+    parser.add_argument(
+        "--rating-scale-max", type=float, default=5.0,
+        help="with --movielens/--columns rating: purchase_probability = rating / this",
+    )
+    parser.add_argument(
+        "--like-threshold", type=float, default=4.0,
+        help="with --movielens/--columns rating: binary_rating = rating >= this",
+    )
+    parser.add_argument(
+        "--split", choices=(TEMPORAL, HASH), default=TEMPORAL,
+        help="temporal: evaluate on the most recent interactions; hash: a random split",
+    )
+    parser.add_argument("--eval-fraction", type=float, default=0.2, help="share of rows to evaluate on")
     parser.add_argument(
         "--output", type=Path, default=Path("outputs"), metavar="DIR",
         help="output root: pipeline/, metadata.sqlite, serving/<version>/",
@@ -63,9 +91,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _ratings_source(args: argparse.Namespace) -> ratings.RatingsSource | None:
+    if args.movielens is not None:
+        if args.data is not None or args.columns is not None:
+            raise SystemExit("--movielens cannot be combined with --data or --columns")
+        source = ratings.movielens_source(args.movielens)
+    elif args.columns is not None:
+        if args.data is None or not args.data.is_file():
+            raise SystemExit("--columns needs --data pointing at one CSV or Parquet file")
+        source = ratings.RatingsSource(
+            args.data,
+            ratings.parse_column_mapping(args.columns),
+            file_format="parquet" if args.data.suffix == ".parquet" else "csv",
+            delimiter=args.delimiter,
+        )
+    else:
+        return None
+    return dataclasses.replace(
+        source, scale_max=args.rating_scale_max, like_threshold=args.like_threshold
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    """The run's config; converts rating data or generates the default set as needed."""
     output = args.output.resolve()
-    data = args.data or write_csv(SyntheticSpec(), output / "data" / "interactions.csv")
+    source = _ratings_source(args)
+    scale_max = None
+    if source is not None:
+        data = output / "data" / source.path.stem / "interactions.csv"
+        ratings.convert(source, data)
+        scale_max = source.scale_max if ratings.RATING in source.columns else None
+    elif args.data is not None:
+        data = args.data
+    else:
+        data = write_csv(SyntheticSpec(), output / "data" / "interactions.csv")
     if not data.exists():
         raise SystemExit(f"--data {data}: no such file or folder")
     model = ModelConfig(
@@ -76,7 +135,15 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         steps_per_epoch=args.steps_per_epoch,
         seed=args.seed,
     )
-    config = PipelineConfig(data_path=data, output_dir=output, model=model, enable_cache=args.cache)
+    config = PipelineConfig(
+        data_path=data,
+        output_dir=output,
+        model=model,
+        split=args.split,
+        eval_fraction=args.eval_fraction,
+        rating_scale_max=scale_max,
+        enable_cache=args.cache,
+    )
     if args.beam_args:
         config = dataclasses.replace(config, beam_pipeline_args=tuple(args.beam_args))
     return config
@@ -105,13 +172,17 @@ def run(config: PipelineConfig):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = config_from_args(args)
     logging.basicConfig(level=logging.WARNING)
+    try:
+        config = config_from_args(args)
+    except ratings.RatingsFormatError as err:
+        print(f"Cannot read the input: {err}", file=sys.stderr)
+        return 1
     summary, error = run(config)
     if summary is not None and args.json:
         print(json.dumps(summary.to_json_dict(), indent=2))
     elif summary is not None:
-        print(format_summary(summary))
+        print(format_summary(summary, config.rating_scale_max))
     if error is not None:
         print(f"\nThe run failed: {error}", file=sys.stderr)
         return 1

@@ -22,10 +22,19 @@ import tensorflow as tf
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.dsl.io import fileio
-from tfx.utils import io_utils
+from tfx.proto import example_gen_pb2
+from tfx.utils import io_utils, proto_utils
 
-# custom_config key holding the curated schema's path.
+from components import features
+
+# custom_config keys: the curated schema's path; the split ("temporal" or
+# "hash") and, for "temporal", the fraction of most recent rows held out.
 SCHEMA_PATH = "schema_path"
+SPLIT = "split"
+EVAL_FRACTION = "eval_fraction"
+TEMPORAL = "temporal"
+HASH = "hash"
+TRAIN, EVAL = "train", "eval"
 
 
 class CsvFormatError(ValueError):
@@ -145,8 +154,54 @@ def _SchemaCsvToExample(  # pylint: disable=invalid-name
     return per_file | "Flatten" >> beam.Flatten()
 
 
+def example_timestamp(record: bytes) -> int:
+    """The record's timestamp, or 0 if it has none (validation reports that)."""
+    values = tf.train.Example.FromString(record).features.feature[features.TIMESTAMP].int64_list.value
+    return values[0] if values else 0
+
+
+def temporal_cutoff(quantiles: Sequence[int], eval_fraction: float) -> int:
+    """The timestamp at the (1 - eval_fraction) quantile; later rows are evaluation rows.
+
+    `quantiles` holds the 0th, 1st, ..., 100th percentiles of the timestamps.
+    """
+    return quantiles[round((len(quantiles) - 1) * (1.0 - eval_fraction))]
+
+
+def _temporal_splits(records: beam.PCollection, eval_fraction: float) -> dict[str, beam.PCollection]:
+    stamped = records | "Timestamp" >> beam.Map(lambda r: (example_timestamp(r), r))
+    cutoff = (
+        stamped
+        | "Timestamps" >> beam.Keys()
+        | "Percentiles" >> beam.transforms.stats.ApproximateQuantiles.Globally(num_quantiles=101)
+        | "Cutoff" >> beam.Map(temporal_cutoff, eval_fraction)
+    )
+    train, evaluation = stamped | "ByTime" >> beam.Partition(
+        lambda kv, _, cut: int(kv[0] > cut), 2, cut=beam.pvalue.AsSingleton(cutoff)
+    )
+    return {
+        TRAIN: train | "TrainRecords" >> beam.Values(),
+        EVAL: evaluation | "EvalRecords" >> beam.Values(),
+    }
+
+
 class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
-    """FileBasedExampleGen executor for CSV typed by the schema at custom_config[SCHEMA_PATH]."""
+    """FileBasedExampleGen executor for CSV typed by the schema at custom_config[SCHEMA_PATH].
+
+    With custom_config[SPLIT] == "temporal", the rows with the most recent
+    `EVAL_FRACTION` of timestamps form the eval split (the model is judged on
+    the future); otherwise the output_config's hash split applies.
+    """
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return _SchemaCsvToExample
+
+    def GenerateExamplesByBeam(self, pipeline, exec_properties):
+        custom = _custom_config(exec_properties)
+        if custom.get(SPLIT, HASH) != TEMPORAL:
+            return super().GenerateExamplesByBeam(pipeline, exec_properties)
+        input_config = example_gen_pb2.Input()
+        proto_utils.json_to_proto(exec_properties["input_config"], input_config)
+        (split,) = input_config.splits
+        records = pipeline | "InputToRecord" >> _SchemaCsvToExample(exec_properties, split.pattern)
+        return _temporal_splits(records, float(custom[EVAL_FRACTION]))

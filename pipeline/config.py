@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from components import features
+from components.example_gen import HASH, TEMPORAL
 from components.model import ModelConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -63,9 +64,14 @@ class PipelineConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     thresholds: Mapping[str, HeadThreshold] = dataclasses.field(default_factory=default_thresholds)
     num_oov_buckets: int = 10
-    # Train/eval hash split, in buckets: 4 and 1 is 80/20.
-    train_buckets: int = 4
-    eval_buckets: int = 1
+    # "temporal": the most recent `eval_fraction` of interactions (by timestamp)
+    # is the eval split. "hash": a random split of that size, as published
+    # benchmarks use.
+    split: str = TEMPORAL
+    eval_fraction: float = 0.2
+    # Ratings' maximum when the labels came from a rating scale (e.g. 5 stars):
+    # the summary then also reports RMSE on that scale.
+    rating_scale_max: float | None = None
     beam_pipeline_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
     enable_cache: bool = False
 
@@ -82,8 +88,16 @@ class PipelineConfig:
             )
         if self.num_oov_buckets < 1:
             raise ValueError(f"num_oov_buckets must be >= 1, got {self.num_oov_buckets}")
-        if self.train_buckets < 1 or self.eval_buckets < 1:
-            raise ValueError("train_buckets and eval_buckets must be >= 1")
+        if self.split not in (TEMPORAL, HASH):
+            raise ValueError(f"split must be {TEMPORAL!r} or {HASH!r}, got {self.split!r}")
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
+
+    @property
+    def hash_buckets(self) -> tuple[int, int]:
+        """(train, eval) buckets of 100 for the hash split."""
+        eval_buckets = max(1, min(99, round(100 * self.eval_fraction)))
+        return 100 - eval_buckets, eval_buckets
 
     @property
     def pipeline_root(self) -> Path:

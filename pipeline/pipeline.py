@@ -53,20 +53,25 @@ def create_pipeline(
     """The full pipeline for `config`; the runner supplies the metadata connection."""
     fingerprint = code_fingerprint()
     input_base, pattern = _input_split(config.data_path)
+    train_buckets, eval_buckets = config.hash_buckets
 
     example_gen_ = FileBasedExampleGen(
         input_base=input_base,
         input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="all", pattern=pattern)]),
         output_config=tfx.proto.Output(
             split_config=tfx.proto.SplitConfig(splits=[
-                tfx.proto.SplitConfig.Split(name="train", hash_buckets=config.train_buckets),
-                tfx.proto.SplitConfig.Split(name="eval", hash_buckets=config.eval_buckets),
+                tfx.proto.SplitConfig.Split(name=example_gen.TRAIN, hash_buckets=train_buckets),
+                tfx.proto.SplitConfig.Split(name=example_gen.EVAL, hash_buckets=eval_buckets),
             ])
         ),
         custom_executor_spec=executor_spec.BeamExecutorSpec(
             example_gen.SchemaCsvExampleGenExecutor
         ),
-        custom_config={example_gen.SCHEMA_PATH: str(config.schema_path)},
+        custom_config={
+            example_gen.SCHEMA_PATH: str(config.schema_path),
+            example_gen.SPLIT: config.split,
+            example_gen.EVAL_FRACTION: config.eval_fraction,
+        },
     ).with_id("ExampleGen")
 
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen_.outputs["examples"])
@@ -96,8 +101,8 @@ def create_pipeline(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        train_args=tfx.proto.TrainArgs(splits=[example_gen.TRAIN]),
+        eval_args=tfx.proto.EvalArgs(splits=[example_gen.EVAL]),
         custom_config={
             trainer.MODEL_CONFIG: config.model.to_json_dict(),
             preprocessing.NUM_OOV_BUCKETS: config.num_oov_buckets,

@@ -132,7 +132,8 @@ def summarize(store: metadata_store.MetadataStore, pipeline_name: str) -> RunSum
     return RunSummary(run.name, tuple(components), blessed, metrics, failed, pushed_to)
 
 
-def format_summary(summary: RunSummary) -> str:
+def format_summary(summary: RunSummary, rating_scale_max: float | None = None) -> str:
+    """Human-readable summary; with `rating_scale_max`, RMSE also on the rating scale."""
     lines = [f"Pipeline run {summary.run_id}"]
     for c in summary.components:
         lines.append(f"  {c.component_id:<32} {c.state:<9} {c.seconds:7.1f} s")
@@ -142,6 +143,9 @@ def format_summary(summary: RunSummary) -> str:
         lines.append(f"Blessing: {'BLESSED' if summary.blessed else 'NOT blessed'}")
     for head, values in sorted(summary.metrics.items()):
         shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(values.items()))
+        rmse = values.get("root_mean_squared_error")
+        if rating_scale_max is not None and rmse is not None:
+            shown += f" (RMSE on the 0-{rating_scale_max:g} rating scale: {rmse * rating_scale_max:.4f})"
         lines.append(f"  {head}: {shown}")
     for failure in summary.failed_thresholds:
         lines.append(f"  failed threshold: {failure}")
