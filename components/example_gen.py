@@ -111,6 +111,8 @@ def parse_row(
     if not line.strip():
         return
     cells = next(csv.reader([line]))
+    if [c.strip() for c in cells] == list(header):
+        raise CsvFormatError(f"{path}: the header line {line.strip()!r} appears again inside the data")
     if len(cells) != len(header):
         raise CsvFormatError(
             f"{path}: a row has {len(cells)} fields but the header has {len(header)} "

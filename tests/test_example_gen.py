@@ -56,6 +56,7 @@ def test_serialization_is_deterministic():
         ("u1,i1,12,1", "in.csv: a row has 4 fields but the header has 5"),
         ("u1,i1,12,yes,0.5", "in.csv: column 'binary_rating': 'yes' is not an integer"),
         ("u1,i1,12,1,lots", "in.csv: column 'purchase_probability': 'lots' is not a number"),
+        (",".join(HEADER), "in.csv: the header line .* appears again inside the data"),
     ],
 )
 def test_bad_rows_name_file_column_and_problem(line, message):
