@@ -205,7 +205,7 @@ def canonical_chunk(chunk: pd.DataFrame, source: RatingsSource) -> pd.DataFrame:
         if fractional.any():
             raise RatingsFormatError(
                 f"{source.path}: column '{source.columns[features.BINARY_RATING]}' "
-                f"(binary_rating): {liked[fractional][0]!r} is not 0 or 1"
+                f"(binary_rating): {float(liked[fractional][0]):g} is not 0 or 1"
             )
         out[features.BINARY_RATING] = _nullable_int(liked)
         out[features.PURCHASE_PROBABILITY] = _numeric(chunk, source, features.PURCHASE_PROBABILITY)
