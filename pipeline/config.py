@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from components import features
+from components.data_validation import INFINITY_NORM, JENSEN_SHANNON
 from components.example_gen import HASH, TEMPORAL
 from components.model import ModelConfig
 
@@ -36,6 +37,31 @@ class HeadThreshold:
     def __post_init__(self) -> None:
         if self.max_regression < 0:
             raise ValueError(f"max_regression must be >= 0, got {self.max_regression}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftThreshold:
+    """How far one feature's distribution may move from the previous span.
+
+    `comparator` is TFDV's: "infinity_norm" (L-infinity distance, for string
+    features) or "jensen_shannon_divergence" (for numeric ones).
+    """
+
+    comparator: str
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if self.comparator not in (INFINITY_NORM, JENSEN_SHANNON):
+            raise ValueError(f"comparator must be {INFINITY_NORM!r} or {JENSEN_SHANNON!r}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"drift threshold must be in (0, 1], got {self.threshold}")
+
+
+def default_drift() -> Mapping[str, DriftThreshold]:
+    """The labels' distributions, which a broken upstream job shifts first."""
+    return types.MappingProxyType({
+        head: DriftThreshold(JENSEN_SHANNON, 0.2) for head in features.HEADS
+    })
 
 
 def default_thresholds() -> Mapping[str, HeadThreshold]:
@@ -69,6 +95,10 @@ class PipelineConfig:
     # benchmarks use.
     split: str = TEMPORAL
     eval_fraction: float = 0.2
+    # Spans: each run ingests the newest span; Transform and Trainer use the
+    # last `window_spans` of them. Drift is checked against the previous span.
+    window_spans: int = 1
+    drift: Mapping[str, DriftThreshold] = dataclasses.field(default_factory=default_drift)
     # Ratings' maximum when the labels came from a rating scale (e.g. 5 stars):
     # the summary then also reports RMSE on that scale.
     rating_scale_max: float | None = None
@@ -81,6 +111,12 @@ class PipelineConfig:
         object.__setattr__(self, "schema_path", Path(self.schema_path).resolve())
         object.__setattr__(self, "thresholds", types.MappingProxyType(dict(self.thresholds)))
         object.__setattr__(self, "beam_pipeline_args", tuple(self.beam_pipeline_args))
+        object.__setattr__(self, "drift", types.MappingProxyType(dict(self.drift)))
+        if self.window_spans < 1:
+            raise ValueError(f"window_spans must be >= 1, got {self.window_spans}")
+        unknown = sorted(set(self.drift) - set(features.COLUMNS))
+        if unknown:
+            raise ValueError(f"drift names unknown column(s) {unknown}")
         if set(self.thresholds) != set(features.HEADS):
             raise ValueError(
                 f"thresholds must name exactly the heads {list(features.HEADS)}, "

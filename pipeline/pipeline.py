@@ -1,13 +1,16 @@
 """`create_pipeline`: the DAG, built from a PipelineConfig. Imports no orchestrator.
 
-ExampleGen -> StatisticsGen -> ExampleValidator (against ImportSchemaGen's
-curated schema) -> DataValidationGate -> Transform -> Trainer -> Evaluator
-(against the latest blessed model, found by the Resolver) -> Pusher.
+ExampleGen (newest span) -> StatisticsGen -> ExampleValidator (against
+ImportSchemaGen's curated schema) -> DataValidationGate (also drift against the
+previous span) -> Transform (over the last `window_spans` spans, reusing its
+analyzer cache) -> Trainer -> Evaluator (on the newest span, against the latest
+blessed model) -> Pusher.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from ml_metadata.proto import metadata_store_pb2
@@ -17,6 +20,7 @@ from tfx.dsl.components.base import executor_spec
 
 from components import example_gen, preprocessing, trainer
 from components.data_validation import DataValidationGate
+from components.resolvers import LatestSpansStrategy, NewestArtifactStrategy, PreviousSpanStrategy
 from pipeline.config import REPO_ROOT, PipelineConfig
 from pipeline.eval_config import make_eval_config
 
@@ -39,9 +43,15 @@ def code_fingerprint(root: Path = REPO_ROOT) -> str:
     return digest.hexdigest()[:16]
 
 
+# Sub-folders named like this hold one span each: span-1/, span-2/, ...
+SPAN_FOLDERS = "span-{SPAN}"
+
+
 def _input_split(data_path: Path) -> tuple[str, str]:
-    """(input_base, file pattern) for a CSV file or a folder of CSV files."""
+    """(input_base, file pattern) for a CSV file, a folder of CSV files, or a folder of spans."""
     if data_path.is_dir():
+        if any(p.is_dir() for p in data_path.glob("span-*")):
+            return str(data_path), f"{SPAN_FOLDERS}/*.csv"
         return str(data_path), "*.csv"
     return str(data_path.parent), data_path.name
 
@@ -79,13 +89,39 @@ def create_pipeline(
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
+    previous_statistics = tfx.dsl.Resolver(
+        strategy_class=PreviousSpanStrategy,
+        statistics=statistics_gen.outputs["statistics"],
+    ).with_id("previous_span_statistics_resolver")
     gate = DataValidationGate(
-        anomalies=example_validator.outputs["anomalies"], data_source=str(config.data_path)
+        anomalies=example_validator.outputs["anomalies"],
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"],
+        previous_statistics=previous_statistics.outputs["statistics"],
+        data_source=str(config.data_path),
+        drift_thresholds=json.dumps(
+            {name: [d.comparator, d.threshold] for name, d in sorted(config.drift.items())}
+        ),
     )
 
-    transform = tfx.components.Transform(
+    span_window = tfx.dsl.Resolver(
+        strategy_class=LatestSpansStrategy,
+        config={"num_spans": config.window_spans},
         examples=example_gen_.outputs["examples"],
+    ).with_id("span_window_resolver")
+    # The analyzer cache of the last Transform run: analyzers of spans it has
+    # already seen are not recomputed.
+    analyzer_cache = tfx.dsl.Resolver(
+        strategy_class=NewestArtifactStrategy,
+        cache=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.TransformCache, producer_component_id="Transform"
+        ),
+    ).with_id("analyzer_cache_resolver")
+
+    transform = tfx.components.Transform(
+        examples=span_window.outputs["examples"],
         schema=schema_gen.outputs["schema"],
+        analyzer_cache=analyzer_cache.outputs["cache"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={
             preprocessing.NUM_OOV_BUCKETS: config.num_oov_buckets,
@@ -141,7 +177,10 @@ def create_pipeline(
             statistics_gen,
             schema_gen,
             example_validator,
+            previous_statistics,
             gate,
+            span_window,
+            analyzer_cache,
             transform,
             trainer_,
             resolver,

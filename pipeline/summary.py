@@ -136,7 +136,7 @@ def format_summary(summary: RunSummary, rating_scale_max: float | None = None) -
     """Human-readable summary; with `rating_scale_max`, RMSE also on the rating scale."""
     lines = [f"Pipeline run {summary.run_id}"]
     for c in summary.components:
-        lines.append(f"  {c.component_id:<32} {c.state:<9} {c.seconds:7.1f} s")
+        lines.append(f"  {c.component_id:<34} {c.state:<9} {c.seconds:7.1f} s")
     if summary.blessed is None:
         lines.append("Blessing: not evaluated")
     else:

@@ -25,8 +25,10 @@ from run_local import run
 pytestmark = pytest.mark.slow
 
 COMPONENTS = {
-    "ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataValidationGate",
-    "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher",
+    "ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+    "previous_span_statistics_resolver", "DataValidationGate", "span_window_resolver",
+    "analyzer_cache_resolver", "Transform", "Trainer", "latest_blessed_model_resolver",
+    "Evaluator", "Pusher",
 }
 # A constant predictor gets AUC 0.5 and RMSE ~0.275 on this data: both bounds exclude it.
 THRESHOLDS = {

@@ -6,16 +6,25 @@ from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 
 EXPECTED_IDS = {
-    "ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataValidationGate",
-    "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher",
+    "ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+    "previous_span_statistics_resolver", "DataValidationGate", "span_window_resolver",
+    "analyzer_cache_resolver", "Transform", "Trainer", "latest_blessed_model_resolver",
+    "Evaluator", "Pusher",
 }
 EXPECTED_UPSTREAM = {
     "ExampleGen": set(),
     "ImportSchemaGen": set(),
     "StatisticsGen": {"ExampleGen"},
     "ExampleValidator": {"StatisticsGen", "ImportSchemaGen"},
-    "DataValidationGate": {"ExampleValidator"},
-    "Transform": {"ExampleGen", "ImportSchemaGen", "DataValidationGate"},
+    "previous_span_statistics_resolver": {"StatisticsGen"},
+    "DataValidationGate": {
+        "ExampleValidator", "StatisticsGen", "ImportSchemaGen", "previous_span_statistics_resolver"
+    },
+    "span_window_resolver": {"ExampleGen"},
+    "analyzer_cache_resolver": set(),
+    "Transform": {
+        "span_window_resolver", "ImportSchemaGen", "DataValidationGate", "analyzer_cache_resolver"
+    },
     "Trainer": {"Transform", "ImportSchemaGen"},
     "latest_blessed_model_resolver": set(),
     "Evaluator": {"ExampleGen", "Trainer", "latest_blessed_model_resolver"},
@@ -44,9 +53,23 @@ def test_inputs_are_wired_to_the_right_outputs(tmp_path):
         return channel.producer_node_query.id, channel.output_key
 
     assert producer("Trainer", "examples") == ("Transform", "transformed_examples")
+    assert producer("Transform", "examples") == ("span_window_resolver", "examples")
+    assert producer("Transform", "analyzer_cache") == ("analyzer_cache_resolver", "cache")
+    assert producer("DataValidationGate", "previous_statistics") == (
+        "previous_span_statistics_resolver", "statistics"
+    )
     assert producer("Evaluator", "baseline_model") == ("latest_blessed_model_resolver", "model")
     assert producer("Pusher", "model_blessing") == ("Evaluator", "blessing")
     assert producer("Evaluator", "examples") == ("ExampleGen", "examples")
+
+
+def test_span_folders_are_read_as_spans(tmp_path):
+    from pipeline.pipeline import _input_split
+
+    (tmp_path / "span-1").mkdir()
+    assert _input_split(tmp_path) == (str(tmp_path), "span-{SPAN}/*.csv")
+    assert _input_split(tmp_path / "span-1") == (str(tmp_path / "span-1"), "*.csv")
+    assert _input_split(tmp_path / "x.csv") == (str(tmp_path), "x.csv")
 
 
 def test_outputs_and_metadata_live_under_the_output_root(tmp_path):

@@ -1,0 +1,78 @@
+"""Resolver strategies over spans of data.
+
+New data arrives as spans (`span-N` folders); each run's ExampleGen ingests
+the newest span, so ML Metadata can hold several artifacts of one span (one
+per run). TFX's SpanRangeStrategy would hand all of them on, counting a
+re-ingested span twice; these strategies keep the newest artifact per span.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+from tfx import types
+from tfx.dsl.components.common import resolver
+
+_SPAN = "span"
+
+
+def span_of(artifact: types.Artifact) -> int:
+    """The artifact's span (0 for data not organised in spans)."""
+    text = artifact.get_string_custom_property(_SPAN)
+    return int(text) if text else artifact.get_int_custom_property(_SPAN)
+
+
+def newest_per_span(artifacts: List[types.Artifact]) -> Dict[int, types.Artifact]:
+    """Span -> the most recently registered artifact of that span."""
+    newest: Dict[int, types.Artifact] = {}
+    for artifact in artifacts:
+        span = span_of(artifact)
+        if span not in newest or artifact.id > newest[span].id:
+            newest[span] = artifact
+    return newest
+
+
+def latest_spans(artifacts: List[types.Artifact], num_spans: int) -> List[types.Artifact]:
+    """The newest artifact of each of the `num_spans` highest spans, highest first."""
+    newest = newest_per_span(artifacts)
+    return [newest[span] for span in sorted(newest, reverse=True)[:num_spans]]
+
+
+def previous_span(artifacts: List[types.Artifact]) -> List[types.Artifact]:
+    """The newest artifact of the span just below the highest one; [] if there is none."""
+    return latest_spans(artifacts, 2)[1:]
+
+
+class LatestSpansStrategy(resolver.ResolverStrategy):
+    """A rolling window: the newest artifact of each of the last `num_spans` spans."""
+
+    def __init__(self, num_spans: int):
+        if num_spans < 1:
+            raise ValueError(f"num_spans must be >= 1, got {num_spans}")
+        self._num_spans = num_spans
+
+    def resolve_artifacts(
+        self, store, input_dict: Dict[str, List[types.Artifact]]
+    ) -> Optional[Dict[str, List[types.Artifact]]]:
+        return {key: latest_spans(items, self._num_spans) for key, items in input_dict.items()}
+
+
+class PreviousSpanStrategy(resolver.ResolverStrategy):
+    """The span before the newest one (for drift checks); empty on the first span."""
+
+    def resolve_artifacts(
+        self, store, input_dict: Dict[str, List[types.Artifact]]
+    ) -> Optional[Dict[str, List[types.Artifact]]]:
+        return {key: previous_span(items) for key, items in input_dict.items()}
+
+
+class NewestArtifactStrategy(resolver.ResolverStrategy):
+    """The most recently registered artifact; nothing (not a failure) when there is none yet."""
+
+    def resolve_artifacts(
+        self, store, input_dict: Dict[str, List[types.Artifact]]
+    ) -> Optional[Dict[str, List[types.Artifact]]]:
+        return {
+            key: [max(items, key=lambda a: a.id)] if items else []
+            for key, items in input_dict.items()
+        }
