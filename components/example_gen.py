@@ -198,6 +198,14 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return _SchemaCsvToExample
 
+    def Do(self, input_dict, output_dict, exec_properties):
+        super().Do(input_dict, output_dict, exec_properties)
+        # The driver records the span only as a custom property; StatisticsGen
+        # copies the typed `span` property to its statistics, where the drift
+        # check needs it to find the previous span.
+        for examples in output_dict["examples"]:
+            examples.span = int(exec_properties.get("span") or 0)
+
     def GenerateExamplesByBeam(self, pipeline, exec_properties):
         custom = _custom_config(exec_properties)
         if custom.get(SPLIT, HASH) != TEMPORAL:

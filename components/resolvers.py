@@ -17,9 +17,15 @@ _SPAN = "span"
 
 
 def span_of(artifact: types.Artifact) -> int:
-    """The artifact's span (0 for data not organised in spans)."""
-    text = artifact.get_string_custom_property(_SPAN)
-    return int(text) if text else artifact.get_int_custom_property(_SPAN)
+    """The artifact's span (0 for data not organised in spans).
+
+    ExampleGen records it as a custom property of Examples; StatisticsGen as
+    the typed `span` property of ExampleStatistics.
+    """
+    if artifact.has_custom_property(_SPAN):
+        text = artifact.get_string_custom_property(_SPAN)
+        return int(text) if text else artifact.get_int_custom_property(_SPAN)
+    return int(artifact.span) if _SPAN in (artifact.PROPERTIES or {}) else 0
 
 
 def newest_per_span(artifacts: List[types.Artifact]) -> Dict[int, types.Artifact]:

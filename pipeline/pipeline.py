@@ -89,10 +89,17 @@ def create_pipeline(
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
+    # Resolvers over plain channels see the artifacts of every run (an output
+    # channel would limit them to this run); the explicit dependency makes them
+    # wait for this run's artifact.
     previous_statistics = tfx.dsl.Resolver(
         strategy_class=PreviousSpanStrategy,
-        statistics=statistics_gen.outputs["statistics"],
+        statistics=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ExampleStatistics,
+            producer_component_id=statistics_gen.id,
+        ),
     ).with_id("previous_span_statistics_resolver")
+    previous_statistics.add_upstream_node(statistics_gen)
     gate = DataValidationGate(
         anomalies=example_validator.outputs["anomalies"],
         statistics=statistics_gen.outputs["statistics"],
@@ -107,8 +114,11 @@ def create_pipeline(
     span_window = tfx.dsl.Resolver(
         strategy_class=LatestSpansStrategy,
         config={"num_spans": config.window_spans},
-        examples=example_gen_.outputs["examples"],
+        examples=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.Examples, producer_component_id=example_gen_.id
+        ),
     ).with_id("span_window_resolver")
+    span_window.add_upstream_node(example_gen_)
     # The analyzer cache of the last Transform run: analyzers of spans it has
     # already seen are not recomputed.
     analyzer_cache = tfx.dsl.Resolver(
