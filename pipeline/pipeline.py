@@ -9,6 +9,7 @@ blessed model) -> Pusher.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -56,12 +57,26 @@ def _input_split(data_path: Path) -> tuple[str, str]:
     return str(data_path.parent), data_path.name
 
 
-def create_pipeline(
-    config: PipelineConfig,
-    metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
-) -> tfx.dsl.Pipeline:
-    """The full pipeline for `config`; the runner supplies the metadata connection."""
-    fingerprint = code_fingerprint()
+@dataclasses.dataclass(frozen=True)
+class DataComponents:
+    """The data half of the DAG: ingestion and validation, up to the gate."""
+
+    example_gen: FileBasedExampleGen
+    statistics_gen: tfx.components.StatisticsGen
+    schema_gen: tfx.components.ImportSchemaGen
+    example_validator: tfx.components.ExampleValidator
+    previous_statistics: tfx.dsl.Resolver
+    gate: DataValidationGate
+
+    def all(self) -> list:
+        return [
+            self.example_gen, self.statistics_gen, self.schema_gen, self.example_validator,
+            self.previous_statistics, self.gate,
+        ]
+
+
+def data_components(config: PipelineConfig) -> DataComponents:
+    """ExampleGen (newest span), statistics, the curated schema, validation and the gate."""
     input_base, pattern = _input_split(config.data_path)
     train_buckets, eval_buckets = config.hash_buckets
 
@@ -110,6 +125,35 @@ def create_pipeline(
             {name: [d.comparator, d.threshold] for name, d in sorted(config.drift.items())}
         ),
     )
+
+    return DataComponents(
+        example_gen_, statistics_gen, schema_gen, example_validator, previous_statistics, gate
+    )
+
+
+def create_data_validation_pipeline(
+    config: PipelineConfig,
+    metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
+) -> tfx.dsl.Pipeline:
+    """Only ingestion and validation: checks new data without training on it."""
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=str(config.pipeline_root),
+        components=data_components(config).all(),
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.beam_pipeline_args),
+    )
+
+
+def create_pipeline(
+    config: PipelineConfig,
+    metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
+) -> tfx.dsl.Pipeline:
+    """The full pipeline for `config`; the runner supplies the metadata connection."""
+    fingerprint = code_fingerprint()
+    data = data_components(config)
+    example_gen_, schema_gen, gate = data.example_gen, data.schema_gen, data.gate
 
     span_window = tfx.dsl.Resolver(
         strategy_class=LatestSpansStrategy,
@@ -183,12 +227,7 @@ def create_pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=str(config.pipeline_root),
         components=[
-            example_gen_,
-            statistics_gen,
-            schema_gen,
-            example_validator,
-            previous_statistics,
-            gate,
+            *data.all(),
             span_window,
             analyzer_cache,
             transform,
