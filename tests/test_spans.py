@@ -2,6 +2,7 @@
 the analyzer cache fed back, and a drifted span stopped before training."""
 
 import csv
+import hashlib
 
 import pytest
 from ml_metadata.metadata_store import metadata_store
@@ -91,12 +92,24 @@ def test_transform_reads_the_window_of_two_spans_and_the_previous_cache(spans):
     assert fed.id == min(c.id for c in caches)  # the cache the first run wrote
 
 
+def _digest(root):
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def test_a_drifted_span_stops_before_transform(spans):
-    config, _, _ = spans
+    config, _, second = spans
+    assert second.pushed_to  # a model is being served
+    served = _digest(config.serving_dir)
     _add_span(config.data_path, 3, seed=3, liked_override=1)  # suddenly everyone likes everything
     summary, error = run(config)
     assert error is not None
+    assert _digest(config.serving_dir) == served
     message = str(error)
+    assert str(config.data_path) in message
     assert "span 2 -> span 3" in message
     assert "column 'binary_rating': drift" in message
     states = {c.component_id: c.state for c in summary.components}
