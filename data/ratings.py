@@ -191,7 +191,6 @@ def canonical_chunk(chunk: pd.DataFrame, source: RatingsSource) -> pd.DataFrame:
         features.USER_ID: chunk[source.columns[features.USER_ID]].astype(str).str.strip(),
         features.ITEM_ID: chunk[source.columns[features.ITEM_ID]].astype(str).str.strip(),
     })
-    timestamp = _numeric(chunk, source, features.TIMESTAMP)
     out[features.TIMESTAMP] = _nullable_int(np.floor(_numeric(chunk, source, features.TIMESTAMP)))
     if RATING in source.columns:
         rating = _numeric(chunk, source, RATING)

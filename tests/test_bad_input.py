@@ -4,7 +4,6 @@ being served stays byte for byte the same. Harmless oddities (non-ASCII or very 
 IDs) go through.
 """
 
-import hashlib
 
 import pytest
 from ml_metadata.metadata_store import metadata_store
@@ -13,30 +12,20 @@ from tfx import v1 as tfx
 from components import features
 from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, write_csv
-from pipeline.config import HeadThreshold, PipelineConfig
+from pipeline.config import PipelineConfig
 from run_local import run
+from tests.support import LOOSE_THRESHOLDS, tree_digest
 
 pytestmark = pytest.mark.slow
 
 HEADER = ",".join(features.COLUMNS)
-# Loose bounds: these tests are about data, not model quality.
-THRESHOLDS = {
-    features.BINARY_RATING: HeadThreshold("AUC", True, bound=0.5, max_regression=1.0),
-    features.PURCHASE_PROBABILITY: HeadThreshold("RootMeanSquaredError", False, 1.0, 1.0),
-}
 
 
-def _digest(root):
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def _config(data, output):
     return PipelineConfig(
-        data_path=data, output_dir=output, model=ModelConfig(epochs=2), thresholds=THRESHOLDS
+        data_path=data, output_dir=output, model=ModelConfig(epochs=2), thresholds=LOOSE_THRESHOLDS
     )
 
 
@@ -86,7 +75,7 @@ def test_bad_file_stops_before_training_and_keeps_the_served_model(served, case,
     lines = corrupt(good.read_text().splitlines())
     data.write_text("\n".join(lines) + ("\n" if lines else ""))
     config = _config(data, served / "out")
-    before = _digest(config.serving_dir)
+    before = tree_digest(config.serving_dir)
 
     summary, error = run(config)
 
@@ -98,7 +87,7 @@ def test_bad_file_stops_before_training_and_keeps_the_served_model(served, case,
     states = {c.component_id: c.state for c in summary.components}
     assert states[failing] == "FAILED"  # recorded in ML Metadata
     assert "Trainer" not in states and "Pusher" not in states
-    assert _digest(config.serving_dir) == before
+    assert tree_digest(config.serving_dir) == before
     if failing == "DataValidationGate":
         store = metadata_store.MetadataStore(
             tfx.orchestration.metadata.sqlite_metadata_connection_config(str(config.metadata_path))

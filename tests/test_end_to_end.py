@@ -6,7 +6,6 @@ reach: it must not be blessed, and the serving directory must be left as is.
 """
 
 import dataclasses
-import hashlib
 import json
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import HeadThreshold, PipelineConfig
 from run_local import run
+from tests.support import tree_digest
 
 pytestmark = pytest.mark.slow
 
@@ -55,12 +55,6 @@ print(json.dumps({name: {k: v.numpy().tolist() for k, v in out.items()}
 """
 
 
-def _tree_digest(root):
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def _executions_per_node(config):
@@ -87,7 +81,7 @@ def first_run(tmp_path_factory):
     )
     summary, error = run(config)
     assert error is None, error
-    return config, summary, _executions_per_node(config), _tree_digest(config.serving_dir)
+    return config, summary, _executions_per_node(config), tree_digest(config.serving_dir)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +141,7 @@ def test_unmeetable_threshold_blocks_the_push_and_keeps_the_served_model(first_r
     assert any("binary_rating/auc" in f for f in summary.failed_thresholds)
     assert summary.pushed_to is None
     assert len(list(first_config.serving_dir.iterdir())) == 1
-    assert _tree_digest(first_config.serving_dir) == digest_before
+    assert tree_digest(first_config.serving_dir) == digest_before
 
 
 def test_an_anomaly_stops_the_run_before_transform(tmp_path):

@@ -2,7 +2,6 @@
 the analyzer cache fed back, and a drifted span stopped before training."""
 
 import csv
-import hashlib
 
 import pytest
 from ml_metadata.metadata_store import metadata_store
@@ -13,15 +12,12 @@ from components import features
 from components.model import ModelConfig
 from components.resolvers import span_of
 from data.synthetic import SyntheticSpec, write_csv
-from pipeline.config import HeadThreshold, PipelineConfig
+from pipeline.config import PipelineConfig
 from run_local import run
+from tests.support import LOOSE_THRESHOLDS, tree_digest
 
 pytestmark = pytest.mark.slow
 
-THRESHOLDS = {
-    features.BINARY_RATING: HeadThreshold("AUC", True, bound=0.5, max_regression=1.0),
-    features.PURCHASE_PROBABILITY: HeadThreshold("RootMeanSquaredError", False, 1.0, 1.0),
-}
 
 
 def _add_span(root, number, seed, liked_override=None):
@@ -65,7 +61,7 @@ def spans(tmp_path_factory):
     root = tmp_path_factory.mktemp("spans")
     config = PipelineConfig(
         data_path=root / "data", output_dir=root / "out", model=ModelConfig(epochs=2),
-        thresholds=THRESHOLDS, window_spans=2,
+        thresholds=LOOSE_THRESHOLDS, window_spans=2,
     )
     _add_span(config.data_path, 1, seed=1)
     first, error = run(config)
@@ -92,22 +88,16 @@ def test_transform_reads_the_window_of_two_spans_and_the_previous_cache(spans):
     assert fed.id == min(c.id for c in caches)  # the cache the first run wrote
 
 
-def _digest(root):
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def test_a_drifted_span_stops_before_transform(spans):
     config, _, second = spans
     assert second.pushed_to  # a model is being served
-    served = _digest(config.serving_dir)
+    served = tree_digest(config.serving_dir)
     _add_span(config.data_path, 3, seed=3, liked_override=1)  # suddenly everyone likes everything
     summary, error = run(config)
     assert error is not None
-    assert _digest(config.serving_dir) == served
+    assert tree_digest(config.serving_dir) == served
     message = str(error)
     assert str(config.data_path) in message
     assert "span 2 -> span 3" in message
