@@ -32,6 +32,17 @@ class ModelConfig:
     # Training steps per epoch; None means one full pass over the train split.
     steps_per_epoch: int | None = None
     seed: int = 42
+    # Beside the shared MLP, the heads also see a per-user and a per-item bias
+    # (the classic matrix-factorisation baseline terms) and the dot product of
+    # the two embeddings (the factorisation interaction).
+    use_bias_terms: bool = False
+    use_dot_product: bool = False
+    # L2 penalty on embedding tables and dense kernels; dropout after each hidden layer.
+    l2: float = 0.0
+    dropout: float = 0.0
+    # Stop when the validation loss has not improved for this many epochs and
+    # keep the best epoch's weights; None trains all `epochs`.
+    early_stopping_patience: int | None = None
     loss_weights: Mapping[str, float] = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({h: 1.0 for h in features.HEADS})
     )
@@ -57,6 +68,10 @@ class ModelConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError("early_stopping_patience must be >= 1 or None")
+        if self.l2 < 0 or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"need l2 >= 0 and 0 <= dropout < 1, got {self.l2}, {self.dropout}")
         if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
             raise ValueError(f"steps_per_epoch must be > 0 or None, got {self.steps_per_epoch}")
         if any(u <= 0 for u in self.hidden_units):
@@ -73,6 +88,16 @@ class ModelConfig:
     def from_json_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
         return cls(**values)
 
+    @classmethod
+    def original(cls, **overrides: Any) -> "ModelConfig":
+        """The original design: concatenated 32-d embeddings, one Dense(64), Adam 1e-3, 5 epochs."""
+        values = dict(
+            embedding_dim=32, hidden_units=(64,), learning_rate=1e-3, epochs=5,
+            use_bias_terms=False, use_dot_product=False, l2=0.0, dropout=0.0,
+            early_stopping_patience=None,
+        )
+        return cls(**{**values, **overrides})
+
 
 class MultiTaskRecommender(tf_keras.Model):
     """Shared user and item embeddings feeding shared hidden layers and two heads.
@@ -81,22 +106,33 @@ class MultiTaskRecommender(tf_keras.Model):
     int64 vocabulary indices of shape [batch, 1] or [batch].
     Output: `{'binary_rating': sigmoid [batch, 1],
               'purchase_probability': linear [batch, 1]}`.
+    Each head reads the last hidden layer and, as configured, the user and item
+    biases and the embeddings' dot product.
     """
 
     def __init__(self, num_users: int, num_items: int, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
         self.num_users = num_users
         self.num_items = num_items
-        self.user_embedding = tf_keras.layers.Embedding(
-            num_users, config.embedding_dim, name="user_embedding"
+        regularizer = tf_keras.regularizers.l2(config.l2) if config.l2 else None
+
+        def embedding(rows: int, dim: int, name: str) -> tf_keras.layers.Embedding:
+            return tf_keras.layers.Embedding(rows, dim, embeddings_regularizer=regularizer, name=name)
+
+        self.user_embedding = embedding(num_users, config.embedding_dim, "user_embedding")
+        self.item_embedding = embedding(num_items, config.embedding_dim, "item_embedding")
+        self.biases = (
+            [embedding(num_users, 1, "user_bias"), embedding(num_items, 1, "item_bias")]
+            if config.use_bias_terms else []
         )
-        self.item_embedding = tf_keras.layers.Embedding(
-            num_items, config.embedding_dim, name="item_embedding"
-        )
-        self.hidden = [
-            tf_keras.layers.Dense(units, activation="relu", name=f"shared_hidden_{i}")
-            for i, units in enumerate(config.hidden_units)
-        ]
+        self.use_dot_product = config.use_dot_product
+        self.hidden = []
+        for i, units in enumerate(config.hidden_units):
+            self.hidden.append(tf_keras.layers.Dense(
+                units, activation="relu", kernel_regularizer=regularizer, name=f"shared_hidden_{i}"
+            ))
+            if config.dropout:
+                self.hidden.append(tf_keras.layers.Dropout(config.dropout, name=f"dropout_{i}"))
         self.heads = {
             features.BINARY_RATING: tf_keras.layers.Dense(
                 1, activation="sigmoid", name=features.BINARY_RATING
@@ -109,9 +145,15 @@ class MultiTaskRecommender(tf_keras.Model):
     def call(self, inputs, training=None):
         user = tf.reshape(inputs[features.transformed_name(features.USER_ID)], [-1])
         item = tf.reshape(inputs[features.transformed_name(features.ITEM_ID)], [-1])
-        x = tf_keras.layers.concatenate([self.user_embedding(user), self.item_embedding(item)])
+        user_vector, item_vector = self.user_embedding(user), self.item_embedding(item)
+        x = tf.concat([user_vector, item_vector], axis=-1)
         for layer in self.hidden:
-            x = layer(x)
+            x = layer(x, training=training)
+        parts = [x]
+        if self.use_dot_product:
+            parts.append(tf.reduce_sum(user_vector * item_vector, axis=-1, keepdims=True))
+        parts.extend(bias(ids) for bias, ids in zip(self.biases, (user, item)))
+        x = tf.concat(parts, axis=-1)
         return {name: head(x) for name, head in self.heads.items()}
 
 
@@ -132,3 +174,29 @@ def build_model(num_users: int, num_items: int, config: ModelConfig) -> MultiTas
         },
     )
     return model
+
+
+def train(
+    model: MultiTaskRecommender,
+    train_data: tf.data.Dataset,
+    validation_data: tf.data.Dataset,
+    config: ModelConfig,
+) -> tf_keras.callbacks.History:
+    """Fits `model` on (inputs, labels) batches, validating each epoch.
+
+    With `config.early_stopping_patience`, stops once the validation loss has not
+    improved for that many epochs and restores the best epoch's weights.
+    """
+    callbacks = []
+    if config.early_stopping_patience is not None:
+        callbacks.append(tf_keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True
+        ))
+    return model.fit(
+        train_data,
+        epochs=config.epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        validation_data=validation_data,
+        callbacks=callbacks,
+        verbose=2,
+    )

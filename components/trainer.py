@@ -14,7 +14,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from components import export, features
-from components.model import ModelConfig, build_model
+from components.model import ModelConfig, build_model, train
 from components.preprocessing import NUM_OOV_BUCKETS
 
 # custom_config key holding ModelConfig.to_json_dict().
@@ -73,18 +73,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     sizes = vocabulary_sizes(tf_transform_output, int(custom[NUM_OOV_BUCKETS]))
     model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config)
-    train = input_dataset(
+    train_data = input_dataset(
         fn_args.train_files, fn_args.data_accessor, tf_transform_output, config,
         shuffle=True, repeat=config.steps_per_epoch is not None,
     )
-    evaluation = input_dataset(
+    # The eval split validates each epoch (and drives early stopping, if configured).
+    eval_data = input_dataset(
         fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config, shuffle=False
     )
-    model.fit(
-        train,
-        epochs=config.epochs,
-        steps_per_epoch=config.steps_per_epoch,
-        validation_data=evaluation,
-        verbose=2,
-    )
+    train(model, train_data, eval_data, config)
     export.export_model(model, tf_transform_output, fn_args.serving_model_dir)

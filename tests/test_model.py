@@ -54,3 +54,46 @@ def test_training_reduces_the_loss_on_learnable_data():
     model.fit(inputs, labels, epochs=30, batch_size=64, verbose=0)
     after = model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"]
     assert after < 0.5 * before
+
+
+def test_bias_dot_and_regularisation_options_build_what_they_say():
+    plain = build_model(10, 8, ModelConfig.original(embedding_dim=4))
+    rich = build_model(10, 8, ModelConfig(
+        embedding_dim=4, hidden_units=(8,), use_bias_terms=True, use_dot_product=True,
+        l2=1e-3, dropout=0.2,
+    ))
+    inputs, _ = _batch(n=4)
+    plain(inputs), rich(inputs)
+    def has(model, name):
+        return any(f"/{name}/" in v.name for v in model.trainable_variables)
+
+    assert has(rich, "user_bias") and has(rich, "item_bias")
+    assert not has(plain, "user_bias") and not has(plain, "item_bias")
+    # Head input: last hidden layer (8) + dot product (1) + two biases (2).
+    assert rich.heads[features.BINARY_RATING].kernel.shape == (11, 1)
+    assert plain.heads[features.BINARY_RATING].kernel.shape == (64, 1)
+    assert len(rich.losses) > 0 and len(plain.losses) == 0  # L2 penalties only when asked
+    for head in features.HEADS:  # dropout is off at inference: predictions are repeatable
+        np.testing.assert_array_equal(rich(inputs)[head].numpy(), rich(inputs)[head].numpy())
+
+
+def test_early_stopping_restores_the_best_epoch():
+    import tensorflow as tf
+
+    from components.model import train
+
+    config = ModelConfig(embedding_dim=4, hidden_units=(8,), epochs=40, learning_rate=0.05,
+                         early_stopping_patience=2)
+    model = build_model(50, 50, config)
+    inputs, labels = _batch(n=64, num_users=50, num_items=50, seed=1)
+    held_inputs, held_labels = _batch(n=64, num_users=50, num_items=50, seed=2)  # unrelated: overfits
+    history = train(
+        model,
+        tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(16),
+        tf.data.Dataset.from_tensor_slices((held_inputs, held_labels)).batch(64),
+        config,
+    )
+    ran = len(history.history["loss"])
+    assert ran < 40
+    best = min(history.history["val_loss"])
+    assert model.evaluate(held_inputs, held_labels, verbose=0, return_dict=True)["loss"] == pytest.approx(best, rel=1e-4)
