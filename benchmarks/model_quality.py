@@ -134,6 +134,7 @@ def evaluate(config: ModelConfig, train_cols: dict, test_cols: dict, sizes: dict
         _dataset(train_cols, fit_rows, config, shuffle=True),
         _dataset(train_cols, validation, config, shuffle=False),
         config,
+        verbose=0,  # stdout carries the JSON only
     )
     seconds = time.perf_counter() - started
     test_inputs, test_labels = split_labels({k: tf.constant(v) for k, v in test_cols.items()})

@@ -181,8 +181,9 @@ def train(
     train_data: tf.data.Dataset,
     validation_data: tf.data.Dataset,
     config: ModelConfig,
+    verbose: int = 2,
 ) -> tf_keras.callbacks.History:
-    """Fits `model` on (inputs, labels) batches, validating each epoch.
+    """Fits `model` on (inputs, labels) batches, validating each epoch (Keras `verbose`).
 
     With `config.early_stopping_patience`, stops once the validation loss has not
     improved for that many epochs and restores the best epoch's weights.
@@ -198,5 +199,5 @@ def train(
         steps_per_epoch=config.steps_per_epoch,
         validation_data=validation_data,
         callbacks=callbacks,
-        verbose=2,
+        verbose=verbose,
     )
