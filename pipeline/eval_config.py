@@ -9,10 +9,16 @@ import tensorflow_model_analysis as tfma
 from components import features
 from pipeline.config import HeadThreshold
 
-# Metrics reported per head besides the thresholded one.
+# TFMA metrics reported per head (the thresholded one is added if missing).
+# Calibration is mean prediction over mean label; Precision and Recall use 0.5.
 REPORTED_METRICS = {
-    features.BINARY_RATING: ("ExampleCount", "BinaryAccuracy", "AUC"),
-    features.PURCHASE_PROBABILITY: ("MeanAbsoluteError", "RootMeanSquaredError"),
+    features.BINARY_RATING: (
+        "ExampleCount", "AUC", "AUCPrecisionRecall", "BinaryCrossentropy", "Calibration",
+        "Precision", "Recall", "BinaryAccuracy",
+    ),
+    features.PURCHASE_PROBABILITY: (
+        "RootMeanSquaredError", "MeanAbsoluteError", "MeanPrediction", "MeanLabel",
+    ),
 }
 
 
