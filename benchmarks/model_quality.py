@@ -40,7 +40,12 @@ from tensorflow_transform.tf_metadata import dataset_metadata  # noqa: E402
 
 from components import example_gen, features  # noqa: E402
 from components.model import ModelConfig, build_model, train  # noqa: E402
-from components.preprocessing import NUM_OOV_BUCKETS, preprocessing_fn  # noqa: E402
+from components.preprocessing import (
+    DEFAULT_TIER_THRESHOLDS,
+    NUM_OOV_BUCKETS,
+    TIER_THRESHOLDS,
+    preprocessing_fn,
+)  # noqa: E402
 from components.trainer import split_labels, vocabulary_sizes  # noqa: E402
 from data import ratings  # noqa: E402
 from pipeline.config import DEFAULT_SCHEMA  # noqa: E402
@@ -100,7 +105,9 @@ def transform(train_rows, test_rows, workdir: Path):
     metadata = dataset_metadata.DatasetMetadata(schema)
     with tft_beam.Context(temp_dir=str(workdir / "tft-tmp")):
         (train_t, _), transform_fn = (_instances(train_rows), metadata) | tft_beam.AnalyzeAndTransformDataset(
-            lambda inputs: preprocessing_fn(inputs, {NUM_OOV_BUCKETS: NUM_OOV})
+            lambda inputs: preprocessing_fn(
+                inputs, {NUM_OOV_BUCKETS: NUM_OOV, TIER_THRESHOLDS: DEFAULT_TIER_THRESHOLDS}
+            )
         )
         test_t, _ = ((_instances(test_rows), metadata), transform_fn) | tft_beam.TransformDataset()
         _ = transform_fn | tft_beam.WriteTransformFn(str(workdir / "transform"))

@@ -16,6 +16,11 @@ BINARY_RATING = "binary_rating"
 PURCHASE_PROBABILITY = "purchase_probability"
 HEADS = (BINARY_RATING, PURCHASE_PROBABILITY)
 
+# Evaluation slices computed by the transform graph from training counts:
+# each ID feature gets a tier, "unseen" for IDs not in the training data.
+SLICE_FEATURES = {USER_ID: "user_activity", ITEM_ID: "item_popularity"}
+TIERS = ("unseen", "few", "some", "many")
+
 # The canonical interaction columns, in the order the generated data writes them.
 COLUMNS = (USER_ID, ITEM_ID, TIMESTAMP, BINARY_RATING, PURCHASE_PROBABILITY)
 

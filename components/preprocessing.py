@@ -13,8 +13,11 @@ import tensorflow_transform as tft
 
 from components import features
 
-# custom_config key holding the number of out-of-vocabulary buckets per ID.
+# custom_config keys: out-of-vocabulary buckets per ID; the training counts at
+# which an ID becomes "some" and "many" (below the first it is "few").
 NUM_OOV_BUCKETS = "num_oov_buckets"
+TIER_THRESHOLDS = "tier_thresholds"
+DEFAULT_TIER_THRESHOLDS = (10, 50)
 
 
 def transform_ids(inputs: Mapping[str, tf.Tensor], num_oov_buckets: int) -> dict[str, tf.Tensor]:
@@ -33,14 +36,39 @@ def transform_ids(inputs: Mapping[str, tf.Tensor], num_oov_buckets: int) -> dict
     }
 
 
+def tiers(inputs: Mapping[str, tf.Tensor], some: int, many: int) -> dict[str, tf.Tensor]:
+    """Each ID's tier by its count in the analysed (training) data, for slicing.
+
+    "many" (>= many), "some" (>= some), "few" (seen), "unseen". A vocabulary
+    with a frequency threshold keeps exactly the IDs counted at least that often.
+    """
+    unseen, few, mid, top = features.TIERS
+    out = {}
+    for key, name in features.SLICE_FEATURES.items():
+        def kept(threshold: int, suffix: str) -> tf.Tensor:
+            index = tft.compute_and_apply_vocabulary(
+                inputs[key], default_value=-1, frequency_threshold=threshold,
+                vocab_filename=f"{features.vocabulary_name(key)}_min_{suffix}",
+            )
+            return index >= 0
+
+        out[name] = tf.where(
+            kept(many, "many"), top,
+            tf.where(kept(some, "some"), mid, tf.where(kept(1, "seen"), few, unseen)),
+        )
+    return out
+
+
 def pass_labels(inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """Labels keep their names and become float32 (the heads' loss dtype)."""
     return {head: tf.cast(inputs[head], tf.float32) for head in features.HEADS}
 
 
 def preprocessing_fn(inputs: Mapping[str, tf.Tensor], custom_config: Mapping[str, Any]):
-    """The Transform component's entry point (see `transform_ids`, `pass_labels`)."""
+    """The Transform component's entry point (see `transform_ids`, `tiers`, `pass_labels`)."""
+    some, many = custom_config[TIER_THRESHOLDS]
     return {
         **transform_ids(inputs, int(custom_config[NUM_OOV_BUCKETS])),
+        **tiers(inputs, int(some), int(many)),
         **pass_labels(inputs),
     }

@@ -15,6 +15,7 @@ from components import features
 from components.data_validation import INFINITY_NORM, JENSEN_SHANNON
 from components.example_gen import HASH, TEMPORAL
 from components.model import ModelConfig
+from components.preprocessing import DEFAULT_TIER_THRESHOLDS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCHEMA = REPO_ROOT / "schemas" / "interactions.pbtxt"
@@ -90,6 +91,8 @@ class PipelineConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     thresholds: Mapping[str, HeadThreshold] = dataclasses.field(default_factory=default_thresholds)
     num_oov_buckets: int = 10
+    # Training counts at which a user/item slice becomes "some" and "many".
+    tier_thresholds: tuple[int, int] = DEFAULT_TIER_THRESHOLDS
     # "temporal": the most recent `eval_fraction` of interactions (by timestamp)
     # is the eval split. "hash": a random split of that size, as published
     # benchmarks use.
@@ -122,6 +125,9 @@ class PipelineConfig:
                 f"thresholds must name exactly the heads {list(features.HEADS)}, "
                 f"got {sorted(self.thresholds)}"
             )
+        object.__setattr__(self, "tier_thresholds", tuple(int(t) for t in self.tier_thresholds))
+        if len(self.tier_thresholds) != 2 or not 1 < self.tier_thresholds[0] < self.tier_thresholds[1]:
+            raise ValueError(f"tier_thresholds must be (some, many) with 1 < some < many, got {self.tier_thresholds}")
         if self.num_oov_buckets < 1:
             raise ValueError(f"num_oov_buckets must be >= 1, got {self.num_oov_buckets}")
         if self.split not in (TEMPORAL, HASH):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.proto import config_pb2
 
 from components import features
 from pipeline.config import HeadThreshold
@@ -57,9 +58,14 @@ def make_eval_config(thresholds: Mapping[str, HeadThreshold]) -> tfma.EvalConfig
             for name in REPORTED_METRICS[head]
             if name != threshold.metric
         ]
-        configs.append(
-            tfma.MetricConfig(class_name=threshold.metric, threshold=metric_threshold(threshold))
-        )
+        # Blessing is decided on the overall slice; slices are reported, not
+        # gated (a tier of a few dozen examples is too noisy to block a model).
+        configs.append(tfma.MetricConfig(
+            class_name=threshold.metric,
+            per_slice_thresholds=[config_pb2.PerSliceMetricThreshold(
+                slicing_specs=[tfma.SlicingSpec()], threshold=metric_threshold(threshold)
+            )],
+        ))
         metrics_specs.append(tfma.MetricsSpec(output_names=[head], metrics=configs))
     return tfma.EvalConfig(
         model_specs=[
@@ -69,6 +75,10 @@ def make_eval_config(thresholds: Mapping[str, HeadThreshold]) -> tfma.EvalConfig
                 label_keys={head: head for head in features.HEADS},
             )
         ],
-        slicing_specs=[tfma.SlicingSpec()],
+        # Overall, and by the transform graph's user and item tiers (unseen users
+        # and items among them).
+        slicing_specs=[tfma.SlicingSpec()] + [
+            tfma.SlicingSpec(feature_keys=[name]) for name in features.SLICE_FEATURES.values()
+        ],
         metrics_specs=metrics_specs,
     )

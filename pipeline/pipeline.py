@@ -179,6 +179,7 @@ def create_pipeline(
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={
             preprocessing.NUM_OOV_BUCKETS: config.num_oov_buckets,
+            preprocessing.TIER_THRESHOLDS: list(config.tier_thresholds),
             CODE_FINGERPRINT: fingerprint,
         },
     )

@@ -18,7 +18,12 @@ from tfx.utils import proto_utils
 
 from components import example_gen, export, features
 from components.model import ModelConfig, build_model
-from components.preprocessing import NUM_OOV_BUCKETS, preprocessing_fn
+from components.preprocessing import (
+    DEFAULT_TIER_THRESHOLDS,
+    NUM_OOV_BUCKETS,
+    TIER_THRESHOLDS,
+    preprocessing_fn,
+)
 from components.trainer import split_labels, vocabulary_sizes
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.config import DEFAULT_SCHEMA, HeadThreshold, default_thresholds
@@ -85,7 +90,7 @@ def world(tmp_path_factory):
     metadata = dataset_metadata.DatasetMetadata(example_gen.load_schema(str(DEFAULT_SCHEMA)))
     with tft_beam.Context(temp_dir=str(root / "tmp")):
         (train_t, _), transform_fn = (_instances(rows, train_idx), metadata) | tft_beam.AnalyzeAndTransformDataset(
-            lambda inputs: preprocessing_fn(inputs, {NUM_OOV_BUCKETS: OOV})
+            lambda inputs: preprocessing_fn(inputs, {NUM_OOV_BUCKETS: OOV, TIER_THRESHOLDS: DEFAULT_TIER_THRESHOLDS})
         )
         _ = transform_fn | tft_beam.WriteTransformFn(str(root / "transform"))
     # The Transform component also writes the raw metadata; the export reads it.
@@ -151,6 +156,15 @@ def _judge(root, tmp_path, candidate, baseline=None, thresholds=None):
 def test_first_model_without_baseline_is_judged_by_value_thresholds(world, tmp_path):
     blessed, failed = _judge(world, tmp_path, "good")
     assert blessed, failed
+    import tensorflow_model_analysis as tfma
+
+    slices = {
+        tuple((k.column, k.bytes_value) for k in m.slice_key.single_slice_keys)
+        for m in tfma.load_metrics(str(tmp_path / "evaluation"))
+    }
+    assert () in slices  # overall
+    assert (("user_activity", b"many"),) in slices
+    assert any(s and s[0][0] == "item_popularity" for s in slices)
 
 
 def test_constant_model_is_not_blessed(world, tmp_path):

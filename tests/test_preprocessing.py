@@ -7,7 +7,7 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from components import features
-from components.preprocessing import NUM_OOV_BUCKETS, preprocessing_fn
+from components.preprocessing import NUM_OOV_BUCKETS, TIER_THRESHOLDS, preprocessing_fn
 
 OOV = 2
 SPEC = {
@@ -39,7 +39,7 @@ def transformed(tmp_path_factory):
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(SPEC))
     with tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp("tft"))):
         (train, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
-            lambda inputs: preprocessing_fn(inputs, {NUM_OOV_BUCKETS: OOV})
+            lambda inputs: preprocessing_fn(inputs, {NUM_OOV_BUCKETS: OOV, TIER_THRESHOLDS: [2, 3]})
         )
         new, _ = ((unseen, metadata), transform_fn) | tft_beam.TransformDataset()
     return train, new
@@ -73,4 +73,14 @@ def test_labels_pass_through_as_float(transformed):
         features.transformed_name(features.ITEM_ID),
         features.BINARY_RATING,
         features.PURCHASE_PROBABILITY,
+        *features.SLICE_FEATURES.values(),
     }
+
+
+def test_tiers_count_training_interactions(transformed):
+    train, new = transformed
+    # Thresholds (2, 3): users "3" x3 many, "1" x2 some, "2" x1 few; items "10" x4, "9" x2.
+    assert _column(train, "user_activity") == [b"many"] * 3 + [b"some"] * 2 + [b"few"]
+    assert _column(train, "item_popularity") == [b"many", b"many", b"some", b"many", b"some", b"many"]
+    assert _column(new, "user_activity") == [b"unseen", b"many"]
+    assert _column(new, "item_popularity") == [b"many", b"unseen"]
