@@ -28,6 +28,7 @@ from data import ratings
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
+from pipeline.report import write_report
 from pipeline.summary import format_summary, summarize
 
 
@@ -179,10 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Cannot read the input: {err}", file=sys.stderr)
         return 1
     summary, error = run(config)
-    if summary is not None and args.json:
-        print(json.dumps(summary.to_json_dict(), indent=2))
-    elif summary is not None:
-        print(format_summary(summary, config.rating_scale_max))
+    if summary is not None:
+        report = write_report(summary, config.output_dir / "reports" / summary.run_id.replace(":", "-"))
+        if args.json:
+            print(json.dumps({**summary.to_json_dict(), "report": str(report)}, indent=2))
+        else:
+            print(format_summary(summary, config.rating_scale_max))
+            print(f"Report: {report}")
     if error is not None:
         print(f"\nThe run failed: {error}", file=sys.stderr)
         return 1

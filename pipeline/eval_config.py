@@ -23,6 +23,9 @@ REPORTED_METRICS = {
 }
 
 
+PLOT_BUCKETS = 20
+
+
 def metric_threshold(threshold: HeadThreshold) -> tfma.MetricThreshold:
     """Value bound plus a change bound against the baseline (last blessed) model.
 
@@ -66,6 +69,9 @@ def make_eval_config(thresholds: Mapping[str, HeadThreshold]) -> tfma.EvalConfig
                 slicing_specs=[tfma.SlicingSpec()], threshold=metric_threshold(threshold)
             )],
         ))
+        # Binned mean prediction vs mean label: the report's calibration and
+        # predicted-vs-actual plots.
+        configs.append(tfma.MetricConfig(class_name="CalibrationPlot", config=f'"num_buckets": {PLOT_BUCKETS}'))
         metrics_specs.append(tfma.MetricsSpec(output_names=[head], metrics=configs))
     return tfma.EvalConfig(
         model_specs=[

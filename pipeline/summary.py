@@ -40,6 +40,7 @@ class RunSummary:
     metrics: dict[str, dict[str, float]]  # head -> metric -> value (overall slice)
     failed_thresholds: tuple[str, ...]
     pushed_to: str | None
+    evaluation_uri: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -114,6 +115,7 @@ def summarize(store: metadata_store.MetadataStore, pipeline_name: str) -> RunSum
     metrics: dict[str, dict[str, float]] = {}
     failed: tuple[str, ...] = ()
     pushed_to = None
+    evaluation_uri = None
     for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):
         node = _node_id(store, execution.id, pipeline_name)
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1e3
@@ -125,11 +127,14 @@ def summarize(store: metadata_store.MetadataStore, pipeline_name: str) -> RunSum
             if type_name == "ModelBlessing":
                 blessed = bool(_custom(artifact, "blessed"))
             elif type_name == "ModelEvaluation":
+                evaluation_uri = artifact.uri
                 metrics = _head_metrics(artifact.uri)
                 failed = _failed_thresholds(artifact.uri)
             elif type_name == "PushedModel" and _custom(artifact, "pushed"):
                 pushed_to = _custom(artifact, "pushed_destination")
-    return RunSummary(run.name, tuple(components), blessed, metrics, failed, pushed_to)
+    return RunSummary(
+        run.name, tuple(components), blessed, metrics, failed, pushed_to, evaluation_uri
+    )
 
 
 def format_summary(summary: RunSummary, rating_scale_max: float | None = None) -> str:

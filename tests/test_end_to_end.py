@@ -161,3 +161,18 @@ def test_an_anomaly_stops_the_run_before_transform(tmp_path):
     assert states["DataValidationGate"] == "FAILED"
     assert "Transform" not in states and "Trainer" not in states
     assert not config.serving_dir.exists()
+
+
+def test_report_shows_metrics_plots_baseline_and_verdict(first_run, second_run, tmp_path):
+    from pipeline.report import write_report
+
+    first = write_report(first_run[1], tmp_path / "first").read_text()
+    assert "BLESSED" in first and "NOT blessed" not in first
+    second_path = write_report(second_run[1], tmp_path / "second")
+    second = second_path.read_text()
+    assert "NOT blessed" in second and "binary_rating/auc" in second
+    assert "<th>baseline</th><th>difference</th>" in second  # compared with the blessed model
+    assert "user_activity=" in second and "item_popularity=" in second  # slice table
+    for head in features.HEADS:
+        png = second_path.parent / f"{head}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000

@@ -1,0 +1,157 @@
+"""The run report: one HTML page with PNG plots, written beside the run's outputs.
+
+It shows both heads' metrics (candidate, baseline, difference), the slice
+table, a calibration plot for `binary_rating`, predicted vs. actual for
+`purchase_probability`, and why the model was or was not blessed. Everything
+is read from the Evaluator's output (TFMA metrics, plots, validation result).
+"""
+
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import tensorflow_model_analysis as tfma  # noqa: E402
+
+from components import features  # noqa: E402
+from pipeline.summary import RunSummary  # noqa: E402
+
+CANDIDATE, BASELINE = "candidate", "baseline"
+
+
+def _slice_name(slice_key) -> str:
+    keys = slice_key.single_slice_keys
+    if not keys:
+        return "overall"
+    return ", ".join(f"{k.column}={k.bytes_value.decode() if k.bytes_value else k.int64_value}" for k in keys)
+
+
+def load_metrics(evaluation_uri: str) -> dict[str, dict[tuple[str, str, str, bool], float]]:
+    """slice -> (model, head, metric, is_diff) -> value; model is "" without a baseline."""
+    table: dict[str, dict] = defaultdict(dict)
+    for per_slice in tfma.load_metrics(evaluation_uri):
+        for kv in per_slice.metric_keys_and_values:
+            if kv.value.HasField("double_value"):
+                key = (kv.key.model_name, kv.key.output_name, kv.key.name, kv.key.is_diff)
+                table[_slice_name(per_slice.slice_key)][key] = kv.value.double_value.value
+    return dict(table)
+
+
+def calibration_buckets(evaluation_uri: str, head: str) -> list[tuple[float, float, float]]:
+    """Overall slice, candidate model: (mean prediction, mean label, examples) per non-empty bucket."""
+    out = []
+    for per_slice in tfma.load_plots(evaluation_uri):
+        if per_slice.slice_key.single_slice_keys:
+            continue
+        for kv in per_slice.plot_keys_and_values:
+            if kv.key.output_name != head or kv.key.model_name not in ("", CANDIDATE):
+                continue
+            for bucket in kv.value.calibration_histogram_buckets.buckets:
+                n = bucket.num_weighted_examples.value
+                if n > 0:
+                    out.append((
+                        bucket.total_weighted_refined_prediction.value / n,
+                        bucket.total_weighted_label.value / n,
+                        n,
+                    ))
+    return out
+
+
+def _plot(buckets, title: str, xlabel: str, ylabel: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1, label="perfect")
+    if buckets:
+        predicted, observed, counts = zip(*buckets)
+        biggest = max(counts)
+        ax.scatter(predicted, observed, s=[20 + 200 * c / biggest for c in counts], alpha=0.7)
+        ax.plot(predicted, observed, linewidth=1)
+    ax.set(xlim=(0, 1), ylim=(0, 1), title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _head_table(overall: dict, head: str) -> str:
+    names = sorted({m for (_, h, m, d) in overall if h == head and not d})
+    has_baseline = any(model == BASELINE for (model, _, _, _) in overall)
+    cand = CANDIDATE if has_baseline else ""
+    rows = []
+    for name in names:
+        cells = [html.escape(name), _cell(overall.get((cand, head, name, False)))]
+        if has_baseline:
+            cells += [_cell(overall.get((BASELINE, head, name, False))),
+                      _cell(overall.get((cand, head, name, True)))]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    header = "<th>metric</th><th>candidate</th>" + (
+        "<th>baseline</th><th>difference</th>" if has_baseline else ""
+    )
+    return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
+
+
+def _slice_table(metrics: dict) -> str:
+    shown = (
+        (features.BINARY_RATING, "example_count"), (features.BINARY_RATING, "auc"),
+        (features.PURCHASE_PROBABILITY, "root_mean_squared_error"),
+        (features.PURCHASE_PROBABILITY, "mean_absolute_error"),
+    )
+    header = "<th>slice</th>" + "".join(f"<th>{h}<br>{m}</th>" for h, m in shown)
+    rows = []
+    for name in sorted(metrics, key=lambda s: (s != "overall", s)):
+        values = {(h, m): v for (model, h, m, d), v in metrics[name].items()
+                  if not d and model in ("", CANDIDATE)}
+        rows.append(f"<tr><td>{html.escape(name)}</td>" + "".join(
+            f"<td>{_cell(values.get(k))}</td>" for k in shown) + "</tr>")
+    return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
+
+
+def write_report(summary: RunSummary, out_dir: Path) -> Path:
+    """Writes `out_dir/report.html` (and its PNGs) for `summary`; returns the HTML path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections = [f"<h1>Pipeline run {html.escape(summary.run_id)}</h1>"]
+    if summary.blessed is None:
+        verdict = "The model was not evaluated: the run stopped before the Evaluator."
+    elif summary.blessed:
+        verdict = "BLESSED: both heads passed their value thresholds" + (
+            " and did not regress against the baseline." if summary.failed_thresholds == () else "."
+        )
+    else:
+        verdict = "NOT blessed. Failed thresholds:<ul>" + "".join(
+            f"<li>{html.escape(f)}</li>" for f in summary.failed_thresholds) + "</ul>"
+    sections.append(f"<p class=verdict>{verdict}</p>")
+    sections.append(f"<p>Pushed model: {html.escape(summary.pushed_to or 'none')}</p>")
+    if summary.evaluation_uri:
+        metrics = load_metrics(summary.evaluation_uri)
+        overall = metrics.get("overall", {})
+        plots = {
+            features.BINARY_RATING: ("Calibration", "mean predicted probability", "observed like rate"),
+            features.PURCHASE_PROBABILITY: ("Predicted vs. actual", "mean prediction", "mean actual"),
+        }
+        for head, (title, xlabel, ylabel) in plots.items():
+            png = out_dir / f"{head}.png"
+            _plot(calibration_buckets(summary.evaluation_uri, head), f"{head}: {title}", xlabel, ylabel, png)
+            sections.append(
+                f"<h2>{head}</h2><div class=row>{_head_table(overall, head)}"
+                f"<img src='{png.name}' alt='{title} plot for {head}'></div>"
+            )
+        sections.append("<h2>Slices</h2>" + _slice_table(metrics))
+    sections.append("<h2>Components</h2><table><tr><th>component</th><th>state</th><th>seconds</th></tr>"
+                    + "".join(f"<tr><td>{c.component_id}</td><td>{c.state}</td><td>{c.seconds:.1f}</td></tr>"
+                              for c in summary.components) + "</table>")
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
+             "margin:0 2em 1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "td:first-child{text-align:left}.row{display:flex;align-items:flex-start}"
+             ".verdict{font-size:1.2em}")
+    path = out_dir / "report.html"
+    path.write_text(f"<!doctype html><meta charset=utf-8><title>Run {html.escape(summary.run_id)}</title>"
+                    f"<style>{style}</style>{''.join(sections)}")
+    return path
