@@ -82,6 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--embedding-dim", type=int, default=defaults.embedding_dim, help="user and item embeddings"
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed of training")
+    parser.add_argument(
+        "--model-config", default=None, metavar="JSON",
+        help='further ModelConfig fields, e.g. \'{"use_bias_terms": true, "l2": 3e-4}\'',
+    )
     parser.add_argument("--cache", action="store_true", help="reuse cached component results")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument(
@@ -135,6 +139,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,
         seed=args.seed,
+        **(json.loads(args.model_config) if args.model_config else {}),
     )
     config = PipelineConfig(
         data_path=data,

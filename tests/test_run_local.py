@@ -8,13 +8,15 @@ def test_options_reach_the_config(tmp_path):
     data.write_text("user_id,item_id,timestamp,binary_rating,purchase_probability\n")
     args = parse_args([
         "--data", str(data), "--output", str(tmp_path / "o"), "--epochs", "3",
-        "--steps-per-epoch", "7", "--batch-size", "32", "--beam-arg=--direct_num_workers=2",
+        "--steps-per-epoch", "7", "--batch-size", "32",
+        "--model-config", '{"use_bias_terms": true, "l2": 0.001}', "--beam-arg=--direct_num_workers=2",
     ])
     config = config_from_args(args)
     assert config.data_path == data
     assert config.output_dir == tmp_path / "o"
     assert config.model.epochs == 3 and config.model.batch_size == 32
     assert config.model.steps_per_epoch == 7
+    assert config.model.use_bias_terms and config.model.l2 == 0.001
     assert config.beam_pipeline_args == ("--direct_num_workers=2",)
 
 
