@@ -53,33 +53,29 @@ from pipeline.config import DEFAULT_SCHEMA  # noqa: E402
 
 NUM_OOV = 10
 
-# The ablation: each step adds one thing to the one before, from the original design.
-ABLATION = {
-    "original (concat embeddings, Dense 64, 5 epochs)": {},
-    "+ user/item bias terms": {"use_bias_terms": True},
-    "+ dot-product interaction": {"use_bias_terms": True, "use_dot_product": True},
-    "+ L2 3e-4, early stopping": {
-        "use_bias_terms": True, "use_dot_product": True, "l2": 3e-4, "epochs": 40,
-        "early_stopping_patience": 3,
-    },
-    "+ 64-d embeddings, lr 5e-4": {
-        "use_bias_terms": True, "use_dot_product": True, "l2": 3e-4, "epochs": 40,
-        "early_stopping_patience": 3, "embedding_dim": 64, "learning_rate": 5e-4,
-    },
-    "+ dropout 0.3, hidden 128": {
-        "use_bias_terms": True, "use_dot_product": True, "l2": 3e-4, "epochs": 40,
-        "early_stopping_patience": 3, "embedding_dim": 64, "learning_rate": 5e-4,
-        "hidden_units": [128], "dropout": 0.3,
-    },
+# The ablation: each step adds its settings to all the steps before it,
+# starting from the original design.
+ABLATION_STEPS = (
+    ("original (concat embeddings, Dense 64, 5 epochs)", {}),
+    ("+ user/item bias terms", {"use_bias_terms": True}),
+    ("+ dot-product interaction", {"use_dot_product": True}),
+    ("+ L2 3e-4, early stopping", {"l2": 3e-4, "epochs": 40, "early_stopping_patience": 3}),
+    ("+ 64-d embeddings, lr 5e-4", {"embedding_dim": 64, "learning_rate": 5e-4}),
+    ("+ dropout 0.3, hidden 128", {"hidden_units": [128], "dropout": 0.3}),
     # The purchase MSE (~0.035) is small next to the like BCE (~0.5): without a
     # weight the shared layers serve mostly the binary head.
-    "+ purchase_probability loss weight 10": {
-        "use_bias_terms": True, "use_dot_product": True, "l2": 3e-4, "epochs": 40,
-        "early_stopping_patience": 3, "embedding_dim": 64, "learning_rate": 5e-4,
-        "hidden_units": [128], "dropout": 0.3,
-        "loss_weights": {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 10.0},
-    },
-}
+    ("+ purchase_probability loss weight 10",
+     {"loss_weights": {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 10.0}}),
+)
+
+
+def ablation() -> dict[str, dict]:
+    """Step name -> the accumulated ModelConfig overrides."""
+    runs, accumulated = {}, {}
+    for name, added in ABLATION_STEPS:
+        accumulated = {**accumulated, **added}
+        runs[name] = accumulated
+    return runs
 
 
 def load(movielens: Path, workdir: Path) -> tuple[pd.DataFrame, float]:
@@ -189,7 +185,7 @@ def main() -> int:
         train_cols, test_cols, sizes = transform(train_rows, test_rows, workdir)
         transform_seconds = time.perf_counter() - started
         if args.ablation:
-            runs = ABLATION
+            runs = ablation()
         else:
             overrides = json.loads(args.config) if args.config else {}
             listed = overrides if isinstance(overrides, list) else [overrides]

@@ -6,6 +6,14 @@ from pathlib import Path
 from components import features
 from pipeline.config import HeadThreshold
 
+# Every node of the full pipeline, as create_pipeline names them.
+COMPONENT_IDS = {
+    "ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+    "previous_span_statistics_resolver", "DataValidationGate", "span_window_resolver",
+    "analyzer_cache_resolver", "Transform", "Trainer", "latest_blessed_model_resolver",
+    "Evaluator", "Pusher",
+}
+
 # Bounds any trained model passes: for tests about data and plumbing, not quality.
 LOOSE_THRESHOLDS = {
     features.BINARY_RATING: HeadThreshold("AUC", True, bound=0.5, max_regression=1.0),

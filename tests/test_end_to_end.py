@@ -20,16 +20,10 @@ from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import HeadThreshold, PipelineConfig
 from run_local import run
-from tests.support import tree_digest
+from tests.support import COMPONENT_IDS, tree_digest
 
 pytestmark = pytest.mark.slow
 
-COMPONENTS = {
-    "ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-    "previous_span_statistics_resolver", "DataValidationGate", "span_window_resolver",
-    "analyzer_cache_resolver", "Transform", "Trainer", "latest_blessed_model_resolver",
-    "Evaluator", "Pusher",
-}
 # A constant predictor gets AUC 0.5 and RMSE ~0.275 on this data: both bounds exclude it.
 THRESHOLDS = {
     features.BINARY_RATING: HeadThreshold("AUC", True, bound=0.65, max_regression=0.05),
@@ -97,8 +91,8 @@ def second_run(first_run):
 
 def test_every_component_executed_once(first_run):
     _, summary, executions, _ = first_run
-    assert executions == {node: 1 for node in COMPONENTS}
-    assert {c.component_id for c in summary.components} == COMPONENTS
+    assert executions == {node: 1 for node in COMPONENT_IDS}
+    assert {c.component_id for c in summary.components} == COMPONENT_IDS
     assert {c.state for c in summary.components} == {"complete"}
 
 

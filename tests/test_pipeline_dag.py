@@ -4,13 +4,8 @@ from tfx.dsl.compiler import compiler
 
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
+from tests.support import COMPONENT_IDS
 
-EXPECTED_IDS = {
-    "ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-    "previous_span_statistics_resolver", "DataValidationGate", "span_window_resolver",
-    "analyzer_cache_resolver", "Transform", "Trainer", "latest_blessed_model_resolver",
-    "Evaluator", "Pusher",
-}
 EXPECTED_UPSTREAM = {
     "ExampleGen": set(),
     "ImportSchemaGen": set(),
@@ -40,7 +35,7 @@ def _compiled(tmp_path):
 def test_components_and_dependencies(tmp_path):
     _, ir = _compiled(tmp_path)
     nodes = {n.pipeline_node.node_info.id: n.pipeline_node for n in ir.nodes}
-    assert set(nodes) == EXPECTED_IDS
+    assert set(nodes) == COMPONENT_IDS
     assert {k: set(v.upstream_nodes) for k, v in nodes.items()} == EXPECTED_UPSTREAM
 
 
