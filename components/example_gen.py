@@ -5,7 +5,7 @@ column of digits becomes int64 and "007" becomes 7. This executor reads each
 column's type from the schema in `schemas/` instead: IDs stay strings.
 
 Contract of `parse_row` (pure, tested directly): one CSV line in, one
-tf.Example out, or a `CsvFormatError` naming the file, the column and the
+serialized tf.Example out, or a `CsvFormatError` naming the file, the column and the
 problem. Empty cells become features with no value, which the schema's
 presence constraints turn into validation anomalies downstream.
 """
@@ -101,17 +101,19 @@ def _feature(path: str, column: str, cell: str, ftype: int) -> tf.train.Feature:
     return build(value)
 
 
-def parse_row(
+def build_example(
     line: str, path: str, header: Sequence[str], types: Mapping[str, int]
-) -> Iterator[bytes]:
-    """Yields the serialized tf.Example for one CSV line (nothing for a blank line).
+) -> tf.train.Example | None:
+    """The tf.Example for one CSV line, or None for a blank line.
 
     Columns not in `types` are dropped: the schema decides what the pipeline reads.
+    `header` is the list `read_header` returned.
     """
     if not line.strip():
-        return
+        return None
     cells = next(csv.reader([line]))
-    if [c.strip() for c in cells] == list(header):
+    # Cheap first-cell test before the full comparison: this runs on every row.
+    if cells and cells[0].strip() == header[0] and [c.strip() for c in cells] == header:
         raise CsvFormatError(f"{path}: the header line {line.strip()!r} appears again inside the data")
     if len(cells) != len(header):
         raise CsvFormatError(
@@ -123,9 +125,36 @@ def parse_row(
         for column, cell in zip(header, cells)
         if column in types
     }
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def _serialize(example: tf.train.Example) -> bytes:
     # Deterministic bytes: the train/eval hash split hashes them.
-    yield example.SerializeToString(deterministic=True)
+    return example.SerializeToString(deterministic=True)
+
+
+def parse_row(
+    line: str, path: str, header: Sequence[str], types: Mapping[str, int]
+) -> Iterator[bytes]:
+    """Yields the serialized tf.Example for one CSV line (nothing for a blank line)."""
+    example = build_example(line, path, header, types)
+    if example is not None:
+        yield _serialize(example)
+
+
+def timestamp_of(example: tf.train.Example) -> int:
+    """The example's timestamp, or 0 if it has none (validation reports that)."""
+    values = example.features.feature[features.TIMESTAMP].int64_list.value
+    return values[0] if values else 0
+
+
+def parse_row_with_timestamp(
+    line: str, path: str, header: Sequence[str], types: Mapping[str, int]
+) -> Iterator[tuple[int, bytes]]:
+    """Like `parse_row`, keyed by the row's timestamp (for the temporal split)."""
+    example = build_example(line, path, header, types)
+    if example is not None:
+        yield timestamp_of(example), _serialize(example)
 
 
 def _custom_config(exec_properties: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,10 +164,13 @@ def _custom_config(exec_properties: Mapping[str, Any]) -> dict[str, Any]:
 
 @beam.ptransform_fn
 @beam.typehints.with_input_types(beam.Pipeline)
-@beam.typehints.with_output_types(bytes)
 def _SchemaCsvToExample(  # pylint: disable=invalid-name
-    pipeline: beam.Pipeline, exec_properties: Mapping[str, Any], split_pattern: str
+    pipeline: beam.Pipeline,
+    exec_properties: Mapping[str, Any],
+    split_pattern: str,
+    row_parser=parse_row,
 ) -> beam.pvalue.PCollection:
+    """Serialized tf.Examples of every file matching the pattern, as `row_parser` yields them."""
     pattern = os.path.join(exec_properties["input_base"], split_pattern)
     paths = sorted(fileio.glob(pattern))
     if not paths:
@@ -151,15 +183,9 @@ def _SchemaCsvToExample(  # pylint: disable=invalid-name
         per_file.append(
             pipeline
             | f"Read[{i}]" >> beam.io.ReadFromText(path, skip_header_lines=1)
-            | f"Parse[{i}]" >> beam.FlatMap(parse_row, path=path, header=header, types=types)
+            | f"Parse[{i}]" >> beam.FlatMap(row_parser, path=path, header=header, types=types)
         )
     return per_file | "Flatten" >> beam.Flatten()
-
-
-def example_timestamp(record: bytes) -> int:
-    """The record's timestamp, or 0 if it has none (validation reports that)."""
-    values = tf.train.Example.FromString(record).features.feature[features.TIMESTAMP].int64_list.value
-    return values[0] if values else 0
 
 
 def temporal_cutoff(quantiles: Sequence[int], eval_fraction: float) -> int:
@@ -170,8 +196,8 @@ def temporal_cutoff(quantiles: Sequence[int], eval_fraction: float) -> int:
     return quantiles[round((len(quantiles) - 1) * (1.0 - eval_fraction))]
 
 
-def _temporal_splits(records: beam.PCollection, eval_fraction: float) -> dict[str, beam.PCollection]:
-    stamped = records | "Timestamp" >> beam.Map(lambda r: (example_timestamp(r), r))
+def _temporal_splits(stamped: beam.PCollection, eval_fraction: float) -> dict[str, beam.PCollection]:
+    """Splits (timestamp, record) pairs at the (1 - eval_fraction) timestamp quantile."""
     cutoff = (
         stamped
         | "Timestamps" >> beam.Keys()
@@ -213,5 +239,7 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
         input_config = example_gen_pb2.Input()
         proto_utils.json_to_proto(exec_properties["input_config"], input_config)
         (split,) = input_config.splits
-        records = pipeline | "InputToRecord" >> _SchemaCsvToExample(exec_properties, split.pattern)
-        return _temporal_splits(records, float(custom[EVAL_FRACTION]))
+        stamped = pipeline | "InputToRecord" >> _SchemaCsvToExample(
+            exec_properties, split.pattern, row_parser=parse_row_with_timestamp
+        )
+        return _temporal_splits(stamped, float(custom[EVAL_FRACTION]))
