@@ -9,7 +9,6 @@ is read from the Evaluator's output (TFMA metrics, plots, validation result).
 from __future__ import annotations
 
 import html
-from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -19,28 +18,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import tensorflow_model_analysis as tfma  # noqa: E402
 
 from components import features  # noqa: E402
-from pipeline.summary import RunSummary  # noqa: E402
-
-CANDIDATE, BASELINE = "candidate", "baseline"
-
-
-def _slice_name(slice_key) -> str:
-    keys = slice_key.single_slice_keys
-    if not keys:
-        return "overall"
-    return ", ".join(f"{k.column}={k.bytes_value.decode() if k.bytes_value else k.int64_value}" for k in keys)
-
-
-def load_metrics(evaluation_uri: str) -> dict[str, dict[tuple[str, str, str, bool], float]]:
-    """slice -> (model, head, metric, is_diff) -> value; model is "" without a baseline."""
-    table: dict[str, dict] = defaultdict(dict)
-    for per_slice in tfma.load_metrics(evaluation_uri):
-        for kv in per_slice.metric_keys_and_values:
-            if kv.value.HasField("double_value"):
-                key = (kv.key.model_name, kv.key.output_name, kv.key.name, kv.key.is_diff)
-                table[_slice_name(per_slice.slice_key)][key] = kv.value.double_value.value
-    return dict(table)
-
+from pipeline.summary import (  # noqa: E402
+    BASELINE,
+    CANDIDATE,
+    OVERALL,
+    RunSummary,
+    candidate_metrics,
+    evaluation_metrics,
+)
 
 def calibration_buckets(evaluation_uri: str, head: str) -> list[tuple[float, float, float]]:
     """Overall slice, candidate model: (mean prediction, mean label, examples) per non-empty bucket."""
@@ -98,7 +83,7 @@ def _head_table(overall: dict, head: str) -> str:
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
 
 
-def _slice_table(metrics: dict) -> str:
+def _slice_table(table: dict) -> str:
     shown = (
         (features.BINARY_RATING, "example_count"), (features.BINARY_RATING, "auc"),
         (features.PURCHASE_PROBABILITY, "root_mean_squared_error"),
@@ -106,11 +91,10 @@ def _slice_table(metrics: dict) -> str:
     )
     header = "<th>slice</th>" + "".join(f"<th>{h}<br>{m}</th>" for h, m in shown)
     rows = []
-    for name in sorted(metrics, key=lambda s: (s != "overall", s)):
-        values = {(h, m): v for (model, h, m, d), v in metrics[name].items()
-                  if not d and model in ("", CANDIDATE)}
+    for name in sorted(table, key=lambda s: (s != OVERALL, s)):
+        values = candidate_metrics(table[name])
         rows.append(f"<tr><td>{html.escape(name)}</td>" + "".join(
-            f"<td>{_cell(values.get(k))}</td>" for k in shown) + "</tr>")
+            f"<td>{_cell(values.get(h, {}).get(m))}</td>" for h, m in shown) + "</tr>")
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
 
 
@@ -130,8 +114,8 @@ def write_report(summary: RunSummary, out_dir: Path) -> Path:
     sections.append(f"<p class=verdict>{verdict}</p>")
     sections.append(f"<p>Pushed model: {html.escape(summary.pushed_to or 'none')}</p>")
     if summary.evaluation_uri:
-        metrics = load_metrics(summary.evaluation_uri)
-        overall = metrics.get("overall", {})
+        table = evaluation_metrics(summary.evaluation_uri)
+        overall = table.get(OVERALL, {})
         plots = {
             features.BINARY_RATING: ("Calibration", "mean predicted probability", "observed like rate"),
             features.PURCHASE_PROBABILITY: ("Predicted vs. actual", "mean prediction", "mean actual"),
@@ -143,7 +127,7 @@ def write_report(summary: RunSummary, out_dir: Path) -> Path:
                 f"<h2>{head}</h2><div class=row>{_head_table(overall, head)}"
                 f"<img src='{png.name}' alt='{title} plot for {head}'></div>"
             )
-        sections.append("<h2>Slices</h2>" + _slice_table(metrics))
+        sections.append("<h2>Slices</h2>" + _slice_table(table))
     sections.append("<h2>Components</h2><table><tr><th>component</th><th>state</th><th>seconds</th></tr>"
                     + "".join(f"<tr><td>{c.component_id}</td><td>{c.state}</td><td>{c.seconds:.1f}</td></tr>"
                               for c in summary.components) + "</table>")

@@ -78,17 +78,38 @@ def _outputs(store, execution_id: int) -> list[metadata_store_pb2.Artifact]:
     return store.get_artifacts_by_id(ids) if ids else []
 
 
-def _head_metrics(evaluation_uri: str) -> dict[str, dict[str, float]]:
-    metrics: dict[str, dict[str, float]] = {}
+# TFMA's model names: "" when a model is evaluated alone, these with a baseline.
+CANDIDATE, BASELINE = "candidate", "baseline"
+OVERALL = "overall"
+
+
+def slice_name(slice_key) -> str:
+    """"overall", or "column=value, ..." for a TFMA slice key."""
+    keys = slice_key.single_slice_keys
+    if not keys:
+        return OVERALL
+    return ", ".join(
+        f"{k.column}={k.bytes_value.decode() if k.bytes_value else k.int64_value}" for k in keys
+    )
+
+
+def evaluation_metrics(evaluation_uri: str) -> dict[str, dict[tuple[str, str, str, bool], float]]:
+    """slice -> (model, head, metric, is_diff) -> value, for every scalar TFMA metric."""
+    table: dict[str, dict] = {}
     for per_slice in tfma.load_metrics(evaluation_uri):
-        if per_slice.slice_key.single_slice_keys:
-            continue  # overall slice only
         for kv in per_slice.metric_keys_and_values:
-            if kv.key.is_diff or kv.key.model_name not in ("", "candidate"):
-                continue
-            value = kv.value
-            if value.HasField("double_value"):
-                metrics.setdefault(kv.key.output_name, {})[kv.key.name] = value.double_value.value
+            if kv.value.HasField("double_value"):
+                key = (kv.key.model_name, kv.key.output_name, kv.key.name, kv.key.is_diff)
+                table.setdefault(slice_name(per_slice.slice_key), {})[key] = kv.value.double_value.value
+    return table
+
+
+def candidate_metrics(table_slice: dict[tuple[str, str, str, bool], float]) -> dict[str, dict[str, float]]:
+    """head -> metric -> value of the evaluated (candidate) model, from one slice of the table."""
+    metrics: dict[str, dict[str, float]] = {}
+    for (model, head, name, is_diff), value in table_slice.items():
+        if not is_diff and model in ("", CANDIDATE):
+            metrics.setdefault(head, {})[name] = value
     return metrics
 
 
@@ -116,6 +137,7 @@ def summarize(store: metadata_store.MetadataStore, pipeline_name: str) -> RunSum
     failed: tuple[str, ...] = ()
     pushed_to = None
     evaluation_uri = None
+    type_names = {t.id: t.name for t in store.get_artifact_types()}
     for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):
         node = _node_id(store, execution.id, pipeline_name)
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1e3
@@ -123,12 +145,12 @@ def summarize(store: metadata_store.MetadataStore, pipeline_name: str) -> RunSum
             ComponentRun(node, _STATES.get(execution.last_known_state, "unknown"), seconds)
         )
         for artifact in _outputs(store, execution.id):
-            type_name = store.get_artifact_types_by_id([artifact.type_id])[0].name
+            type_name = type_names[artifact.type_id]
             if type_name == "ModelBlessing":
                 blessed = bool(_custom(artifact, "blessed"))
             elif type_name == "ModelEvaluation":
                 evaluation_uri = artifact.uri
-                metrics = _head_metrics(artifact.uri)
+                metrics = candidate_metrics(evaluation_metrics(artifact.uri).get(OVERALL, {}))
                 failed = _failed_thresholds(artifact.uri)
             elif type_name == "PushedModel" and _custom(artifact, "pushed"):
                 pushed_to = _custom(artifact, "pushed_destination")
