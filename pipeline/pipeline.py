@@ -44,6 +44,9 @@ def code_fingerprint(root: Path = REPO_ROOT) -> str:
     return digest.hexdigest()[:16]
 
 
+# Transform's node id; its analyzer-cache resolver looks up its earlier outputs by it.
+TRANSFORM_ID = "Transform"
+
 # Sub-folders named like this hold one span each: span-1/, span-2/, ...
 SPAN_FOLDERS = "span-{SPAN}"
 
@@ -131,19 +134,27 @@ def data_components(config: PipelineConfig) -> DataComponents:
     )
 
 
+def _pipeline(
+    config: PipelineConfig,
+    components: list,
+    metadata_connection_config: metadata_store_pb2.ConnectionConfig | None,
+) -> tfx.dsl.Pipeline:
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=str(config.pipeline_root),
+        components=components,
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.beam_pipeline_args),
+    )
+
+
 def create_data_validation_pipeline(
     config: PipelineConfig,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
 ) -> tfx.dsl.Pipeline:
     """Only ingestion and validation: checks new data without training on it."""
-    return tfx.dsl.Pipeline(
-        pipeline_name=config.pipeline_name,
-        pipeline_root=str(config.pipeline_root),
-        components=data_components(config).all(),
-        enable_cache=config.enable_cache,
-        metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=list(config.beam_pipeline_args),
-    )
+    return _pipeline(config, data_components(config).all(), metadata_connection_config)
 
 
 def create_pipeline(
@@ -168,7 +179,7 @@ def create_pipeline(
     analyzer_cache = tfx.dsl.Resolver(
         strategy_class=NewestArtifactStrategy,
         cache=tfx.dsl.Channel(
-            type=tfx.types.standard_artifacts.TransformCache, producer_component_id="Transform"
+            type=tfx.types.standard_artifacts.TransformCache, producer_component_id=TRANSFORM_ID
         ),
     ).with_id("analyzer_cache_resolver")
 
@@ -182,7 +193,7 @@ def create_pipeline(
             preprocessing.TIER_THRESHOLDS: list(config.tier_thresholds),
             CODE_FINGERPRINT: fingerprint,
         },
-    )
+    ).with_id(TRANSFORM_ID)
     # Bad data must stop the run before Transform: the gate has no outputs to
     # consume, so the dependency is explicit.
     transform.add_upstream_node(gate)
@@ -224,20 +235,7 @@ def create_pipeline(
         ),
     )
 
-    return tfx.dsl.Pipeline(
-        pipeline_name=config.pipeline_name,
-        pipeline_root=str(config.pipeline_root),
-        components=[
-            *data.all(),
-            span_window,
-            analyzer_cache,
-            transform,
-            trainer_,
-            resolver,
-            evaluator,
-            pusher,
-        ],
-        enable_cache=config.enable_cache,
-        metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=list(config.beam_pipeline_args),
-    )
+    components = [
+        *data.all(), span_window, analyzer_cache, transform, trainer_, resolver, evaluator, pusher,
+    ]
+    return _pipeline(config, components, metadata_connection_config)
