@@ -33,7 +33,6 @@ from pipeline.summary import format_summary, summarize
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = ModelConfig()
     parser = argparse.ArgumentParser(
         description="Run the multi-task recommender pipeline locally.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -71,20 +70,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--output", type=Path, default=Path("outputs"), metavar="DIR",
         help="output root: pipeline/, metadata.sqlite, serving/<version>/",
     )
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs")
     parser.add_argument(
-        "--steps-per-epoch", type=int, default=defaults.steps_per_epoch,
-        help="training steps per epoch (None: one full pass over the train split)",
+        "--steps-per-epoch", type=int, default=None,
+        help="training steps per epoch (default: one full pass over the train split)",
     )
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per step")
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="Adam's")
+    parser.add_argument("--batch-size", type=int, default=None, help="examples per step")
+    parser.add_argument("--learning-rate", type=float, default=None, help="Adam's")
     parser.add_argument(
-        "--embedding-dim", type=int, default=defaults.embedding_dim, help="user and item embeddings"
+        "--embedding-dim", type=int, default=None, help="user and item embeddings"
     )
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed of training")
+    parser.add_argument("--seed", type=int, default=None, help="random seed of training")
     parser.add_argument(
-        "--model-config", default=None, metavar="JSON",
-        help='further ModelConfig fields, e.g. \'{"use_bias_terms": true, "l2": 3e-4}\'',
+        "--model-config", default=None, metavar="JSON|FILE",
+        help='ModelConfig fields as JSON or a JSON file (e.g. configs/ml-100k-model.json); '
+        "the flags above override it",
     )
     parser.add_argument("--cache", action="store_true", help="reuse cached component results")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -132,15 +132,15 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         data = write_csv(SyntheticSpec(), output / "data" / "interactions.csv")
     if not data.exists():
         raise SystemExit(f"--data {data}: no such file or folder")
-    model = ModelConfig(
-        embedding_dim=args.embedding_dim,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch,
-        seed=args.seed,
-        **(json.loads(args.model_config) if args.model_config else {}),
-    )
+    flags = {
+        "embedding_dim": args.embedding_dim, "learning_rate": args.learning_rate,
+        "batch_size": args.batch_size, "epochs": args.epochs,
+        "steps_per_epoch": args.steps_per_epoch, "seed": args.seed,
+    }
+    model = ModelConfig(**{
+        **model_config_fields(args.model_config),
+        **{name: value for name, value in flags.items() if value is not None},
+    })
     config = PipelineConfig(
         data_path=data,
         output_dir=output,
@@ -174,6 +174,20 @@ def run(config: PipelineConfig):
             raise
         summary = None  # failed before any component ran
     return summary, error
+
+
+def model_config_fields(value: str | None) -> dict:
+    """ModelConfig fields from inline JSON or a JSON file's path (None: none)."""
+    if value is None:
+        return {}
+    text = Path(value).read_text() if Path(value).is_file() else value
+    try:
+        fields = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"--model-config: neither a JSON file nor valid JSON ({error})") from error
+    if not isinstance(fields, dict):
+        raise SystemExit("--model-config: expected a JSON object of ModelConfig fields")
+    return fields
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,9 +7,11 @@ tested on its own. The Trainer module (`components.trainer`) adapts it to TFX.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import types
 from typing import Any, Mapping
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -25,6 +27,9 @@ class ModelConfig:
     """
 
     embedding_dim: int = 32
+    # Embeddings start N(0, stddev); None keeps Keras's uniform(-0.05, 0.05).
+    # Small starts matter for the dot product, which multiplies two of them.
+    embedding_init_stddev: float | None = 0.01
     hidden_units: tuple[int, ...] = (64,)
     learning_rate: float = 3e-3
     batch_size: int = 256
@@ -37,7 +42,22 @@ class ModelConfig:
     # the two embeddings (the factorisation interaction).
     use_bias_terms: bool = False
     use_dot_product: bool = False
-    # L2 penalty on embedding tables and dense kernels; dropout after each hidden layer.
+    # The factorised purchase head predicts mu + b_user + b_item + dot (+ the
+    # MLP's term) with every part at weight one, as matrix factorisation does;
+    # the binary head then also reads that estimate. Needs bias terms and dot product.
+    factorized_purchase_head: bool = False
+    # SVD++-style implicit feedback: a user's vector also sums embeddings of
+    # the items the user interacted with in training (scaled by 1/sqrt(count)),
+    # and an item's vector those of its users. The model carries these
+    # interactions, so serving needs only the two IDs.
+    implicit_feedback: bool = False
+    # Start each head's bias at the training labels' base rate (the mean for the
+    # purchase head, the like rate's logit for the binary head), so the first
+    # epochs fit interactions rather than a global offset.
+    base_rate_init: bool = True
+    # L2 penalty on the embedding rows each example uses (as in SGD matrix
+    # factorisation: frequent IDs are regularised more), averaged over the
+    # batch; dropout after each hidden layer.
     l2: float = 0.0
     dropout: float = 0.0
     # Stop when the validation loss has not improved for this many epochs and
@@ -76,6 +96,10 @@ class ModelConfig:
             raise ValueError(f"steps_per_epoch must be > 0 or None, got {self.steps_per_epoch}")
         if any(u <= 0 for u in self.hidden_units):
             raise ValueError(f"hidden_units must be positive, got {self.hidden_units}")
+        if self.factorized_purchase_head and not (self.use_bias_terms and self.use_dot_product):
+            raise ValueError("factorized_purchase_head needs use_bias_terms and use_dot_product")
+        if not self.hidden_units and not self.factorized_purchase_head:
+            raise ValueError("hidden_units may be empty only with factorized_purchase_head")
 
     def to_json_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form, for TFX `custom_config`."""
@@ -93,10 +117,40 @@ class ModelConfig:
         """The original design: concatenated 32-d embeddings, one Dense(64), Adam 1e-3, 5 epochs."""
         values = dict(
             embedding_dim=32, hidden_units=(64,), learning_rate=1e-3, epochs=5,
-            use_bias_terms=False, use_dot_product=False, l2=0.0, dropout=0.0,
-            early_stopping_patience=None,
+            use_bias_terms=False, use_dot_product=False, factorized_purchase_head=False,
+            implicit_feedback=False, base_rate_init=False, embedding_init_stddev=None, l2=0.0, dropout=0.0, early_stopping_patience=None,
         )
         return cls(**{**values, **overrides})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """What the model needs to know about its training examples before fitting.
+
+    `users`, `items`: int64 vocabulary indices of every training example (in
+    the same order); `label_means`: each head's mean label.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    label_means: Mapping[str, float]
+
+    @classmethod
+    def from_batches(cls, batches) -> "TrainingData":
+        """From one pass of (inputs, labels) batches, as `components.trainer` makes them."""
+        users, items, labels = [], [], {head: [] for head in features.HEADS}
+        for inputs, batch_labels in batches:
+            users.append(np.asarray(inputs[features.transformed_name(features.USER_ID)]).ravel())
+            items.append(np.asarray(inputs[features.transformed_name(features.ITEM_ID)]).ravel())
+            for head in features.HEADS:
+                labels[head].append(np.asarray(batch_labels[head], np.float64).ravel())
+        if not users:
+            raise ValueError("the training data is empty")
+        return cls(
+            users=np.concatenate(users).astype(np.int64),
+            items=np.concatenate(items).astype(np.int64),
+            label_means={head: float(np.concatenate(v).mean()) for head, v in labels.items()},
+        )
 
 
 class MultiTaskRecommender(tf_keras.Model):
@@ -107,38 +161,80 @@ class MultiTaskRecommender(tf_keras.Model):
     Output: `{'binary_rating': sigmoid [batch, 1],
               'purchase_probability': linear [batch, 1]}`.
     Each head reads the last hidden layer and, as configured, the user and item
-    biases and the embeddings' dot product.
+    biases and the embeddings' dot product; see ModelConfig for the factorised
+    purchase head and implicit feedback. `training` summarises the training
+    data (see TrainingData); its interactions are required with implicit
+    feedback, its label means with base-rate initialisation.
     """
 
-    def __init__(self, num_users: int, num_items: int, config: ModelConfig, **kwargs):
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        config: ModelConfig,
+        training: TrainingData | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_users = num_users
         self.num_items = num_items
-        regularizer = tf_keras.regularizers.l2(config.l2) if config.l2 else None
+        self.l2 = config.l2
+        self.factorized = config.factorized_purchase_head
+        self.use_dot_product = config.use_dot_product
 
-        def embedding(rows: int, dim: int, name: str) -> tf_keras.layers.Embedding:
-            return tf_keras.layers.Embedding(rows, dim, embeddings_regularizer=regularizer, name=name)
+        seeds = itertools.count(config.seed)
 
-        self.user_embedding = embedding(num_users, config.embedding_dim, "user_embedding")
-        self.item_embedding = embedding(num_items, config.embedding_dim, "item_embedding")
+        def embedding(rows: int, dim: int, name: str, initializer=None) -> tf_keras.layers.Embedding:
+            if initializer is None and config.embedding_init_stddev:
+                # One seeded initializer per table: a shared one would repeat its values.
+                initializer = tf_keras.initializers.RandomNormal(
+                    stddev=config.embedding_init_stddev, seed=next(seeds)
+                )
+            return tf_keras.layers.Embedding(
+                rows, dim, embeddings_initializer=initializer or "uniform", name=name
+            )
+
+        dim = config.embedding_dim
+        self.user_embedding = embedding(num_users, dim, "user_embedding")
+        self.item_embedding = embedding(num_items, dim, "item_embedding")
         self.biases = (
-            [embedding(num_users, 1, "user_bias"), embedding(num_items, 1, "item_bias")]
+            [embedding(num_users, 1, "user_bias", "zeros"), embedding(num_items, 1, "item_bias", "zeros")]
             if config.use_bias_terms else []
         )
-        self.use_dot_product = config.use_dot_product
+        self.implicit = []
+        if config.implicit_feedback:
+            if training is None:
+                raise ValueError("implicit_feedback needs the training data's interactions")
+            users, items = training.users, training.items
+            # (who interacted, with whom, their embeddings, how many rows they index)
+            self.implicit = [
+                _Neighbours(users, items, num_users, embedding(num_items, dim, "user_history"), "items_of_user"),
+                _Neighbours(items, users, num_items, embedding(num_users, dim, "item_history"), "users_of_item"),
+            ]
         self.hidden = []
         for i, units in enumerate(config.hidden_units):
-            self.hidden.append(tf_keras.layers.Dense(
-                units, activation="relu", kernel_regularizer=regularizer, name=f"shared_hidden_{i}"
-            ))
+            self.hidden.append(tf_keras.layers.Dense(units, activation="relu", name=f"shared_hidden_{i}"))
             if config.dropout:
                 self.hidden.append(tf_keras.layers.Dropout(config.dropout, name=f"dropout_{i}"))
+        start = {head: "zeros" for head in features.HEADS}
+        if config.base_rate_init:
+            if training is None:
+                raise ValueError("base_rate_init needs the training data's label means")
+            liked = float(np.clip(training.label_means[features.BINARY_RATING], 1e-4, 1 - 1e-4))
+            start = {
+                features.BINARY_RATING: tf_keras.initializers.Constant(np.log(liked / (1 - liked))),
+                features.PURCHASE_PROBABILITY: tf_keras.initializers.Constant(
+                    training.label_means[features.PURCHASE_PROBABILITY]
+                ),
+            }
         self.heads = {
             features.BINARY_RATING: tf_keras.layers.Dense(
-                1, activation="sigmoid", name=features.BINARY_RATING
+                1, activation="sigmoid", bias_initializer=start[features.BINARY_RATING],
+                name=features.BINARY_RATING,
             ),
             features.PURCHASE_PROBABILITY: tf_keras.layers.Dense(
-                1, activation=None, name=features.PURCHASE_PROBABILITY
+                1, activation=None, bias_initializer=start[features.PURCHASE_PROBABILITY],
+                name=features.PURCHASE_PROBABILITY,
             ),
         }
 
@@ -146,21 +242,69 @@ class MultiTaskRecommender(tf_keras.Model):
         user = tf.reshape(inputs[features.transformed_name(features.USER_ID)], [-1])
         item = tf.reshape(inputs[features.transformed_name(features.ITEM_ID)], [-1])
         user_vector, item_vector = self.user_embedding(user), self.item_embedding(item)
+        if self.implicit:
+            user_vector += self.implicit[0](user)
+            item_vector += self.implicit[1](item)
+        biases = [bias(ids) for bias, ids in zip(self.biases, (user, item))]
+        if training and self.l2:
+            used = [user_vector, item_vector, *biases]
+            self.add_loss(self.l2 * tf.reduce_mean(sum(tf.reduce_sum(v * v, axis=-1) for v in used)))
         x = tf.concat([user_vector, item_vector], axis=-1)
         for layer in self.hidden:
             x = layer(x, training=training)
-        parts = [x]
-        if self.use_dot_product:
-            parts.append(tf.reduce_sum(user_vector * item_vector, axis=-1, keepdims=True))
-        parts.extend(bias(ids) for bias, ids in zip(self.biases, (user, item)))
-        x = tf.concat(parts, axis=-1)
-        return {name: head(x) for name, head in self.heads.items()}
+        hidden = [x] if self.hidden or not self.factorized else []
+        dot = (
+            [tf.reduce_sum(user_vector * item_vector, axis=-1, keepdims=True)]
+            if self.use_dot_product else []
+        )
+        if not self.factorized:
+            x = tf.concat(hidden + dot + biases, axis=-1)
+            return {name: head(x) for name, head in self.heads.items()}
+        purchase_head = self.heads[features.PURCHASE_PROBABILITY]
+        # With no hidden layers the head's Dense is just the global mean mu.
+        mlp_term = purchase_head(hidden[0]) if hidden else purchase_head(tf.zeros_like(dot[0]))
+        purchase = mlp_term + dot[0] + biases[0] + biases[1]
+        liked = self.heads[features.BINARY_RATING](tf.concat(hidden + [purchase] + dot + biases, axis=-1))
+        return {features.BINARY_RATING: liked, features.PURCHASE_PROBABILITY: purchase}
 
 
-def build_model(num_users: int, num_items: int, config: ModelConfig) -> MultiTaskRecommender:
-    """Builds and compiles the model; `num_*` count vocabulary plus OOV buckets."""
+class _Neighbours(tf_keras.layers.Layer):
+    """Per row, 1/sqrt(n) times the sum of the embeddings of its n training partners.
+
+    The partner lists are constant, non-trainable weights, so they are saved
+    with the model; a row with no partners (an unseen ID) gets zeros.
+    """
+
+    def __init__(self, rows: np.ndarray, partners: np.ndarray, num_rows: int,
+                 embedding: tf_keras.layers.Embedding, name: str):
+        super().__init__(name=name)
+        order = np.argsort(rows, kind="stable")
+        counts = np.bincount(rows, minlength=num_rows)
+        self.row_splits = tf.Variable(
+            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), trainable=False, name="row_splits"
+        )
+        self.partners = tf.Variable(partners[order], trainable=False, name="partners")
+        self.embedding = embedding
+
+    def call(self, ids):
+        lists = tf.gather(tf.RaggedTensor.from_row_splits(self.partners, self.row_splits), ids)
+        summed = tf.reduce_sum(self.embedding(lists), axis=1)
+        count = tf.cast(lists.row_lengths(), tf.float32)[:, None]
+        return summed * tf.math.rsqrt(tf.maximum(count, 1.0))
+
+
+def build_model(
+    num_users: int,
+    num_items: int,
+    config: ModelConfig,
+    training: TrainingData | None = None,
+) -> MultiTaskRecommender:
+    """Builds and compiles the model; `num_*` count vocabulary plus OOV buckets.
+
+    `training` is needed with `config.implicit_feedback` or `config.base_rate_init`.
+    """
     tf_keras.utils.set_random_seed(config.seed)
-    model = MultiTaskRecommender(num_users, num_items, config)
+    model = MultiTaskRecommender(num_users, num_items, config, training)
     model.compile(
         optimizer=tf_keras.optimizers.Adam(learning_rate=config.learning_rate),
         loss={

@@ -14,7 +14,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from components import export, features
-from components.model import ModelConfig, build_model, train
+from components.model import ModelConfig, TrainingData, build_model, train
 from components.preprocessing import NUM_OOV_BUCKETS
 
 # custom_config key holding ModelConfig.to_json_dict().
@@ -72,7 +72,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     config = ModelConfig.from_json_dict(custom[MODEL_CONFIG])
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     sizes = vocabulary_sizes(tf_transform_output, int(custom[NUM_OOV_BUCKETS]))
-    model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config)
+    training = TrainingData.from_batches(input_dataset(
+        fn_args.train_files, fn_args.data_accessor, tf_transform_output, config, shuffle=False
+    ))
+    model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training)
     train_data = input_dataset(
         fn_args.train_files, fn_args.data_accessor, tf_transform_output, config,
         shuffle=True, repeat=config.steps_per_epoch is not None,

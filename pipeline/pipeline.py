@@ -4,7 +4,8 @@ ExampleGen (newest span) -> StatisticsGen -> ExampleValidator (against
 ImportSchemaGen's curated schema) -> DataValidationGate (also drift against the
 previous span) -> Transform (over the last `window_spans` spans, reusing its
 analyzer cache) -> Trainer -> Evaluator (on the newest span, against the latest
-blessed model) -> Pusher.
+blessed model) -> Pusher -> ServingCheck (the pushed version, loaded in a fresh
+process, answers its warm-up requests; otherwise it is removed and the run fails).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tfx.dsl.components.base import executor_spec
 from components import example_gen, preprocessing, trainer
 from components.data_validation import DataValidationGate
 from components.resolvers import LatestSpansStrategy, NewestArtifactStrategy, PreviousSpanStrategy
+from components.serving_check_component import ServingCheck
 from pipeline.config import REPO_ROOT, PipelineConfig
 from pipeline.eval_config import make_eval_config
 
@@ -235,7 +237,10 @@ def create_pipeline(
         ),
     )
 
+    serving_check = ServingCheck(pushed_model=pusher.outputs["pushed_model"])
+
     components = [
         *data.all(), span_window, analyzer_cache, transform, trainer_, resolver, evaluator, pusher,
+        serving_check,
     ]
     return _pipeline(config, components, metadata_connection_config)

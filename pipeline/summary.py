@@ -152,8 +152,9 @@ def summarize(store: metadata_store.MetadataStore, pipeline_name: str) -> RunSum
                 evaluation_uri = artifact.uri
                 metrics = candidate_metrics(evaluation_metrics(artifact.uri).get(OVERALL, {}))
                 failed = _failed_thresholds(artifact.uri)
-            elif type_name == "PushedModel" and _custom(artifact, "pushed"):
-                pushed_to = _custom(artifact, "pushed_destination")
+            elif type_name == "InfraBlessing" and _custom(artifact, "blessed"):
+                # Reported pushed only once ServingCheck loaded and called it.
+                pushed_to = _custom(artifact, "checked_model")
     return RunSummary(
         run.name, tuple(components), blessed, metrics, failed, pushed_to, evaluation_uri
     )

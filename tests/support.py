@@ -1,17 +1,31 @@
-"""Helpers shared by the end-to-end tests."""
+"""Helpers shared by the tests."""
 
 import hashlib
 from pathlib import Path
 
-from components import features
-from pipeline.config import HeadThreshold
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+
+from components import example_gen, features
+from components.model import ModelConfig, TrainingData, build_model
+from components.preprocessing import (
+    DEFAULT_TIER_THRESHOLDS,
+    NUM_OOV_BUCKETS,
+    TIER_THRESHOLDS,
+    preprocessing_fn,
+)
+from components.trainer import split_labels, vocabulary_sizes
+from pipeline.config import DEFAULT_SCHEMA, HeadThreshold
 
 # Every node of the full pipeline, as create_pipeline names them.
 COMPONENT_IDS = {
     "ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
     "previous_span_statistics_resolver", "DataValidationGate", "span_window_resolver",
     "analyzer_cache_resolver", "Transform", "Trainer", "latest_blessed_model_resolver",
-    "Evaluator", "Pusher",
+    "Evaluator", "Pusher", "ServingCheck",
 }
 
 # Bounds any trained model passes: for tests about data and plumbing, not quality.
@@ -28,3 +42,52 @@ def tree_digest(root: Path) -> str:
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def _instances(rows, indices):
+    return [
+        {c: [rows[c][i].encode() if c in features.ID_FEATURES else rows[c][i]] for c in features.COLUMNS}
+        for i in indices
+    ]
+
+
+def labelled_example(rows, i) -> bytes:
+    """Row `i` of generated `rows` as a serialized tf.Example with every column."""
+    def feature(column):
+        value = rows[column][i]
+        if column in features.ID_FEATURES:
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+        if column == features.PURCHASE_PROBABILITY:
+            return tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+    return tf.train.Example(features=tf.train.Features(
+        feature={column: feature(column) for column in features.COLUMNS}
+    )).SerializeToString()
+
+
+def transform_and_train(root: Path, rows, train_idx, config: ModelConfig, num_oov: int):
+    """The pipeline's preprocessing_fn analysed on rows[train_idx], then a model trained on them.
+
+    Returns (TFTransformOutput written under `root / "transform"`, the trained
+    Keras model, the transformed training columns).
+    """
+    metadata = dataset_metadata.DatasetMetadata(example_gen.load_schema(str(DEFAULT_SCHEMA)))
+    with tft_beam.Context(temp_dir=str(root / "tmp")):
+        (train_t, _), transform_fn = (_instances(rows, train_idx), metadata) | tft_beam.AnalyzeAndTransformDataset(
+            lambda inputs: preprocessing_fn(
+                inputs, {NUM_OOV_BUCKETS: num_oov, TIER_THRESHOLDS: DEFAULT_TIER_THRESHOLDS}
+            )
+        )
+        _ = transform_fn | tft_beam.WriteTransformFn(str(root / "transform"))
+    # The Transform component also writes the raw metadata; the export reads it.
+    metadata_io.write_metadata(metadata, str(root / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR))
+    tft_output = tft.TFTransformOutput(str(root / "transform"))
+    columns = {k: np.stack([np.asarray(r[k]) for r in train_t]) for k in train_t[0]}
+    sizes = vocabulary_sizes(tft_output, num_oov)
+    batches = tf.data.Dataset.from_tensor_slices(columns).batch(256).map(split_labels)
+    model = build_model(
+        sizes[features.USER_ID], sizes[features.ITEM_ID], config, TrainingData.from_batches(batches)
+    )
+    model.fit(batches.unbatch().shuffle(len(train_idx), seed=1).batch(256), epochs=config.epochs, verbose=0)
+    return tft_output, model, columns

@@ -8,26 +8,18 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
 import tf_keras
-from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 from tfx.components.evaluator.executor import Executor as EvaluatorExecutor
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
-from components import example_gen, export, features
-from components.model import ModelConfig, build_model
-from components.preprocessing import (
-    DEFAULT_TIER_THRESHOLDS,
-    NUM_OOV_BUCKETS,
-    TIER_THRESHOLDS,
-    preprocessing_fn,
-)
-from components.trainer import split_labels, vocabulary_sizes
+from components import export, features
+from components.model import ModelConfig
+from components.trainer import split_labels
 from data.synthetic import SyntheticSpec, generate_rows
-from pipeline.config import DEFAULT_SCHEMA, HeadThreshold, default_thresholds
+from pipeline.config import HeadThreshold, default_thresholds
 from pipeline.eval_config import make_eval_config
+from tests.support import labelled_example, transform_and_train
 
 pytestmark = pytest.mark.slow
 OOV = 5
@@ -62,46 +54,13 @@ class ConstantPurchaseHead(tf_keras.Model):
         return outputs
 
 
-def _instances(rows, indices):
-    return [
-        {c: [rows[c][i].encode() if c in features.ID_FEATURES else rows[c][i]] for c in features.COLUMNS}
-        for i in indices
-    ]
-
-
-def _example(rows, i):
-    feature = {
-        features.USER_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[rows[features.USER_ID][i].encode()])),
-        features.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[rows[features.ITEM_ID][i].encode()])),
-        features.TIMESTAMP: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(rows[features.TIMESTAMP][i])])),
-        features.BINARY_RATING: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(rows[features.BINARY_RATING][i])])),
-        features.PURCHASE_PROBABILITY: tf.train.Feature(
-            float_list=tf.train.FloatList(value=[float(rows[features.PURCHASE_PROBABILITY][i])])),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Eval examples and three exported models: good, constant, good-but-one-head-constant."""
     root = tmp_path_factory.mktemp("blessing")
     rows = generate_rows(SyntheticSpec(num_users=200, num_items=150, num_interactions=10_000, seed=7))
     train_idx, eval_idx = np.arange(8_000), np.arange(8_000, 10_000)
-    metadata = dataset_metadata.DatasetMetadata(example_gen.load_schema(str(DEFAULT_SCHEMA)))
-    with tft_beam.Context(temp_dir=str(root / "tmp")):
-        (train_t, _), transform_fn = (_instances(rows, train_idx), metadata) | tft_beam.AnalyzeAndTransformDataset(
-            lambda inputs: preprocessing_fn(inputs, {NUM_OOV_BUCKETS: OOV, TIER_THRESHOLDS: DEFAULT_TIER_THRESHOLDS})
-        )
-        _ = transform_fn | tft_beam.WriteTransformFn(str(root / "transform"))
-    # The Transform component also writes the raw metadata; the export reads it.
-    metadata_io.write_metadata(metadata, str(root / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR))
-    tft_output = tft.TFTransformOutput(str(root / "transform"))
-    columns = {k: np.stack([np.asarray(r[k]) for r in train_t]) for k in train_t[0]}
-    config = ModelConfig(epochs=20)
-    sizes = vocabulary_sizes(tft_output, OOV)
-    good = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config)
-    good.fit(tf.data.Dataset.from_tensor_slices(columns).shuffle(8_000, seed=1).batch(256).map(split_labels),
-             epochs=config.epochs, verbose=0)
+    tft_output, good, columns = transform_and_train(root, rows, train_idx, ModelConfig(epochs=20), OOV)
 
     mean_purchase = float(np.mean(rows[features.PURCHASE_PROBABILITY][train_idx]))
     models = {
@@ -117,7 +76,7 @@ def world(tmp_path_factory):
     eval_dir.mkdir(parents=True)
     with tf.io.TFRecordWriter(str(eval_dir / "data.gz"), options="GZIP") as writer:
         for i in eval_idx:
-            writer.write(_example(rows, i))
+            writer.write(labelled_example(rows, i))
     return root
 
 

@@ -3,6 +3,7 @@
 Run 1 must bless and push a model that loads without project code and serves
 known and unknown IDs from both signatures. Run 2 demands an AUC no model can
 reach: it must not be blessed, and the serving directory must be left as is.
+`inspect_metadata.py` then answers runs, models and lineage from their store.
 """
 
 import dataclasses
@@ -170,3 +171,59 @@ def test_report_shows_metrics_plots_baseline_and_verdict(first_run, second_run, 
     for head in features.HEADS:
         png = second_path.parent / f"{head}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
+
+
+def _inspect(config, *args):
+    """inspect_metadata.py in a fresh process, as a user runs it; returns its JSON."""
+    out = subprocess.run(
+        [sys.executable, "inspect_metadata.py", *args, "--sqlite", str(config.metadata_path), "--json"],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_inspect_runs_lists_both_runs_with_every_component(first_run, second_run):
+    runs = _inspect(first_run[0], "runs")
+    assert [r["run_id"] for r in runs] == [first_run[1].run_id, second_run[1].run_id]
+    for run_record in runs:
+        assert {c["node"] for c in run_record["components"]} == COMPONENT_IDS
+        assert {c["state"] for c in run_record["components"]} == {"complete"}
+        assert run_record["seconds"] >= max(c["seconds"] for c in run_record["components"])
+
+
+def test_inspect_models_gives_blessing_metrics_and_push(first_run, second_run):
+    config, first, _, _ = first_run
+    models = _inspect(config, "models")
+    assert [m["run_id"] for m in models] == [first.run_id, second_run[1].run_id]
+    pushed, rejected = models
+    assert pushed["blessed"] is True and rejected["blessed"] is False
+    assert pushed["pushed_to"].rstrip("/") == first.pushed_to.rstrip("/")
+    assert rejected["pushed_to"] is None
+    for head in features.HEADS:
+        assert pushed["metrics"][head] == pytest.approx(first.metrics[head])
+
+
+def test_inspect_lineage_goes_from_the_pushed_model_back_to_the_input_data(first_run, second_run):
+    config, summary, _, _ = first_run
+    steps = _inspect(config, "lineage", summary.pushed_to)
+    by_type = {}
+    for step in steps:
+        by_type.setdefault(step["artifact_type"], []).append(step)
+    assert steps[0]["artifact_type"] == "PushedModel"
+    expected = {
+        "ModelBlessing": "Evaluator", "ModelEvaluation": "Evaluator", "Model": "Trainer",
+        "TransformGraph": "Transform", "Schema": "ImportSchemaGen",
+        "ExampleStatistics": "StatisticsGen", "ExampleAnomalies": "ExampleValidator",
+    }
+    for type_name, producer in expected.items():
+        assert [s["produced_by"] for s in by_type[type_name]] == [producer], type_name
+    (raw,) = [s for s in by_type["Examples"] if s["produced_by"] == "ExampleGen"]
+    assert raw["properties"]["input_base"] == str(config.data_path.parent)
+    assert raw["properties"]["span"] == 0
+    # The same chain from the pushed model's artifact id; the rejected run's model pushed nothing.
+    assert _inspect(config, "lineage", str(steps[0]["artifact_id"])) == steps
+    missing = subprocess.run(
+        [sys.executable, "inspect_metadata.py", "lineage", "/no/such/model", "--sqlite", str(config.metadata_path)],
+        capture_output=True, text=True,
+    )
+    assert missing.returncode == 1 and "no pushed model or artifact at /no/such/model" in missing.stderr

@@ -1,8 +1,10 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
 from components import features
-from components.model import ModelConfig, build_model
+from components.model import ModelConfig, TrainingData, build_model
 
 USER = features.transformed_name(features.USER_ID)
 ITEM = features.transformed_name(features.ITEM_ID)
@@ -21,9 +23,13 @@ def _batch(n=16, num_users=10, num_items=8, seed=0):
     return inputs, labels
 
 
+def _training(inputs, labels):
+    return TrainingData.from_batches([(inputs, labels)])
+
+
 def test_outputs_are_named_after_the_heads_with_batch_by_one_shapes():
-    model = build_model(10, 8, ModelConfig(embedding_dim=4, hidden_units=(8,)))
-    inputs, _ = _batch(n=5)
+    inputs, labels = _batch(n=5)
+    model = build_model(10, 8, ModelConfig(embedding_dim=4, hidden_units=(8,)), _training(inputs, labels))
     outputs = model(inputs)
     assert set(outputs) == set(features.HEADS)
     for head in features.HEADS:
@@ -34,8 +40,10 @@ def test_outputs_are_named_after_the_heads_with_batch_by_one_shapes():
 
 def test_total_loss_is_the_weighted_sum_of_head_losses():
     weights = {features.BINARY_RATING: 2.0, features.PURCHASE_PROBABILITY: 0.5}
-    model = build_model(10, 8, ModelConfig(embedding_dim=4, hidden_units=(8,), loss_weights=weights))
     inputs, labels = _batch()
+    model = build_model(
+        10, 8, ModelConfig(embedding_dim=4, hidden_units=(8,), loss_weights=weights), _training(inputs, labels)
+    )
     predicted = {k: v.numpy().astype(np.float64) for k, v in model(inputs).items()}
     p = np.clip(predicted[features.BINARY_RATING], 1e-7, 1 - 1e-7)
     y = labels[features.BINARY_RATING]
@@ -46,10 +54,10 @@ def test_total_loss_is_the_weighted_sum_of_head_losses():
 
 
 def test_training_reduces_the_loss_on_learnable_data():
-    model = build_model(10, 8, ModelConfig(embedding_dim=4, hidden_units=(8,), epochs=1))
     inputs, labels = _batch(n=256)
     # Labels that depend on the user only: learnable from the user embedding.
     labels[features.BINARY_RATING] = (inputs[USER] % 2).astype(np.float32)
+    model = build_model(10, 8, ModelConfig(embedding_dim=4, hidden_units=(8,), epochs=1), _training(inputs, labels))
     before = model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"]
     model.fit(inputs, labels, epochs=30, batch_size=64, verbose=0)
     after = model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"]
@@ -57,13 +65,13 @@ def test_training_reduces_the_loss_on_learnable_data():
 
 
 def test_bias_dot_and_regularisation_options_build_what_they_say():
+    inputs, labels = _batch(n=4)
     plain = build_model(10, 8, ModelConfig.original(embedding_dim=4))
     rich = build_model(10, 8, ModelConfig(
         embedding_dim=4, hidden_units=(8,), use_bias_terms=True, use_dot_product=True,
         l2=1e-3, dropout=0.2,
-    ))
-    inputs, _ = _batch(n=4)
-    plain(inputs), rich(inputs)
+    ), _training(inputs, labels))
+    plain(inputs, training=True), rich(inputs, training=True)
     def has(model, name):
         return any(f"/{name}/" in v.name for v in model.trainable_variables)
 
@@ -73,6 +81,8 @@ def test_bias_dot_and_regularisation_options_build_what_they_say():
     assert rich.heads[features.BINARY_RATING].kernel.shape == (11, 1)
     assert plain.heads[features.BINARY_RATING].kernel.shape == (64, 1)
     assert len(rich.losses) > 0 and len(plain.losses) == 0  # L2 penalties only when asked
+    rich(inputs)
+    assert len(rich.losses) == 0  # and only while training
     for head in features.HEADS:  # dropout is off at inference: predictions are repeatable
         np.testing.assert_array_equal(rich(inputs)[head].numpy(), rich(inputs)[head].numpy())
 
@@ -84,8 +94,8 @@ def test_early_stopping_restores_the_best_epoch():
 
     config = ModelConfig(embedding_dim=4, hidden_units=(8,), epochs=40, learning_rate=0.05,
                          early_stopping_patience=2)
-    model = build_model(50, 50, config)
     inputs, labels = _batch(n=64, num_users=50, num_items=50, seed=1)
+    model = build_model(50, 50, config, _training(inputs, labels))
     held_inputs, held_labels = _batch(n=64, num_users=50, num_items=50, seed=2)  # unrelated: overfits
     history = train(
         model,
@@ -97,3 +107,76 @@ def test_early_stopping_restores_the_best_epoch():
     assert ran < 40
     best = min(history.history["val_loss"])
     assert model.evaluate(held_inputs, held_labels, verbose=0, return_dict=True)["loss"] == pytest.approx(best, rel=1e-4)
+
+
+FACTORIZED = dict(
+    embedding_dim=4, use_bias_terms=True, use_dot_product=True, factorized_purchase_head=True,
+)
+
+
+def test_training_data_collects_every_interaction_and_the_label_means():
+    first, second = _batch(n=5, seed=1), _batch(n=3, seed=2)
+    data = TrainingData.from_batches([first, second])
+    np.testing.assert_array_equal(data.users, np.concatenate([first[0][USER], second[0][USER]]).ravel())
+    np.testing.assert_array_equal(data.items, np.concatenate([first[0][ITEM], second[0][ITEM]]).ravel())
+    for head in features.HEADS:
+        expected = np.concatenate([first[1][head], second[1][head]]).mean()
+        assert data.label_means[head] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="empty"):
+        TrainingData.from_batches([])
+
+
+def test_heads_start_at_the_training_base_rates():
+    inputs, labels = _batch(n=64)
+    training = _training(inputs, labels)
+    model = build_model(10, 8, ModelConfig(embedding_dim=4, hidden_units=(), **{
+        k: v for k, v in FACTORIZED.items() if k != "embedding_dim"
+    }), training)
+    liked = training.label_means[features.BINARY_RATING]
+    model(inputs)
+    bias = model.heads[features.BINARY_RATING].bias.numpy()[0]
+    assert bias == pytest.approx(np.log(liked / (1 - liked)), rel=1e-5)
+    assert model.heads[features.PURCHASE_PROBABILITY].bias.numpy()[0] == pytest.approx(
+        training.label_means[features.PURCHASE_PROBABILITY], rel=1e-5
+    )
+    with pytest.raises(ValueError, match="label means"):
+        build_model(10, 8, ModelConfig(embedding_dim=4))
+
+
+def test_factorized_purchase_head_is_mean_plus_biases_plus_dot():
+    inputs, labels = _batch(n=6)
+    model = build_model(10, 8, ModelConfig(hidden_units=(), **FACTORIZED), _training(inputs, labels))
+    predicted = model(inputs)[features.PURCHASE_PROBABILITY].numpy().ravel()
+    user, item = inputs[USER].ravel(), inputs[ITEM].ravel()
+    p, q = model.user_embedding.embeddings.numpy()[user], model.item_embedding.embeddings.numpy()[item]
+    b_user = model.biases[0].embeddings.numpy()[user, 0]
+    b_item = model.biases[1].embeddings.numpy()[item, 0]
+    mu = model.heads[features.PURCHASE_PROBABILITY].bias.numpy()[0]
+    np.testing.assert_allclose(predicted, mu + b_user + b_item + np.sum(p * q, axis=1), rtol=1e-5)
+    with pytest.raises(ValueError, match="needs use_bias_terms"):
+        ModelConfig(factorized_purchase_head=True)
+
+
+def test_implicit_feedback_adds_the_scaled_sum_of_training_partners():
+    import tensorflow as tf
+
+    # Training interactions: user 0 saw items 1, 2, 3; user 1 saw item 1; user 2 none.
+    train_inputs = {USER: np.array([[0], [0], [0], [1]]), ITEM: np.array([[1], [2], [3], [1]])}
+    train_labels = {head: np.ones((4, 1), np.float32) * 0.5 for head in features.HEADS}
+    config = ModelConfig(hidden_units=(), implicit_feedback=True, **FACTORIZED)
+    model = build_model(3, 5, config, _training(train_inputs, train_labels))
+    model({USER: np.array([0]), ITEM: np.array([0])})
+    users_of_item = {0: [], 1: [0, 1], 2: [0], 3: [0], 4: []}
+    items_of_user = {0: [1, 2, 3], 1: [1], 2: []}
+    history = model.implicit[0].embedding.embeddings.numpy()  # item rows, summed per user
+    for user, items in items_of_user.items():
+        got = model.implicit[0](tf.constant([user])).numpy()[0]
+        expected = history[items].sum(axis=0) / np.sqrt(len(items)) if items else np.zeros(4)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    item_history = model.implicit[1].embedding.embeddings.numpy()
+    got = model.implicit[1](tf.constant([1])).numpy()[0]
+    np.testing.assert_allclose(got, item_history[users_of_item[1]].sum(axis=0) / np.sqrt(2), rtol=1e-5)
+    # The partner lists are saved state, not trainable parameters.
+    assert all("partners" not in v.name and "row_splits" not in v.name for v in model.trainable_variables)
+    with pytest.raises(ValueError, match="interactions"):
+        build_model(3, 5, dataclasses.replace(config, base_rate_init=False))

@@ -24,6 +24,7 @@ EXPECTED_UPSTREAM = {
     "latest_blessed_model_resolver": set(),
     "Evaluator": {"ExampleGen", "Trainer", "latest_blessed_model_resolver"},
     "Pusher": {"Trainer", "Evaluator"},
+    "ServingCheck": {"Pusher"},
 }
 
 

@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from run_local import config_from_args, parse_args
 
 
@@ -25,3 +27,16 @@ def test_without_data_the_synthetic_set_is_generated_under_the_output(tmp_path):
     assert config.data_path == tmp_path / "o" / "data" / "interactions.csv"
     assert config.data_path.read_text().startswith("user_id,item_id,timestamp,")
     assert parse_args([]).output == Path("outputs")
+
+
+def test_a_model_config_file_is_read_and_flags_override_it(tmp_path):
+    shipped = Path(__file__).resolve().parent.parent / "configs" / "ml-100k-model.json"
+    data = tmp_path / "mine.csv"
+    data.write_text("user_id,item_id,timestamp,binary_rating,purchase_probability\n")
+    common = ["--data", str(data), "--output", str(tmp_path / "o"), "--model-config", str(shipped)]
+    config = config_from_args(parse_args(common)).model
+    assert config.implicit_feedback and config.factorized_purchase_head
+    assert config.learning_rate == 5e-4 and config.hidden_units == ()
+    assert config_from_args(parse_args(common + ["--learning-rate", "0.01"])).model.learning_rate == 0.01
+    with pytest.raises(SystemExit, match="neither a JSON file nor valid JSON"):
+        config_from_args(parse_args(common[:-1] + ["no-such-file.json"]))

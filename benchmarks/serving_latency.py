@@ -1,0 +1,161 @@
+"""Benchmark: in-process serving latency of the exported model's signatures.
+
+    python benchmarks/serving_latency.py [--batch-sizes 1 32 1024] [--calls 300]
+    python benchmarks/serving_latency.py --model-config configs/ml-100k-model.json
+
+Trains a model on generated interactions with the pipeline's own code
+(`preprocessing_fn` on tf.Transform, `build_model`, `train`,
+`export.export_model`), loads the export with `tf.saved_model.load` and times,
+side by side in one process, for each batch size:
+
+- `keras`: the trained Keras model on already-transformed indices, in a
+  tf.function: the floor, with no parsing and no vocabulary lookup;
+- `serving_default`: raw string IDs in, through the transform graph;
+- `serving_tf_example`: serialized tf.Examples in (parse + transform + model).
+
+Each call gets a different batch (drawn from the data's IDs, 5% unknown);
+latencies are wall-clock per call after warm-up. Prints JSON: p50/p99 ms,
+rows per second, and each signature's p50 as a multiple of the floor's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+
+import model_quality  # noqa: E402  (its transform(): the pipeline's preprocessing_fn)
+from components import export, features  # noqa: E402
+from components.model import ModelConfig, TrainingData, build_model, train  # noqa: E402
+from components.trainer import split_labels  # noqa: E402
+from data.synthetic import SyntheticSpec, generate_rows  # noqa: E402
+
+
+def _trained_export(workdir: Path, config: ModelConfig, rows: int):
+    frame = pd.DataFrame(generate_rows(SyntheticSpec(num_interactions=rows, seed=11)))
+    frame[features.USER_ID] = frame[features.USER_ID].astype(str)
+    frame[features.ITEM_ID] = frame[features.ITEM_ID].astype(str)
+    train_cols, _, sizes = model_quality.transform(frame, frame.iloc[:1], workdir)
+    everything = np.arange(len(frame))
+    batches = model_quality._dataset(train_cols, everything, config, shuffle=False)
+    model = build_model(
+        sizes[features.USER_ID], sizes[features.ITEM_ID], config, TrainingData.from_batches(batches)
+    )
+    train(model, model_quality._dataset(train_cols, everything, config, shuffle=True), batches, config, verbose=0)
+    path = str(workdir / "model")
+    tft_output = tft.TFTransformOutput(str(workdir / "transform"))
+    export.export_model(model, tft_output, path)
+    return frame, model, tft_output, path
+
+
+def _requests(frame: pd.DataFrame, batch: int, count: int, seed: int):
+    """`count` batches of (user ids, item ids) as bytes; 5% of IDs unknown."""
+    rng = np.random.default_rng(seed)
+    users = frame[features.USER_ID].to_numpy().astype(bytes)
+    items = frame[features.ITEM_ID].to_numpy().astype(bytes)
+    out = []
+    for _ in range(count):
+        u = users[rng.integers(0, len(users), batch)].copy()
+        i = items[rng.integers(0, len(items), batch)].copy()
+        unknown = rng.random(batch) < 0.05
+        u[unknown] = b"unknown-user"
+        out.append((u, i))
+    return out
+
+
+def _serialized(users, items) -> list[bytes]:
+    return [
+        tf.train.Example(features=tf.train.Features(feature={
+            features.USER_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[u])),
+            features.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[i])),
+        })).SerializeToString()
+        for u, i in zip(users, items)
+    ]
+
+
+def _time(call, inputs: list, warmup: int) -> list[float]:
+    for x in inputs[:warmup]:
+        call(x)
+    seconds = []
+    for x in inputs[warmup:]:
+        started = time.perf_counter()
+        out = call(x)
+        _ = out[features.BINARY_RATING].numpy()  # wait for the result
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def measure(frame, model, tft_output, path, batch_sizes, calls: int, warmup: int = 20) -> list[dict]:
+    loaded = tf.saved_model.load(path)
+    by_ids = loaded.signatures[features.SERVING_DEFAULT]
+    by_examples = loaded.signatures[features.SERVING_TF_EXAMPLE]
+    tft_layer = tft_output.transform_features_layer()
+    keras_call = tf.function(lambda inputs: model(inputs, training=False))
+    results = []
+    for batch in batch_sizes:
+        requests = _requests(frame, batch, calls + warmup, seed=batch)
+        raw = [{"user_id": tf.constant(u), "item_id": tf.constant(i)} for u, i in requests]
+        examples = [tf.constant(_serialized(u, i)) for u, i in requests]
+        # The floor's inputs are transformed before the clock starts.
+        indices = []
+        for x in raw:
+            t = tft_layer({k: tf.reshape(v, [-1, 1]) for k, v in x.items()})
+            indices.append({features.transformed_name(k): t[features.transformed_name(k)] for k in features.ID_FEATURES})
+        timings = {
+            "keras": _time(keras_call, indices, warmup),
+            features.SERVING_DEFAULT: _time(lambda x: by_ids(**x), raw, warmup),
+            features.SERVING_TF_EXAMPLE: _time(lambda x: by_examples(examples=x), examples, warmup),
+        }
+        floor = float(np.percentile(timings["keras"], 50))
+        for name, seconds in timings.items():
+            p50 = float(np.percentile(seconds, 50))
+            results.append({
+                "batch": batch,
+                "path": name,
+                "p50_ms": round(p50 * 1e3, 3),
+                "p99_ms": round(float(np.percentile(seconds, 99)) * 1e3, 3),
+                "rows_per_second": round(batch * len(seconds) / sum(seconds)),
+                "p50_vs_keras": round(p50 / floor, 2),
+            })
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32, 1024])
+    parser.add_argument("--calls", type=int, default=300, help="timed calls per batch size and path")
+    parser.add_argument("--rows", type=int, default=30_000, help="generated training interactions")
+    parser.add_argument("--model-config", default=None, help="ModelConfig fields: JSON or a JSON file")
+    args = parser.parse_args()
+    text = args.model_config
+    if text and Path(text).is_file():
+        text = Path(text).read_text()
+    config = ModelConfig(**{"epochs": 2, **(json.loads(text) if text else {})})
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with tempfile.TemporaryDirectory() as tmp:
+        frame, model, tft_output, path = _trained_export(Path(tmp), config, args.rows)
+        results = measure(frame, model, tft_output, path, args.batch_sizes, args.calls)
+    print(json.dumps({
+        "model_config": config.to_json_dict(), "training_rows": args.rows,
+        "calls_per_point": args.calls, "threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "results": results,
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

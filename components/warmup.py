@@ -1,0 +1,61 @@
+"""TF Serving warm-up requests: written into each exported model, replayed by the serving check.
+
+Only TensorFlow and TF Serving's protos: the fresh-process serving check
+imports this, and it should start fast.
+"""
+
+import os
+from typing import Mapping
+
+import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+from components import features
+
+# Where TF Serving looks for warm-up requests inside a SavedModel.
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# The unknown pair every warm-up batch ends with (it exercises the OOV buckets).
+UNKNOWN_ID = b"__warmup_unknown__"
+
+
+def requests(ids: Mapping[str, list[bytes]]) -> list[prediction_log_pb2.PredictionLog]:
+    """One PredictRequest per serving signature over the same rows of `ids`."""
+    def request(signature: str, inputs: Mapping[str, tf.Tensor]) -> prediction_log_pb2.PredictionLog:
+        predict = predict_pb2.PredictRequest(
+            model_spec=model_pb2.ModelSpec(signature_name=signature)
+        )
+        for name, tensor in inputs.items():
+            predict.inputs[name].CopyFrom(tf.make_tensor_proto(tensor))
+        return prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=predict)
+        )
+
+    examples = [
+        tf.train.Example(features=tf.train.Features(feature={
+            key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[ids[key][i]]))
+            for key in features.ID_FEATURES
+        })).SerializeToString()
+        for i in range(len(ids[features.USER_ID]))
+    ]
+    return [
+        request(features.SERVING_DEFAULT, {key: ids[key] for key in features.ID_FEATURES}),
+        request(features.SERVING_TF_EXAMPLE, {"examples": examples}),
+    ]
+
+
+def write_requests(export_dir: str, ids: Mapping[str, list[bytes]]) -> None:
+    """Writes `requests(ids)` to the SavedModel at `export_dir`."""
+    path = os.path.join(export_dir, WARMUP_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.TFRecordWriter(path) as writer:
+        for log in requests(ids):
+            writer.write(log.SerializeToString())
+
+
+def read_requests(export_dir: str) -> list[prediction_log_pb2.PredictionLog]:
+    """The warm-up requests saved in the SavedModel at `export_dir`."""
+    path = os.path.join(export_dir, WARMUP_FILE)
+    return [
+        prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        for record in tf.data.TFRecordDataset(path)
+    ]

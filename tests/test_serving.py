@@ -1,0 +1,182 @@
+"""The exported model's contract: both serving signatures and the trained Keras
+model agree; unknown IDs, empty and large batches work; warm-up requests are
+written and replayed; `saved_model_cli` reads and runs the signatures; the
+serving check removes a model that cannot answer."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import export, features, serving_check, serving_check_component, warmup
+from components.model import ModelConfig
+from data.synthetic import SyntheticSpec, generate_rows
+from tests.support import labelled_example, transform_and_train
+
+pytestmark = pytest.mark.slow
+OOV = 5
+TOLERANCE = 1e-6
+CONFIGS = {
+    "default": ModelConfig(epochs=2),
+    # The tuned configuration saves its interaction lists in the model.
+    "implicit_feedback": ModelConfig(
+        epochs=2, hidden_units=(), use_bias_terms=True, use_dot_product=True,
+        factorized_purchase_head=True, implicit_feedback=True, l2=0.5,
+    ),
+}
+
+
+_EXPORTED = {}
+
+
+def _export(name, tmp_path_factory):
+    """(rows, transform output, trained Keras model, exported path), built once per config."""
+    if name not in _EXPORTED:
+        root = tmp_path_factory.mktemp(f"serving-{name}")
+        rows = generate_rows(SyntheticSpec(num_users=120, num_items=90, num_interactions=4_000, seed=3))
+        tft_output, model, _ = transform_and_train(root, rows, np.arange(3_000), CONFIGS[name], OOV)
+        path = str(root / "model")
+        export.export_model(model, tft_output, path)
+        _EXPORTED[name] = rows, tft_output, model, path
+    return _EXPORTED[name]
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def exported(request, tmp_path_factory):
+    return _export(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """The configuration with the most saved state; the fresh-process tests use it alone."""
+    return _export("implicit_feedback", tmp_path_factory)
+
+
+def _keras(model, tft_output, users, items):
+    """The trained Keras model on the transform graph's output: what training saw."""
+    transformed = tft_output.transform_features_layer()({
+        features.USER_ID: tf.reshape(tf.constant(users, tf.string), [-1, 1]),
+        features.ITEM_ID: tf.reshape(tf.constant(items, tf.string), [-1, 1]),
+    })
+    inputs = {features.transformed_name(k): transformed[features.transformed_name(k)] for k in features.ID_FEATURES}
+    return {head: value.numpy() for head, value in model(inputs, training=False).items()}
+
+
+def _serialized(users, items):
+    return [
+        tf.train.Example(features=tf.train.Features(feature={
+            features.USER_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[u])),
+            features.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[i])),
+        })).SerializeToString()
+        for u, i in zip(users, items)
+    ]
+
+
+def _all_three(path, model, tft_output, users, items):
+    signatures = tf.saved_model.load(path).signatures
+    by_ids = signatures[features.SERVING_DEFAULT](
+        user_id=tf.constant(users, tf.string), item_id=tf.constant(items, tf.string)
+    )
+    by_examples = signatures[features.SERVING_TF_EXAMPLE](
+        examples=tf.constant(_serialized(users, items), tf.string)
+    )
+    return (
+        {h: v.numpy() for h, v in by_ids.items()},
+        {h: v.numpy() for h, v in by_examples.items()},
+        _keras(model, tft_output, users, items),
+    )
+
+
+def _assert_parity(outputs, rows):
+    by_ids, by_examples, keras = outputs
+    for head in features.HEADS:
+        assert by_ids[head].shape == (rows, 1)
+        np.testing.assert_allclose(by_ids[head], by_examples[head], rtol=0, atol=TOLERANCE)
+        np.testing.assert_allclose(by_ids[head], keras[head], rtol=0, atol=TOLERANCE)
+
+
+def test_signatures_and_keras_model_agree_on_training_rows(exported):
+    rows, tft_output, model, path = exported
+    users = [u.encode() for u in rows[features.USER_ID][3_000:3_500]]
+    items = [i.encode() for i in rows[features.ITEM_ID][3_000:3_500]]
+    outputs = _all_three(path, model, tft_output, users, items)
+    _assert_parity(outputs, 500)
+    # Not a constant: different rows get different answers.
+    assert np.std(outputs[0][features.PURCHASE_PROBABILITY]) > 1e-4
+
+
+def test_unknown_ids_are_answered_like_the_keras_model_does(exported):
+    rows, tft_output, model, path = exported
+    known_user, known_item = rows[features.USER_ID][0].encode(), rows[features.ITEM_ID][0].encode()
+    users = [b"never-seen-user", known_user, b"never-seen-user", "ünïcode-👤".encode()]
+    items = [known_item, b"never-seen-item", b"never-seen-item", b""]
+    outputs = _all_three(path, model, tft_output, users, items)
+    _assert_parity(outputs, 4)
+    assert np.all(np.isfinite(outputs[0][features.BINARY_RATING]))
+
+
+def test_an_empty_batch_gives_empty_outputs(exported):
+    _, tft_output, model, path = exported
+    by_ids, by_examples, _ = _all_three(path, model, tft_output, [], [])
+    for head in features.HEADS:
+        assert by_ids[head].shape == (0, 1) and by_examples[head].shape == (0, 1)
+
+
+def test_a_batch_of_100k_rows(exported):
+    rows, tft_output, model, path = exported
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, len(rows[features.USER_ID]), 100_000)
+    users = [rows[features.USER_ID][i].encode() for i in picks]
+    items = [rows[features.ITEM_ID][i].encode() for i in rng.permutation(picks)]
+    _assert_parity(_all_three(path, model, tft_output, users, items), 100_000)
+
+
+def test_warmup_requests_cover_both_signatures_and_an_unknown_pair(tuned):
+    _, _, _, path = tuned
+    requests = warmup.read_requests(path)
+    names = [r.predict_log.request.model_spec.signature_name for r in requests]
+    assert names == [features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE]
+    users = tf.make_ndarray(requests[0].predict_log.request.inputs[features.USER_ID])
+    assert len(users) >= 2 and users[-1] == warmup.UNKNOWN_ID
+    result = serving_check.check_in_fresh_process(path)
+    assert result["requests"] == 2 and result["signatures"] == sorted(names)
+
+
+def test_saved_model_cli_shows_and_runs_both_signatures(tuned):
+    rows, _, _, path = tuned
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    shown = subprocess.run([str(cli), "show", "--dir", path, "--all"], capture_output=True, text=True, check=True)
+    for name in (features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE, features.TRANSFORM_FEATURES):
+        assert f"signature_def['{name}']" in shown.stdout
+    user, item = rows[features.USER_ID][0], rows[features.ITEM_ID][0]
+    by_ids = subprocess.run(
+        [str(cli), "run", "--dir", path, "--tag_set", "serve", "--signature_def", features.SERVING_DEFAULT,
+         "--input_exprs", f"user_id=['{user}'];item_id=['{item}']"],
+        capture_output=True, text=True, check=True,
+    )
+    by_examples = subprocess.run(
+        [str(cli), "run", "--dir", path, "--tag_set", "serve", "--signature_def", features.SERVING_TF_EXAMPLE,
+         "--input_examples", f"examples=[{{'user_id':['{user}'],'item_id':['{item}']}}]"],
+        capture_output=True, text=True, check=True,
+    )
+    def results(stdout):
+        found = re.findall(r"Result for output key (\w+):\n\[\[([^\]]+)\]\]", stdout)
+        return {key: float(value) for key, value in found}
+
+    assert set(results(by_ids.stdout)) == set(features.HEADS)
+    assert results(by_ids.stdout) == pytest.approx(results(by_examples.stdout), abs=TOLERANCE)
+
+
+def test_a_pushed_model_that_fails_the_check_is_removed(tuned, tmp_path):
+    _, _, _, path = tuned
+    broken = tmp_path / "broken"
+    shutil.copytree(path, broken)
+    (broken / warmup.WARMUP_FILE).unlink()
+    with pytest.raises(serving_check.ServingCheckError, match="no warm-up requests"):
+        serving_check_component.verify_push(str(broken))
+    assert not broken.exists()  # the serving directory falls back to the previous version
