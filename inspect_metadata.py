@@ -21,6 +21,7 @@ from pathlib import Path
 from ml_metadata.metadata_store import metadata_store
 
 from pipeline import metadata_queries as queries
+from pipeline.config import MySQLMetadata
 
 
 def _time(ms: int) -> str:
@@ -75,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mysql-host", default=None)
     parser.add_argument("--mysql-port", type=int, default=3306)
     parser.add_argument("--mysql-database", default=None)
-    parser.add_argument("--mysql-user", default="")
+    parser.add_argument("--mysql-user", default="root")
     parser.add_argument("--mysql-password", default="")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
@@ -88,15 +89,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def store_from_args(args: argparse.Namespace) -> metadata_store.MetadataStore:
     if args.mysql_host:
-        mysql = {
-            "host": args.mysql_host, "port": args.mysql_port, "database": args.mysql_database,
-            "user": args.mysql_user, "password": args.mysql_password,
-        }
-        return metadata_store.MetadataStore(queries.connection_config(mysql=mysql))
+        mysql = MySQLMetadata(
+            host=args.mysql_host, port=args.mysql_port, database=args.mysql_database,
+            user=args.mysql_user, password=args.mysql_password,
+        )
+        return metadata_store.MetadataStore(mysql.connection_config())
     path = args.sqlite or args.output / "metadata.sqlite"
     if not path.is_file():
         raise SystemExit(f"no ML Metadata store at {path} (run the pipeline, or pass --sqlite/--output)")
-    return metadata_store.MetadataStore(queries.connection_config(sqlite_path=str(path)))
+    return metadata_store.MetadataStore(queries.sqlite_readonly(str(path)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -158,9 +158,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
 def run(config: PipelineConfig):
     """Runs the pipeline; returns (summary or None, error or None)."""
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
-        str(config.metadata_path)
-    )
+    connection = config.metadata_connection()
     error = None
     try:
         tfx.orchestration.LocalDagRunner().run(create_pipeline(config, connection))

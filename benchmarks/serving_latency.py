@@ -151,7 +151,7 @@ def main() -> int:
         results = measure(frame, model, tft_output, path, args.batch_sizes, args.calls)
     print(json.dumps({
         "model_config": config.to_json_dict(), "training_rows": args.rows,
-        "calls_per_point": args.calls, "threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "calls_per_point": args.calls, "cpu_count": os.cpu_count(),
         "results": results,
     }, indent=2))
     return 0

@@ -11,6 +11,8 @@ import types
 from pathlib import Path
 from typing import Mapping
 
+from ml_metadata.proto import metadata_store_pb2
+
 from components import features
 from components.data_validation import INFINITY_NORM, JENSEN_SHANNON
 from components.example_gen import HASH, TEMPORAL
@@ -19,6 +21,24 @@ from components.preprocessing import DEFAULT_TIER_THRESHOLDS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCHEMA = REPO_ROOT / "schemas" / "interactions.pbtxt"
+
+
+@dataclasses.dataclass(frozen=True)
+class MySQLMetadata:
+    """A MySQL/MariaDB database holding ML Metadata, instead of the default SQLite file."""
+
+    host: str
+    database: str
+    port: int = 3306
+    user: str = "root"
+    password: str = ""
+
+    def connection_config(self) -> metadata_store_pb2.ConnectionConfig:
+        config = metadata_store_pb2.ConnectionConfig()
+        config.mysql.host, config.mysql.port = self.host, int(self.port)
+        config.mysql.database, config.mysql.user = self.database, self.user
+        config.mysql.password = self.password
+        return config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +126,8 @@ class PipelineConfig:
     # the summary then also reports RMSE on that scale.
     rating_scale_max: float | None = None
     beam_pipeline_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+    # ML Metadata in this MySQL/MariaDB database; None: SQLite at `metadata_path`.
+    metadata_mysql: MySQLMetadata | None = None
     enable_cache: bool = False
 
     def __post_init__(self) -> None:
@@ -147,7 +169,17 @@ class PipelineConfig:
 
     @property
     def metadata_path(self) -> Path:
+        """The SQLite store (unused when `metadata_mysql` is set)."""
         return self.output_dir / "metadata.sqlite"
+
+    def metadata_connection(self) -> metadata_store_pb2.ConnectionConfig:
+        """The ML Metadata connection every runner and reader of this pipeline uses."""
+        if self.metadata_mysql is not None:
+            return self.metadata_mysql.connection_config()
+        config = metadata_store_pb2.ConnectionConfig()
+        config.sqlite.filename_uri = str(self.metadata_path)
+        config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+        return config
 
     @property
     def serving_dir(self) -> Path:

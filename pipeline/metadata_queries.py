@@ -21,23 +21,11 @@ Store = metadata_store.MetadataStore
 _INPUT, _OUTPUT = metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.OUTPUT
 
 
-def connection_config(
-    sqlite_path: str | None = None,
-    mysql: dict[str, Any] | None = None,
-) -> metadata_store_pb2.ConnectionConfig:
-    """SQLite at `sqlite_path`, or MySQL/MariaDB from `mysql` (host, port, database, user, password)."""
+def sqlite_readonly(path: str) -> metadata_store_pb2.ConnectionConfig:
+    """A read-only connection to the SQLite store at `path` (readers never create one)."""
     config = metadata_store_pb2.ConnectionConfig()
-    if mysql:
-        config.mysql.host = mysql["host"]
-        config.mysql.port = int(mysql.get("port", 3306))
-        config.mysql.database = mysql["database"]
-        config.mysql.user = mysql.get("user", "")
-        config.mysql.password = mysql.get("password", "")
-    elif sqlite_path:
-        config.sqlite.filename_uri = sqlite_path
-        config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    else:
-        raise ValueError("need a SQLite path or a MySQL connection")
+    config.sqlite.filename_uri = path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
     return config
 
 
