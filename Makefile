@@ -8,6 +8,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
+# The optional Airflow group (requirements/airflow.lock: the main lock plus Airflow 2).
+AIRFLOW_READY := $(VENV)/.airflow-ready
 # The wheels of ml-metadata and TFDV 1.21 exist only for manylinux_2_39.
 PLATFORM := x86_64-manylinux_2_39
 PYTEST_ARGS ?=
@@ -27,12 +29,20 @@ $(READY): requirements/requirements.lock requirements/tools.txt setup.py \
 	$(PY) -c 'import ml_metadata.metadata_store, tensorflow_data_validation'
 	touch $@
 
+$(AIRFLOW_READY): $(READY) requirements/airflow.lock
+	$(VENV)/bin/uv pip install --python $(PY) --python-platform $(PLATFORM) \
+	    --link-mode copy -r requirements/airflow.lock
+	$(PY) tools/runtime_compat/patch.py
+	$(PY) -c 'import airflow, ml_metadata.metadata_store, tensorflow_data_validation'
+	touch $@
+
 run: $(READY)
 	$(PY) run_local.py $(ARGS)
 
-# MariaDB (from Debian's packages, where this machine can install them) lets
+# The test target also installs the Airflow group (the Airflow DAG is tested
+# against a real Airflow 2). MariaDB (from Debian's packages, where this machine can install them) lets
 # the MySQL ML Metadata test run; without it that one test is skipped.
-test: $(READY)
+test: $(AIRFLOW_READY)
 	sh tools/install_mariadb.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -40,6 +50,8 @@ test: $(READY)
 lock: $(READY)
 	$(VENV)/bin/uv pip compile --python-version 3.11 --python-platform $(PLATFORM) \
 	    --generate-hashes requirements/requirements.in -o requirements/requirements.lock
+	$(VENV)/bin/uv pip compile --python-version 3.11 --python-platform $(PLATFORM) \
+	    --generate-hashes requirements/airflow.in -o requirements/airflow.lock
 
 clean:
 	rm -rf $(VENV) outputs

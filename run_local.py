@@ -26,6 +26,7 @@ from components.example_gen import HASH, TEMPORAL
 from components.model import ModelConfig
 from data import ratings
 from data.synthetic import SyntheticSpec, write_csv
+from pipeline.beam import add_beam_flags, beam_args_from_flags
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 from pipeline.report import write_report
@@ -91,8 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--beam-arg", dest="beam_args", action="append", default=None, metavar="ARG",
         help="a Beam pipeline argument, repeatable (e.g. --beam-arg=--direct_num_workers=2); "
-        "replaces the default in-memory DirectRunner settings",
+        "replaces the --beam-runner settings",
     )
+    add_beam_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -150,8 +152,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         rating_scale_max=scale_max,
         enable_cache=args.cache,
     )
-    if args.beam_args:
-        config = dataclasses.replace(config, beam_pipeline_args=tuple(args.beam_args))
+    beam_args = tuple(args.beam_args) if args.beam_args else beam_args_from_flags(args, config.data_path)
+    config = dataclasses.replace(config, beam_pipeline_args=beam_args)
     return config
 
 

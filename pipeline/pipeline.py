@@ -70,17 +70,17 @@ class DataComponents:
     statistics_gen: tfx.components.StatisticsGen
     schema_gen: tfx.components.ImportSchemaGen
     example_validator: tfx.components.ExampleValidator
-    previous_statistics: tfx.dsl.Resolver
+    previous_statistics: tfx.dsl.Resolver | None  # None without span resolvers
     gate: DataValidationGate
 
     def all(self) -> list:
-        return [
-            self.example_gen, self.statistics_gen, self.schema_gen, self.example_validator,
-            self.previous_statistics, self.gate,
-        ]
+        nodes = [self.example_gen, self.statistics_gen, self.schema_gen, self.example_validator]
+        if self.previous_statistics is not None:
+            nodes.append(self.previous_statistics)
+        return nodes + [self.gate]
 
 
-def data_components(config: PipelineConfig) -> DataComponents:
+def data_components(config: PipelineConfig, span_resolvers: bool = True) -> DataComponents:
     """ExampleGen (newest span), statistics, the curated schema, validation and the gate."""
     input_base, pattern = _input_split(config.data_path)
     train_buckets, eval_buckets = config.hash_buckets
@@ -112,19 +112,21 @@ def data_components(config: PipelineConfig) -> DataComponents:
     # Resolvers over plain channels see the artifacts of every run (an output
     # channel would limit them to this run); the explicit dependency makes them
     # wait for this run's artifact.
-    previous_statistics = tfx.dsl.Resolver(
-        strategy_class=PreviousSpanStrategy,
-        statistics=tfx.dsl.Channel(
-            type=tfx.types.standard_artifacts.ExampleStatistics,
-            producer_component_id=statistics_gen.id,
-        ),
-    ).with_id("previous_span_statistics_resolver")
-    previous_statistics.add_upstream_node(statistics_gen)
+    previous_statistics = None
+    if span_resolvers:
+        previous_statistics = tfx.dsl.Resolver(
+            strategy_class=PreviousSpanStrategy,
+            statistics=tfx.dsl.Channel(
+                type=tfx.types.standard_artifacts.ExampleStatistics,
+                producer_component_id=statistics_gen.id,
+            ),
+        ).with_id("previous_span_statistics_resolver")
+        previous_statistics.add_upstream_node(statistics_gen)
     gate = DataValidationGate(
         anomalies=example_validator.outputs["anomalies"],
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_gen.outputs["schema"],
-        previous_statistics=previous_statistics.outputs["statistics"],
+        previous_statistics=previous_statistics.outputs["statistics"] if previous_statistics else None,
         data_source=str(config.data_path),
         drift_thresholds=json.dumps(
             {name: [d.comparator, d.threshold] for name, d in sorted(config.drift.items())}
@@ -162,33 +164,46 @@ def create_data_validation_pipeline(
 def create_pipeline(
     config: PipelineConfig,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
+    span_resolvers: bool = True,
 ) -> tfx.dsl.Pipeline:
-    """The full pipeline for `config`; the runner supplies the metadata connection."""
+    """The full pipeline for `config`; the runner supplies the metadata connection.
+
+    `span_resolvers=False` is for orchestrators that run only TFX's built-in
+    resolver strategies (Kubeflow Pipelines v2 / Vertex AI): Transform then
+    reads this run's span only (`window_spans` must be 1), without the analyzer
+    cache, and the gate checks anomalies but not drift from the previous span.
+    """
+    if not span_resolvers and config.window_spans != 1:
+        raise ValueError("without span resolvers the window is this run's span: window_spans must be 1")
     fingerprint = code_fingerprint()
-    data = data_components(config)
+    data = data_components(config, span_resolvers)
     example_gen_, schema_gen, gate = data.example_gen, data.schema_gen, data.gate
 
-    span_window = tfx.dsl.Resolver(
-        strategy_class=LatestSpansStrategy,
-        config={"num_spans": config.window_spans},
-        examples=tfx.dsl.Channel(
-            type=tfx.types.standard_artifacts.Examples, producer_component_id=example_gen_.id
-        ),
-    ).with_id("span_window_resolver")
-    span_window.add_upstream_node(example_gen_)
-    # The analyzer cache of the last Transform run: analyzers of spans it has
-    # already seen are not recomputed.
-    analyzer_cache = tfx.dsl.Resolver(
-        strategy_class=NewestArtifactStrategy,
-        cache=tfx.dsl.Channel(
-            type=tfx.types.standard_artifacts.TransformCache, producer_component_id=TRANSFORM_ID
-        ),
-    ).with_id("analyzer_cache_resolver")
+    nodes, examples, cache = [], example_gen_.outputs["examples"], None
+    if span_resolvers:
+        span_window = tfx.dsl.Resolver(
+            strategy_class=LatestSpansStrategy,
+            config={"num_spans": config.window_spans},
+            examples=tfx.dsl.Channel(
+                type=tfx.types.standard_artifacts.Examples, producer_component_id=example_gen_.id
+            ),
+        ).with_id("span_window_resolver")
+        span_window.add_upstream_node(example_gen_)
+        # The analyzer cache of the last Transform run: analyzers of spans it has
+        # already seen are not recomputed.
+        analyzer_cache = tfx.dsl.Resolver(
+            strategy_class=NewestArtifactStrategy,
+            cache=tfx.dsl.Channel(
+                type=tfx.types.standard_artifacts.TransformCache, producer_component_id=TRANSFORM_ID
+            ),
+        ).with_id("analyzer_cache_resolver")
+        nodes = [span_window, analyzer_cache]
+        examples, cache = span_window.outputs["examples"], analyzer_cache.outputs["cache"]
 
     transform = tfx.components.Transform(
-        examples=span_window.outputs["examples"],
+        examples=examples,
         schema=schema_gen.outputs["schema"],
-        analyzer_cache=analyzer_cache.outputs["cache"],
+        analyzer_cache=cache,
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={
             preprocessing.NUM_OOV_BUCKETS: config.num_oov_buckets,
@@ -240,7 +255,6 @@ def create_pipeline(
     serving_check = ServingCheck(pushed_model=pusher.outputs["pushed_model"])
 
     components = [
-        *data.all(), span_window, analyzer_cache, transform, trainer_, resolver, evaluator, pusher,
-        serving_check,
+        *data.all(), *nodes, transform, trainer_, resolver, evaluator, pusher, serving_check,
     ]
     return _pipeline(config, components, metadata_connection_config)

@@ -1,0 +1,91 @@
+"""Beam pipeline arguments for the runners the pipeline's data work can use.
+
+TFX hands these to every Beam-based component (ExampleGen, StatisticsGen,
+Transform, Evaluator). Remote runners get `--setup_file`, so their workers
+install `pipeline`, `components` and `data` from this repository's setup.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.config import REPO_ROOT
+
+IN_MEMORY, MULTI_PROCESSING, DATAFLOW, FLINK, SPARK = (
+    "in-memory", "multi-processing", "dataflow", "flink", "spark"
+)
+RUNNERS = (IN_MEMORY, MULTI_PROCESSING, DATAFLOW, FLINK, SPARK)
+SETUP_FILE = REPO_ROOT / "setup.py"
+# Above this much input, the local default is the DirectRunner's multi-processing
+# mode: in-memory mode runs every bundle in one Python process.
+LARGE_INPUT_BYTES = 256 * 2**20
+
+
+def beam_pipeline_args(
+    runner: str,
+    workers: int | None = None,
+    project: str | None = None,
+    region: str | None = None,
+    temp_location: str | None = None,
+    flink_master: str | None = None,
+    spark_master: str | None = None,
+    setup_file: Path = SETUP_FILE,
+) -> tuple[str, ...]:
+    """The arguments for `runner` (one of RUNNERS); raises ValueError naming what is missing."""
+    if runner == IN_MEMORY:
+        return ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+    if runner == MULTI_PROCESSING:
+        # 0: one worker per CPU core.
+        return ("--direct_running_mode=multi_processing", f"--direct_num_workers={workers or 0}")
+    remote = (f"--setup_file={setup_file}",)
+    if runner == DATAFLOW:
+        missing = [name for name, value in
+                   (("project", project), ("region", region), ("temp_location", temp_location)) if not value]
+        if missing:
+            raise ValueError(f"the Dataflow runner needs {missing}")
+        args = ("--runner=DataflowRunner", f"--project={project}", f"--region={region}",
+                f"--temp_location={temp_location}")
+        return args + ((f"--max_num_workers={workers}",) if workers else ()) + remote
+    if runner == FLINK:
+        if not flink_master:
+            raise ValueError("the Flink runner needs flink_master (host:port)")
+        args = ("--runner=FlinkRunner", f"--flink_master={flink_master}")
+        return args + ((f"--parallelism={workers}",) if workers else ()) + remote
+    if runner == SPARK:
+        if not spark_master:
+            raise ValueError("the Spark runner needs spark_master (spark://host:port)")
+        return ("--runner=SparkRunner", f"--spark_master_url={spark_master}") + remote
+    raise ValueError(f"unknown Beam runner {runner!r}; choose from {list(RUNNERS)}")
+
+
+def default_runner(data_path: Path) -> str:
+    """Multi-processing for large local input (a file or a folder's CSVs), in-memory otherwise."""
+    files = [data_path] if data_path.is_file() else list(data_path.rglob("*.csv"))
+    size = sum(f.stat().st_size for f in files if f.exists())
+    return MULTI_PROCESSING if size >= LARGE_INPUT_BYTES else IN_MEMORY
+
+
+def add_beam_flags(parser: argparse.ArgumentParser) -> None:
+    """The command-line flags `beam_args_from_flags` reads."""
+    parser.add_argument("--beam-runner", choices=RUNNERS, default=None,
+                        help="where the data work runs (default: in-memory, multi-processing for large input)")
+    parser.add_argument("--beam-workers", type=int, default=None,
+                        help="multi-processing workers (0: one per core), Dataflow max workers, Flink parallelism")
+    parser.add_argument("--gcp-project", default=None, help="Dataflow")
+    parser.add_argument("--gcp-region", default=None, help="Dataflow")
+    parser.add_argument("--beam-temp-location", default=None, help="Dataflow, e.g. gs://bucket/tmp")
+    parser.add_argument("--flink-master", default=None, help="Flink, host:port")
+    parser.add_argument("--spark-master", default=None, help="Spark, spark://host:port")
+
+
+def beam_args_from_flags(args: argparse.Namespace, data_path: Path | None = None) -> tuple[str, ...]:
+    runner = args.beam_runner or (default_runner(data_path) if data_path else IN_MEMORY)
+    try:
+        return beam_pipeline_args(
+            runner, workers=args.beam_workers, project=args.gcp_project, region=args.gcp_region,
+            temp_location=args.beam_temp_location, flink_master=args.flink_master,
+            spark_master=args.spark_master,
+        )
+    except ValueError as error:
+        raise SystemExit(f"--beam-runner {runner}: {error}") from error

@@ -1,0 +1,67 @@
+"""Compile the pipeline for Kubeflow Pipelines v2 / Vertex AI Pipelines.
+
+    python run_kubeflow.py --image REGISTRY/recommender:TAG \
+        --data /gcs/BUCKET/interactions --output /gcs/BUCKET/recommender \
+        [--model-config configs/ml-100k-model.json] [--beam-runner dataflow ...]
+
+Writes a pipeline definition (JSON, KFP IR) built from the same
+`create_pipeline(config)` as every other runner; every component runs in
+`--image` (see the Dockerfile). Paths are seen from inside the containers: on
+Vertex AI, Cloud Storage is mounted at /gcs/<bucket>/. Submit the file with the
+KFP SDK or `gcloud`; see the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tfx import v1 as tfx
+
+from components.model import ModelConfig
+from pipeline.beam import add_beam_flags, beam_args_from_flags
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import create_pipeline
+from run_local import model_config_fields
+
+DEFAULT_FILE = Path("outputs") / "kubeflow" / "recommender_pipeline.json"
+
+
+def compile_pipeline(config: PipelineConfig, image: str, output_file: Path) -> Path:
+    """Writes the KFP v2 pipeline definition for `config`, each component in `image`."""
+    output_file.parent.mkdir(parents=True, exist_ok=True)
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            display_name=config.pipeline_name, default_image=image
+        ),
+        output_dir=str(output_file.parent),
+        output_filename=output_file.name,
+    )
+    # Vertex AI keeps ML Metadata itself (no connection config) and runs only
+    # TFX's built-in resolver strategies.
+    runner.run(create_pipeline(config, metadata_connection_config=None, span_resolvers=False))
+    return output_file
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image", required=True, help="container image with this project installed")
+    parser.add_argument("--data", type=Path, required=True, help="interactions, as the containers see them")
+    parser.add_argument("--output", type=Path, required=True, help="output root, as the containers see it")
+    parser.add_argument("--model-config", default=None, help="ModelConfig fields: JSON or a JSON file")
+    parser.add_argument("--file", type=Path, default=DEFAULT_FILE, help="where to write the definition")
+    add_beam_flags(parser)
+    args = parser.parse_args(argv)
+    config = PipelineConfig(
+        data_path=args.data,
+        output_dir=args.output,
+        model=ModelConfig(**model_config_fields(args.model_config)),
+        beam_pipeline_args=beam_args_from_flags(args),
+    )
+    print(compile_pipeline(config, args.image, args.file))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

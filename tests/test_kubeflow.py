@@ -1,0 +1,73 @@
+"""The Kubeflow Pipelines v2 / Vertex AI definition compiled from create_pipeline."""
+
+import json
+
+import pytest
+
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import PREPROCESSING_FN, RUN_FN, create_pipeline
+from run_kubeflow import compile_pipeline, main
+
+IMAGE = "us-docker.pkg.dev/my-project/ml/recommender:1.0"
+# Vertex runs TFX's built-in resolvers only: the blessed-model resolver splits in two tasks.
+EXPECTED_UPSTREAM = {
+    "ExampleGen": set(),
+    "StatisticsGen": {"ExampleGen"},
+    "ImportSchemaGen": set(),
+    "ExampleValidator": {"StatisticsGen", "ImportSchemaGen"},
+    "DataValidationGate": {"ExampleValidator", "StatisticsGen", "ImportSchemaGen"},
+    "Transform": {"ExampleGen", "ImportSchemaGen", "DataValidationGate"},
+    "Trainer": {"Transform", "ImportSchemaGen"},
+    "latest_blessed_model_resolver-model-resolver": set(),
+    "latest_blessed_model_resolver-model-blessing-resolver": set(),
+    "Evaluator": {"ExampleGen", "Trainer", "latest_blessed_model_resolver-model-resolver"},
+    "Pusher": {"Trainer", "Evaluator"},
+    "ServingCheck": {"Pusher"},
+}
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kfp")
+    config = PipelineConfig(data_path="/gcs/bucket/data/interactions.csv", output_dir="/gcs/bucket/recommender")
+    path = compile_pipeline(config, IMAGE, root / "pipeline.json")
+    return json.loads(path.read_text())
+
+
+def _constant(task, name):
+    return task["inputs"]["parameters"][name]["runtimeValue"]["constantValue"]["stringValue"]
+
+
+def test_one_task_per_component_with_the_pipelines_dependencies(spec):
+    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()} == EXPECTED_UPSTREAM
+
+
+def test_every_executor_runs_in_the_image(spec):
+    executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
+    containers = [e["container"] for e in executors.values() if "container" in e]
+    assert len(containers) == 10  # the ten components; the resolvers run in Vertex itself
+    assert {c["image"] for c in containers} == {IMAGE}
+
+
+def test_module_paths_and_config_reach_the_tasks(spec):
+    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert _constant(tasks["Transform"], "preprocessing_fn") == PREPROCESSING_FN
+    assert _constant(tasks["Trainer"], "run_fn") == RUN_FN
+    assert json.loads(_constant(tasks["Trainer"], "custom_config"))["model"]["embedding_dim"] == 32
+    assert _constant(tasks["ExampleGen"], "input_base") == "/gcs/bucket/data"
+    assert spec["runtimeConfig"]["gcsOutputDirectory"] == "/gcs/bucket/recommender/pipeline"
+
+
+def test_the_command_line_writes_the_file(tmp_path, capsys):
+    target = tmp_path / "out" / "p.json"
+    main(["--image", IMAGE, "--data", "/gcs/b/d", "--output", "/gcs/b/o", "--file", str(target),
+          "--model-config", '{"epochs": 3}'])
+    tasks = json.loads(target.read_text())["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert json.loads(_constant(tasks["Trainer"], "custom_config"))["model"]["epochs"] == 3
+
+
+def test_span_windows_need_the_span_resolvers(tmp_path):
+    config = PipelineConfig(data_path=tmp_path, output_dir=tmp_path / "o", window_spans=3)
+    with pytest.raises(ValueError, match="window_spans must be 1"):
+        create_pipeline(config, span_resolvers=False)
