@@ -184,3 +184,29 @@ class PipelineConfig:
     @property
     def serving_dir(self) -> Path:
         return self.output_dir / "serving"
+
+
+def pipeline_config_from_dict(values: Mapping) -> PipelineConfig:
+    """A PipelineConfig from plain JSON values (a scheduler's config file).
+
+    Field names as in PipelineConfig; `model` holds ModelConfig fields,
+    `thresholds` {head: HeadThreshold fields}, `drift` {column: DriftThreshold
+    fields}, `metadata_mysql` MySQLMetadata fields. Unknown names are errors.
+    """
+    values = dict(values)
+    known = {f.name for f in dataclasses.fields(PipelineConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown PipelineConfig field(s) {unknown}")
+    if "model" in values:
+        values["model"] = ModelConfig(**values["model"])
+    if "thresholds" in values:
+        values["thresholds"] = {head: HeadThreshold(**t) for head, t in values["thresholds"].items()}
+    if "drift" in values:
+        values["drift"] = {column: DriftThreshold(**d) for column, d in values["drift"].items()}
+    if values.get("metadata_mysql") is not None:
+        values["metadata_mysql"] = MySQLMetadata(**values["metadata_mysql"])
+    for name in ("tier_thresholds", "beam_pipeline_args"):
+        if name in values:
+            values[name] = tuple(values[name])
+    return PipelineConfig(**values)

@@ -1,8 +1,8 @@
 """Questions about past runs, answered from ML Metadata: runs, models, lineage.
 
-Works on any MLMD store (SQLite, MySQL/MariaDB) that TFX wrote. Node ids come
-from TFX's `node` contexts ("<pipeline>.<node id>"), runs from its
-`pipeline_run` contexts. `inspect_metadata.py` at the repository root is the
+Works on any MLMD store (SQLite, MySQL/MariaDB) that TFX wrote, by its
+IR-based runners (LocalDagRunner, Kubeflow) or by AirflowDagRunner's legacy
+launcher (see `summary.RUN_CONTEXT_TYPES` / `NODE_CONTEXT_TYPES`). `inspect_metadata.py` at the repository root is the
 command line over these functions.
 """
 
@@ -15,7 +15,15 @@ from google.protobuf import json_format
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline.summary import OVERALL, _STATES, candidate_metrics, evaluation_metrics
+from pipeline.summary import (
+    NODE_CONTEXT_TYPES,
+    OVERALL,
+    RUN_CONTEXT_TYPES,
+    _STATES,
+    candidate_metrics,
+    evaluation_metrics,
+    node_id_of,
+)
 
 Store = metadata_store.MetadataStore
 _INPUT, _OUTPUT = metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.OUTPUT
@@ -57,11 +65,14 @@ class _Index:
         ]
 
     def node_id(self, execution_id: int) -> str:
-        nodes = self.contexts(execution_id, "node")
-        return nodes[0].name.split(".", 1)[-1] if nodes else "?"
+        for type_name in NODE_CONTEXT_TYPES:
+            nodes = self.contexts(execution_id, type_name)
+            if nodes:
+                return node_id_of(type_name, nodes[0].name)
+        return "?"
 
     def run_id(self, execution_id: int) -> str | None:
-        runs = self.contexts(execution_id, "pipeline_run")
+        runs = [c for t in RUN_CONTEXT_TYPES for c in self.contexts(execution_id, t)]
         return runs[0].name if runs else None
 
     def events(self, execution_id: int, kind: int) -> list[metadata_store_pb2.Artifact]:
@@ -93,7 +104,8 @@ def runs(store: Store) -> list[Run]:
     """Every recorded pipeline run, oldest first."""
     index = _Index(store)
     out = []
-    for context in store.get_contexts_by_type("pipeline_run"):
+    contexts = [c for t in RUN_CONTEXT_TYPES for c in store.get_contexts_by_type(t)]
+    for context in contexts:
         executions = sorted(store.get_executions_by_context(context.id), key=lambda e: e.id)
         if not executions:
             continue

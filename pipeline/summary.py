@@ -53,6 +53,21 @@ def _custom(artifact: metadata_store_pb2.Artifact, key: str) -> Any:
     return getattr(value, value.WhichOneof("value"))
 
 
+# Context types of a run and of one component in it: TFX's IR-based runners
+# (LocalDagRunner, Kubeflow) record "pipeline_run" and "node" ("<pipeline>.<node>");
+# its legacy launcher, which AirflowDagRunner uses, "run" and "component_run"
+# ("<pipeline>.<run>.<node>").
+RUN_CONTEXT_TYPES = ("pipeline_run", "run")
+NODE_CONTEXT_TYPES = ("node", "component_run")
+
+
+def node_id_of(context_type: str, context_name: str) -> str:
+    """The component id in a node or component_run context's name."""
+    if context_type == "component_run":
+        return context_name.rsplit(".", 1)[-1]
+    return context_name.split(".", 1)[-1]
+
+
 def _latest_run(store: metadata_store.MetadataStore, pipeline_name: str):
     pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
     executions = store.get_executions_by_context(pipeline.id) if pipeline else []
@@ -61,14 +76,15 @@ def _latest_run(store: metadata_store.MetadataStore, pipeline_name: str):
     latest = max(executions, key=lambda e: e.id)
     return next(
         c for c in store.get_contexts_by_execution(latest.id)
-        if store.get_context_types_by_id([c.type_id])[0].name == "pipeline_run"
+        if store.get_context_types_by_id([c.type_id])[0].name in RUN_CONTEXT_TYPES
     )
 
 
-def _node_id(store, execution_id: int, pipeline_name: str) -> str:
+def _node_id(store, execution_id: int) -> str:
     for context in store.get_contexts_by_execution(execution_id):
-        if context.name.startswith(pipeline_name + "."):
-            return context.name[len(pipeline_name) + 1 :]
+        type_name = store.get_context_types_by_id([context.type_id])[0].name
+        if type_name in NODE_CONTEXT_TYPES:
+            return node_id_of(type_name, context.name)
     return "?"
 
 
@@ -139,7 +155,7 @@ def summarize(store: metadata_store.MetadataStore, pipeline_name: str) -> RunSum
     evaluation_uri = None
     type_names = {t.id: t.name for t in store.get_artifact_types()}
     for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):
-        node = _node_id(store, execution.id, pipeline_name)
+        node = _node_id(store, execution.id)
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1e3
         components.append(
             ComponentRun(node, _STATES.get(execution.last_known_state, "unknown"), seconds)
