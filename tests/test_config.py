@@ -52,3 +52,27 @@ def test_pipeline_config_needs_a_threshold_per_head(tmp_path):
         PipelineConfig(data_path=tmp_path, output_dir=tmp_path, thresholds=only_one)
     with pytest.raises(ValueError, match="max_regression"):
         HeadThreshold("AUC", True, 0.7, -0.1)
+
+
+def test_pipeline_config_from_plain_json_values(tmp_path):
+    from pipeline.config import MySQLMetadata, pipeline_config_from_dict
+
+    config = pipeline_config_from_dict({
+        "data_path": str(tmp_path / "d.csv"), "output_dir": str(tmp_path / "o"),
+        "model": {"epochs": 3, "hidden_units": [8]},
+        "thresholds": {
+            "binary_rating": {"metric": "AUC", "higher_is_better": True, "bound": 0.6, "max_regression": 0.1},
+            "purchase_probability": {"metric": "RootMeanSquaredError", "higher_is_better": False,
+                                     "bound": 0.3, "max_regression": 0.1},
+        },
+        "beam_pipeline_args": ["--direct_num_workers=2"],
+        "metadata_mysql": {"host": "db", "database": "mlmd", "port": 3307},
+    })
+    assert config.model.epochs == 3 and config.model.hidden_units == (8,)
+    assert config.thresholds["binary_rating"].bound == 0.6
+    assert config.beam_pipeline_args == ("--direct_num_workers=2",)
+    assert config.metadata_mysql == MySQLMetadata(host="db", database="mlmd", port=3307)
+    connection = config.metadata_connection()
+    assert connection.mysql.host == "db" and connection.mysql.port == 3307
+    with pytest.raises(ValueError, match=r"unknown PipelineConfig field\(s\) \['epochs'\]"):
+        pipeline_config_from_dict({"data_path": "d", "output_dir": "o", "epochs": 3})

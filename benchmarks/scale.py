@@ -1,0 +1,146 @@
+"""Benchmark: the whole pipeline at growing sizes of generated interactions.
+
+    python benchmarks/scale.py [--rows 100000 1000000 10000000] [--epochs 1] [--beam-runner ...]
+
+For each size: generates interactions (users = rows/50, items = rows/100, at
+least 600/400), runs `run_local.py` on them in a fresh process and samples the
+RSS of that process and all its descendants (Beam workers, the serving check)
+every 0.2 s from /proc. Per-component seconds come from ML Metadata. Prints
+JSON: per size, each component's seconds and rows per second, wall time, peak
+tree RSS; then, between consecutive sizes, how each grows relative to rows (a
+ratio above the row ratio means faster than linear).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from data.synthetic import SyntheticSpec, write_csv  # noqa: E402
+
+
+def _tree_rss_bytes(root_pid: int) -> int:
+    """Summed RSS of `root_pid` and every descendant (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/statm") as f:
+                rss[int(entry)] = int(f.read().split()[1]) * page
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def _run_sampled(command: list[str], log: Path) -> tuple[int, float, int]:
+    """(exit status, wall seconds, peak tree RSS bytes) of `command`."""
+    peak = 0
+    with open(log, "w") as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        done = threading.Event()
+
+        def sample():
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, _tree_rss_bytes(process.pid))
+                done.wait(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        status = process.wait()
+        done.set()
+        sampler.join()
+    return status, time.perf_counter() - started, peak
+
+
+def measure(rows: int, epochs: int, extra: list[str], workdir: Path) -> dict:
+    from ml_metadata.metadata_store import metadata_store
+
+    from pipeline.metadata_queries import sqlite_readonly
+    from pipeline.summary import summarize
+
+    spec = SyntheticSpec(num_users=max(600, rows // 50), num_items=max(400, rows // 100),
+                         num_interactions=rows)
+    started = time.perf_counter()
+    data = write_csv(spec, workdir / "data" / "interactions.csv")
+    generate_seconds = time.perf_counter() - started
+    output = workdir / "out"
+    command = [sys.executable, "run_local.py", "--data", str(data), "--output", str(output),
+               "--epochs", str(epochs), *extra]
+    status, wall, peak = _run_sampled(command, workdir / "run.log")
+    summary = summarize(metadata_store.MetadataStore(sqlite_readonly(str(output / "metadata.sqlite"))),
+                        "multitask-recommender")
+    seconds = {c.component_id: round(c.seconds, 2) for c in summary.components if not c.component_id.endswith("_resolver")}
+    return {
+        "rows": rows,
+        "exit_status": status,
+        "states": sorted({c.state for c in summary.components}),
+        "input_mib": round(data.stat().st_size / 2**20, 1),
+        "generate_csv_seconds": round(generate_seconds, 1),
+        "wall_seconds": round(wall, 1),
+        "peak_tree_rss_gib": round(peak / 2**30, 2),
+        "component_seconds": seconds,
+        "rows_per_second": {c: round(rows / s) for c, s in seconds.items() if s >= 0.5},
+        "blessed": summary.blessed,
+    }
+
+
+def growth(results: list[dict]) -> list[dict]:
+    out = []
+    for a, b in zip(results, results[1:]):
+        out.append({
+            "from_rows": a["rows"], "to_rows": b["rows"], "row_ratio": round(b["rows"] / a["rows"], 1),
+            "wall_ratio": round(b["wall_seconds"] / a["wall_seconds"], 2),
+            "peak_rss_ratio": round(b["peak_tree_rss_gib"] / max(a["peak_tree_rss_gib"], 1e-9), 2),
+            "component_time_ratio": {
+                c: round(b["component_seconds"][c] / a["component_seconds"][c], 2)
+                for c in b["component_seconds"] if a["component_seconds"].get(c, 0) >= 0.5
+            },
+        })
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--keep", type=Path, default=None, help="keep each size's outputs under this folder")
+    args, extra = parser.parse_known_args()  # the rest goes to run_local.py (e.g. --beam-runner)
+    results = []
+    for rows in sorted(args.rows):
+        if args.keep:
+            workdir = args.keep / str(rows)
+            workdir.mkdir(parents=True, exist_ok=True)
+            results.append(measure(rows, args.epochs, extra, workdir))
+        else:
+            with tempfile.TemporaryDirectory(prefix=f"scale-{rows}-") as tmp:
+                results.append(measure(rows, args.epochs, extra, Path(tmp)))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress
+    print(json.dumps({"sizes": results, "growth": growth(results)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
