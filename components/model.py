@@ -252,7 +252,7 @@ class MultiTaskRecommender(tf_keras.Model):
         x = tf.concat([user_vector, item_vector], axis=-1)
         for layer in self.hidden:
             x = layer(x, training=training)
-        hidden = [x] if self.hidden or not self.factorized else []
+        hidden = [x] if self.hidden else []  # empty only for the factorised head
         dot = (
             [tf.reduce_sum(user_vector * item_vector, axis=-1, keepdims=True)]
             if self.use_dot_product else []
