@@ -39,10 +39,10 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 
 import model_quality  # noqa: E402  (its transform(): the pipeline's preprocessing_fn)
-from components import export, features  # noqa: E402
+from components import export, features, warmup  # noqa: E402
 from components.model import ModelConfig, TrainingData, build_model, train  # noqa: E402
-from components.trainer import split_labels  # noqa: E402
 from data.synthetic import SyntheticSpec, generate_rows  # noqa: E402
+from run_local import model_config_fields  # noqa: E402
 
 
 def _trained_export(workdir: Path, config: ModelConfig, rows: int):
@@ -78,13 +78,7 @@ def _requests(frame: pd.DataFrame, batch: int, count: int, seed: int):
 
 
 def _serialized(users, items) -> list[bytes]:
-    return [
-        tf.train.Example(features=tf.train.Features(feature={
-            features.USER_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[u])),
-            features.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[i])),
-        })).SerializeToString()
-        for u, i in zip(users, items)
-    ]
+    return warmup.id_examples({features.USER_ID: list(users), features.ITEM_ID: list(items)})
 
 
 def _time(call, inputs: list, warmup: int) -> list[float]:
@@ -141,10 +135,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=30_000, help="generated training interactions")
     parser.add_argument("--model-config", default=None, help="ModelConfig fields: JSON or a JSON file")
     args = parser.parse_args()
-    text = args.model_config
-    if text and Path(text).is_file():
-        text = Path(text).read_text()
-    config = ModelConfig(**{"epochs": 2, **(json.loads(text) if text else {})})
+    config = ModelConfig(**{"epochs": 2, **model_config_fields(args.model_config)})
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory() as tmp:
         frame, model, tft_output, path = _trained_export(Path(tmp), config, args.rows)

@@ -18,6 +18,17 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 UNKNOWN_ID = b"__warmup_unknown__"
 
 
+def id_examples(ids: Mapping[str, list[bytes]]) -> list[bytes]:
+    """Serialized tf.Examples holding only the ID features, row i from the i-th ID of each."""
+    return [
+        tf.train.Example(features=tf.train.Features(feature={
+            key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[ids[key][i]]))
+            for key in features.ID_FEATURES
+        })).SerializeToString()
+        for i in range(len(ids[features.USER_ID]))
+    ]
+
+
 def requests(ids: Mapping[str, list[bytes]]) -> list[prediction_log_pb2.PredictionLog]:
     """One PredictRequest per serving signature over the same rows of `ids`."""
     def request(signature: str, inputs: Mapping[str, tf.Tensor]) -> prediction_log_pb2.PredictionLog:
@@ -30,16 +41,9 @@ def requests(ids: Mapping[str, list[bytes]]) -> list[prediction_log_pb2.Predicti
             predict_log=prediction_log_pb2.PredictLog(request=predict)
         )
 
-    examples = [
-        tf.train.Example(features=tf.train.Features(feature={
-            key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[ids[key][i]]))
-            for key in features.ID_FEATURES
-        })).SerializeToString()
-        for i in range(len(ids[features.USER_ID]))
-    ]
     return [
         request(features.SERVING_DEFAULT, {key: ids[key] for key in features.ID_FEATURES}),
-        request(features.SERVING_TF_EXAMPLE, {"examples": examples}),
+        request(features.SERVING_TF_EXAMPLE, {"examples": id_examples(ids)}),
     ]
 
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 from components import export, features, serving_check, serving_check_component, warmup
 from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, generate_rows
-from tests.support import labelled_example, transform_and_train
+from tests.support import transform_and_train
 
 pytestmark = pytest.mark.slow
 OOV = 5
@@ -68,13 +68,7 @@ def _keras(model, tft_output, users, items):
 
 
 def _serialized(users, items):
-    return [
-        tf.train.Example(features=tf.train.Features(feature={
-            features.USER_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[u])),
-            features.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[i])),
-        })).SerializeToString()
-        for u, i in zip(users, items)
-    ]
+    return warmup.id_examples({features.USER_ID: list(users), features.ITEM_ID: list(items)})
 
 
 def _all_three(path, model, tft_output, users, items):
