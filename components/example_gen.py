@@ -20,12 +20,17 @@ from typing import Any, Iterator, Mapping, Sequence
 import apache_beam as beam
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import schema_pb2
+from tfx.components.example_gen import utils as example_gen_utils
+from tfx.components.example_gen import write_split
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.components.util import examples_utils
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils
 from tfx.utils import io_utils, proto_utils
 
 from components import features
+from components.shuffle import BlockShuffle
 
 # custom_config keys: the curated schema's path; the split ("temporal" or
 # "hash") and, for "temporal", the fraction of most recent rows held out.
@@ -35,6 +40,9 @@ EVAL_FRACTION = "eval_fraction"
 TEMPORAL = "temporal"
 HASH = "hash"
 TRAIN, EVAL = "train", "eval"
+# A serialized tf.Example of an interaction is about 3.5 times its CSV line
+# (feature names, framing); the estimate only sizes the shuffle's buckets.
+EXAMPLE_BYTES_PER_CSV_BYTE = 4
 
 
 class CsvFormatError(ValueError):
@@ -162,6 +170,19 @@ def _custom_config(exec_properties: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(raw) if isinstance(raw, str) else dict(raw)
 
 
+def input_paths(exec_properties: Mapping[str, Any], split_pattern: str) -> list[str]:
+    """The files under input_base that match `split_pattern`, sorted; at least one."""
+    pattern = os.path.join(exec_properties["input_base"], split_pattern)
+    paths = sorted(fileio.glob(pattern))
+    if not paths:
+        raise CsvFormatError(f"{pattern}: no input file matches")
+    return paths
+
+
+def _input_config(exec_properties: Mapping[str, Any]) -> example_gen_pb2.Input:
+    return proto_utils.json_to_proto(exec_properties["input_config"], example_gen_pb2.Input())
+
+
 @beam.ptransform_fn
 @beam.typehints.with_input_types(beam.Pipeline)
 def _SchemaCsvToExample(  # pylint: disable=invalid-name
@@ -170,11 +191,9 @@ def _SchemaCsvToExample(  # pylint: disable=invalid-name
     split_pattern: str,
     row_parser=parse_row,
 ) -> beam.pvalue.PCollection:
-    """Serialized tf.Examples of every file matching the pattern, as `row_parser` yields them."""
-    pattern = os.path.join(exec_properties["input_base"], split_pattern)
-    paths = sorted(fileio.glob(pattern))
-    if not paths:
-        raise CsvFormatError(f"{pattern}: no input file matches")
+    """What `row_parser` yields for each line of every file matching the pattern
+    (serialized tf.Examples by default)."""
+    paths = input_paths(exec_properties, split_pattern)
     schema_path = _custom_config(exec_properties)[SCHEMA_PATH]
     types = column_types(load_schema(schema_path))
     per_file = []
@@ -196,13 +215,45 @@ def temporal_cutoff(quantiles: Sequence[int], eval_fraction: float) -> int:
     return quantiles[round((len(quantiles) - 1) * (1.0 - eval_fraction))]
 
 
-def _temporal_splits(stamped: beam.PCollection, eval_fraction: float) -> dict[str, beam.PCollection]:
-    """Splits (timestamp, record) pairs at the (1 - eval_fraction) timestamp quantile."""
+def parse_timestamp(
+    line: str, path: str, header: Sequence[str], types: Mapping[str, int]
+) -> Iterator[int]:
+    """The timestamp `parse_row_with_timestamp` would key this line by, read from its cell alone.
+
+    Nothing for a line that `parse_row` skips (blank) or rejects (wrong field
+    count, a timestamp that is not an integer): the parsing pass reports those.
+    """
+    del path, types
+    if not line.strip():
+        return
+    cells = next(csv.reader([line]))
+    if len(cells) != len(header):
+        return
+    cell = cells[header.index(features.TIMESTAMP)]
+    try:
+        yield int(cell) if cell != "" else 0
+    except ValueError:
+        return
+
+
+def _temporal_splits(
+    pipeline: beam.Pipeline, exec_properties: Mapping[str, Any], pattern: str, eval_fraction: float
+) -> dict[str, beam.PCollection]:
+    """Examples split at the (1 - eval_fraction) timestamp quantile: later rows are eval rows.
+
+    Two passes over the input: the first reads only the timestamp cells and
+    finds the cut-off; the second parses the rows and splits them as they
+    stream past. One pass would have to hold every parsed row until the
+    cut-off was known.
+    """
     cutoff = (
-        stamped
-        | "Timestamps" >> beam.Keys()
+        pipeline
+        | "ReadTimestamps" >> _SchemaCsvToExample(exec_properties, pattern, row_parser=parse_timestamp)
         | "Percentiles" >> beam.transforms.stats.ApproximateQuantiles.Globally(num_quantiles=101)
         | "Cutoff" >> beam.Map(temporal_cutoff, eval_fraction)
+    )
+    stamped = pipeline | "InputToRecord" >> _SchemaCsvToExample(
+        exec_properties, pattern, row_parser=parse_row_with_timestamp
     )
     train, evaluation = stamped | "ByTime" >> beam.Partition(
         lambda kv, _, cut: int(kv[0] > cut), 2, cut=beam.pvalue.AsSingleton(cutoff)
@@ -225,21 +276,59 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
         return _SchemaCsvToExample
 
     def Do(self, input_dict, output_dict, exec_properties):
-        super().Do(input_dict, output_dict, exec_properties)
+        """Writes each split as gzipped TFRecords, in a random order, like TFX's ExampleGen.
+
+        The same outputs and artifact properties as `BaseExampleGenExecutor.Do`;
+        the shuffle before writing is `BlockShuffle` instead of TFX's per-record
+        `Reshuffle`, which the DirectRunner holds in memory many times over.
+        """
+        for key, supported in (
+            ("output_data_format", example_gen_pb2.FORMAT_TF_EXAMPLE),
+            ("output_file_format", example_gen_pb2.FORMAT_TFRECORDS_GZIP),
+        ):
+            if exec_properties.get(key, supported) != supported:
+                raise ValueError(
+                    f"{key}={exec_properties[key]}: this ExampleGen writes tf.Examples "
+                    "as gzipped TFRecords only"
+                )
+        input_config = _input_config(exec_properties)
+        output_config = proto_utils.json_to_proto(
+            exec_properties["output_config"], example_gen_pb2.Output()
+        )
+        examples = artifact_utils.get_single_instance(output_dict["examples"])
+        examples.split_names = artifact_utils.encode_split_names(
+            example_gen_utils.generate_output_split_names(input_config, output_config)
+        )
+        input_bytes = sum(
+            tf.io.gfile.stat(path).length
+            for split in input_config.splits
+            for path in input_paths(exec_properties, split.pattern)
+        )
+        with self._make_beam_pipeline() as pipeline:
+            for name, records in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
+                _ = (
+                    records
+                    | f"Shuffle[{name}]" >> BlockShuffle(input_bytes * EXAMPLE_BYTES_PER_CSV_BYTE)
+                    | f"Write[{name}]" >> beam.io.WriteToTFRecord(
+                        os.path.join(
+                            artifact_utils.get_split_uri(output_dict["examples"], name),
+                            write_split.DEFAULT_TF_RECORD_FILE_NAME,
+                        ),
+                        file_name_suffix=".gz",
+                    )
+                )
+        examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
+        examples_utils.set_file_format(
+            examples, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP)
+        )
         # The driver records the span only as a custom property; StatisticsGen
         # copies the typed `span` property to its statistics, where the drift
         # check needs it to find the previous span.
-        for examples in output_dict["examples"]:
-            examples.span = int(exec_properties.get("span") or 0)
+        examples.span = int(exec_properties.get("span") or 0)
 
     def GenerateExamplesByBeam(self, pipeline, exec_properties):
         custom = _custom_config(exec_properties)
         if custom.get(SPLIT, HASH) != TEMPORAL:
             return super().GenerateExamplesByBeam(pipeline, exec_properties)
-        input_config = example_gen_pb2.Input()
-        proto_utils.json_to_proto(exec_properties["input_config"], input_config)
-        (split,) = input_config.splits
-        stamped = pipeline | "InputToRecord" >> _SchemaCsvToExample(
-            exec_properties, split.pattern, row_parser=parse_row_with_timestamp
-        )
-        return _temporal_splits(stamped, float(custom[EVAL_FRACTION]))
+        (split,) = _input_config(exec_properties).splits
+        return _temporal_splits(pipeline, exec_properties, split.pattern, float(custom[EVAL_FRACTION]))

@@ -73,3 +73,84 @@ def test_header_must_have_every_schema_column(tmp_path):
     empty.write_text("")
     with pytest.raises(example_gen.CsvFormatError, match="empty.csv: file is empty"):
         example_gen.read_header(str(empty), HEADER)
+
+
+def test_timestamp_pass_reads_what_the_parsing_pass_keys_by():
+    lines = ["u1,i1,1600000000,1,0.5", "u1,i1,,1,0.5", " 17 ,x", "", "u,i,notatime,1,0.5",
+             ",".join(HEADER)]
+    for line in lines:
+        try:
+            expected = [t for t, _ in example_gen.parse_row_with_timestamp(line, "in.csv", HEADER, TYPES)]
+        except example_gen.CsvFormatError:
+            expected = []
+        assert list(example_gen.parse_timestamp(line, "in.csv", HEADER, TYPES)) == expected, line
+
+
+def _run_example_gen(tmp_path, data, split):
+    import json
+
+    from tfx.dsl.components.base import base_beam_executor
+    from tfx.proto import example_gen_pb2
+    from tfx.types import standard_artifacts
+    from tfx.utils import proto_utils
+
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    input_config = example_gen_pb2.Input(
+        splits=[example_gen_pb2.Input.Split(name="single_split", pattern=data.name)]
+    )
+    output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+        example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
+        example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
+    ]))
+    exec_properties = {
+        "input_base": str(data.parent),
+        "input_config": proto_utils.proto_to_json(input_config),
+        "output_config": proto_utils.proto_to_json(output_config),
+        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
+        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        "custom_config": json.dumps({
+            example_gen.SCHEMA_PATH: str(DEFAULT_SCHEMA), example_gen.SPLIT: split,
+            example_gen.EVAL_FRACTION: 0.2,
+        }),
+        "span": 3,
+    }
+    context = base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=["--direct_running_mode=in_memory"], tmp_dir=str(tmp_path / "tmp")
+    )
+    example_gen.SchemaCsvExampleGenExecutor(context).Do({}, {"examples": [examples]}, exec_properties)
+    timestamps = {}
+    for name in ("train", "eval"):
+        files = tf.io.gfile.glob(str(tmp_path / "examples" / f"Split-{name}" / "*.gz"))
+        timestamps[name] = [
+            tf.train.Example.FromString(r).features.feature[features.TIMESTAMP].int64_list.value[0]
+            for r in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator()
+        ]
+    return examples, timestamps
+
+
+@pytest.mark.parametrize("split", [example_gen.TEMPORAL, example_gen.HASH])
+def test_executor_writes_every_row_once_shuffled_into_its_split(tmp_path, split):
+    """Rows come sorted by time, as logs do: the splits hold every row once, the
+    temporal eval split exactly the latest fifth, and the written order is not the input's."""
+    import numpy as np
+
+    from tfx.components.util import examples_utils
+
+    data = tmp_path / "in" / "interactions.csv"
+    data.parent.mkdir()
+    stamps = list(range(1_600_000_000, 1_600_000_000 + 5_000))
+    data.write_text(",".join(HEADER) + "\n" + "".join(f"u{t % 97},i{t % 89},{t},1,0.5\n" for t in stamps))
+    examples, written = _run_example_gen(tmp_path, data, split)
+    assert sorted(written["train"] + written["eval"]) == stamps
+    if split == example_gen.TEMPORAL:
+        assert max(written["train"]) < min(written["eval"])
+        assert abs(len(written["eval"]) - 1_000) <= 50  # approximate quantile
+    else:
+        assert 800 <= len(written["eval"]) <= 1_200  # 1 of 5 hash buckets
+    train = np.array(written["train"])
+    assert abs(np.corrcoef(train, np.arange(len(train)))[0, 1]) < 0.1
+    assert examples.split_names == '["train", "eval"]'
+    assert examples.span == 3
+    assert examples_utils.get_payload_format(examples) == 6  # FORMAT_TF_EXAMPLE
+    assert examples_utils.get_file_format(examples) == "tfrecords_gzip"
