@@ -7,7 +7,7 @@ least 600/400), runs `run_local.py` on them in a fresh process and samples the
 RSS of that process and all its descendants (Beam workers, the serving check)
 every 0.2 s from /proc. Per-component seconds come from ML Metadata. Prints
 JSON: per size, each component's seconds and rows per second, wall time, peak
-tree RSS; then, between consecutive sizes, how each grows relative to rows (a
+tree RSS overall and while each component ran; then, between consecutive sizes, how each grows relative to rows (a
 ratio above the row ratio means faster than linear).
 """
 
@@ -53,18 +53,17 @@ def _tree_rss_bytes(root_pid: int) -> int:
     return total
 
 
-def _run_sampled(command: list[str], log: Path) -> tuple[int, float, int]:
-    """(exit status, wall seconds, peak tree RSS bytes) of `command`."""
-    peak = 0
+def _run_sampled(command: list[str], log: Path) -> tuple[int, float, list[tuple[float, int]]]:
+    """(exit status, wall seconds, [(epoch seconds, tree RSS bytes)] samples) of `command`."""
+    samples: list[tuple[float, int]] = []
     with open(log, "w") as out:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
         done = threading.Event()
 
         def sample():
-            nonlocal peak
             while not done.is_set():
-                peak = max(peak, _tree_rss_bytes(process.pid))
+                samples.append((time.time(), _tree_rss_bytes(process.pid)))
                 done.wait(0.2)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -72,7 +71,7 @@ def _run_sampled(command: list[str], log: Path) -> tuple[int, float, int]:
         status = process.wait()
         done.set()
         sampler.join()
-    return status, time.perf_counter() - started, peak
+    return status, time.perf_counter() - started, samples
 
 
 def measure(rows: int, epochs: int, extra: list[str], workdir: Path) -> dict:
@@ -89,10 +88,18 @@ def measure(rows: int, epochs: int, extra: list[str], workdir: Path) -> dict:
     output = workdir / "out"
     command = [sys.executable, "run_local.py", "--data", str(data), "--output", str(output),
                "--epochs", str(epochs), *extra]
-    status, wall, peak = _run_sampled(command, workdir / "run.log")
+    status, wall, samples = _run_sampled(command, workdir / "run.log")
     summary = summarize(metadata_store.MetadataStore(sqlite_readonly(str(output / "metadata.sqlite"))),
                         "multitask-recommender")
-    seconds = {c.component_id: round(c.seconds, 2) for c in summary.components if not c.component_id.endswith("_resolver")}
+    components = [c for c in summary.components if not c.component_id.endswith("_resolver")]
+    seconds = {c.component_id: round(c.seconds, 2) for c in components}
+    # The whole tree's RSS while each component ran (the runner process included).
+    component_peak = {
+        c.component_id: round(max(
+            (rss for t, rss in samples if c.started_at <= t <= c.started_at + c.seconds), default=0
+        ) / 2**30, 2)
+        for c in components
+    }
     return {
         "rows": rows,
         "exit_status": status,
@@ -100,8 +107,9 @@ def measure(rows: int, epochs: int, extra: list[str], workdir: Path) -> dict:
         "input_mib": round(data.stat().st_size / 2**20, 1),
         "generate_csv_seconds": round(generate_seconds, 1),
         "wall_seconds": round(wall, 1),
-        "peak_tree_rss_gib": round(peak / 2**30, 2),
+        "peak_tree_rss_gib": round(max((rss for _, rss in samples), default=0) / 2**30, 2),
         "component_seconds": seconds,
+        "component_peak_tree_rss_gib": component_peak,
         "rows_per_second": {c: round(rows / s) for c, s in seconds.items() if s >= 0.5},
         "blessed": summary.blessed,
     }

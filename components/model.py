@@ -16,6 +16,9 @@ import tensorflow as tf
 import tf_keras
 
 from components import features
+from components.lazy_adam import LazyAdam
+
+OPTIMIZERS = {"adam": tf_keras.optimizers.Adam, "lazy_adam": LazyAdam}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +35,10 @@ class ModelConfig:
     embedding_init_stddev: float | None = 0.01
     hidden_units: tuple[int, ...] = (64,)
     learning_rate: float = 3e-3
+    # "lazy_adam" updates only the embedding rows a batch uses (see
+    # components.lazy_adam); "adam" is Keras's, whose every step touches
+    # every row of every table.
+    optimizer: str = "lazy_adam"
     batch_size: int = 256
     epochs: int = 10
     # Training steps per epoch; None means one full pass over the train split.
@@ -96,6 +103,8 @@ class ModelConfig:
             raise ValueError(f"steps_per_epoch must be > 0 or None, got {self.steps_per_epoch}")
         if any(u <= 0 for u in self.hidden_units):
             raise ValueError(f"hidden_units must be positive, got {self.hidden_units}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.factorized_purchase_head and not (self.use_bias_terms and self.use_dot_product):
             raise ValueError("factorized_purchase_head needs use_bias_terms and use_dot_product")
         if not self.hidden_units and not self.factorized_purchase_head:
@@ -116,7 +125,7 @@ class ModelConfig:
     def original(cls, **overrides: Any) -> "ModelConfig":
         """The original design: concatenated 32-d embeddings, one Dense(64), Adam 1e-3, 5 epochs."""
         values = dict(
-            embedding_dim=32, hidden_units=(64,), learning_rate=1e-3, epochs=5,
+            embedding_dim=32, hidden_units=(64,), learning_rate=1e-3, optimizer="adam", epochs=5,
             use_bias_terms=False, use_dot_product=False, factorized_purchase_head=False,
             implicit_feedback=False, base_rate_init=False, embedding_init_stddev=None, l2=0.0, dropout=0.0, early_stopping_patience=None,
         )
@@ -306,7 +315,7 @@ def build_model(
     tf_keras.utils.set_random_seed(config.seed)
     model = MultiTaskRecommender(num_users, num_items, config, training)
     model.compile(
-        optimizer=tf_keras.optimizers.Adam(learning_rate=config.learning_rate),
+        optimizer=OPTIMIZERS[config.optimizer](learning_rate=config.learning_rate),
         loss={
             features.BINARY_RATING: tf_keras.losses.BinaryCrossentropy(),
             features.PURCHASE_PROBABILITY: tf_keras.losses.MeanSquaredError(),

@@ -30,6 +30,7 @@ class ComponentRun:
     component_id: str
     state: str
     seconds: float
+    started_at: float  # seconds since the epoch, when ML Metadata registered the execution
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,9 +158,10 @@ def summarize(store: metadata_store.MetadataStore, pipeline_name: str) -> RunSum
     for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):
         node = _node_id(store, execution.id)
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1e3
-        components.append(
-            ComponentRun(node, _STATES.get(execution.last_known_state, "unknown"), seconds)
-        )
+        components.append(ComponentRun(
+            node, _STATES.get(execution.last_known_state, "unknown"), seconds,
+            execution.create_time_since_epoch / 1e3,
+        ))
         for artifact in _outputs(store, execution.id):
             type_name = type_names[artifact.type_id]
             if type_name == "ModelBlessing":
