@@ -93,13 +93,12 @@ def measure(rows: int, epochs: int, extra: list[str], workdir: Path) -> dict:
                         "multitask-recommender")
     components = [c for c in summary.components if not c.component_id.endswith("_resolver")]
     seconds = {c.component_id: round(c.seconds, 2) for c in components}
-    # The whole tree's RSS while each component ran (the runner process included).
-    component_peak = {
-        c.component_id: round(max(
-            (rss for t, rss in samples if c.started_at <= t <= c.started_at + c.seconds), default=0
-        ) / 2**30, 2)
-        for c in components
-    }
+    # The whole tree's RSS while each component ran (the runner process
+    # included); None for a component shorter than the sampling interval.
+    component_peak = {}
+    for c in components:
+        during = [rss for t, rss in samples if c.started_at <= t <= c.started_at + c.seconds]
+        component_peak[c.component_id] = round(max(during) / 2**30, 2) if during else None
     return {
         "rows": rows,
         "exit_status": status,
@@ -136,6 +135,13 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--keep", type=Path, default=None, help="keep each size's outputs under this folder")
     args, extra = parser.parse_known_args()  # the rest goes to run_local.py (e.g. --beam-runner)
+    if args.keep:
+        # A kept store from an earlier run would make this one a second run
+        # (a baseline to evaluate against, analyzer caches): not comparable.
+        for rows in args.rows:
+            workdir = args.keep / str(rows)
+            if workdir.exists() and any(workdir.iterdir()):
+                parser.error(f"--keep: {workdir} is not empty; remove it or keep elsewhere")
     results = []
     for rows in sorted(args.rows):
         if args.keep:

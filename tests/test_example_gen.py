@@ -1,5 +1,13 @@
+import json
+
+import numpy as np
 import pytest
 import tensorflow as tf
+from tfx.components.util import examples_utils
+from tfx.dsl.components.base import base_beam_executor
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts
+from tfx.utils import proto_utils
 
 from components import example_gen, features
 from pipeline.config import DEFAULT_SCHEMA
@@ -87,13 +95,7 @@ def test_timestamp_pass_reads_what_the_parsing_pass_keys_by():
 
 
 def _run_example_gen(tmp_path, data, split):
-    import json
-
-    from tfx.dsl.components.base import base_beam_executor
-    from tfx.proto import example_gen_pb2
-    from tfx.types import standard_artifacts
-    from tfx.utils import proto_utils
-
+    """Runs the executor in-process on `data`; (its Examples artifact, {split: timestamps as written})."""
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / "examples")
     input_config = example_gen_pb2.Input(
@@ -133,10 +135,6 @@ def _run_example_gen(tmp_path, data, split):
 def test_executor_writes_every_row_once_shuffled_into_its_split(tmp_path, split):
     """Rows come sorted by time, as logs do: the splits hold every row once, the
     temporal eval split exactly the latest fifth, and the written order is not the input's."""
-    import numpy as np
-
-    from tfx.components.util import examples_utils
-
     data = tmp_path / "in" / "interactions.csv"
     data.parent.mkdir()
     stamps = list(range(1_600_000_000, 1_600_000_000 + 5_000))
@@ -152,5 +150,5 @@ def test_executor_writes_every_row_once_shuffled_into_its_split(tmp_path, split)
     assert abs(np.corrcoef(train, np.arange(len(train)))[0, 1]) < 0.1
     assert examples.split_names == '["train", "eval"]'
     assert examples.span == 3
-    assert examples_utils.get_payload_format(examples) == 6  # FORMAT_TF_EXAMPLE
+    assert examples_utils.get_payload_format(examples) == example_gen_pb2.FORMAT_TF_EXAMPLE
     assert examples_utils.get_file_format(examples) == "tfrecords_gzip"
