@@ -205,6 +205,10 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         analyzer_cache=cache,
         preprocessing_fn=PREPROCESSING_FN,
+        # Transform's own TFDV statistics would repeat StatisticsGen's on the raw
+        # data and describe transformed features nothing reads; at 10M rows they
+        # cost time and memory (string counts for every ID) in the largest component.
+        disable_statistics=True,
         custom_config={
             preprocessing.NUM_OOV_BUCKETS: config.num_oov_buckets,
             preprocessing.TIER_THRESHOLDS: list(config.tier_thresholds),
