@@ -34,6 +34,8 @@ def format_runs(runs: list[queries.Run]) -> str:
         lines.append(f"{run.run_id}  started {_time(run.started_ms)}  {run.seconds:.1f} s")
         for c in run.components:
             lines.append(f"    {c['node']:<34} {c['state']:<9} {c['seconds']:7.1f} s")
+            if c.get("failure_reason"):
+                lines.append(f"        {c['failure_reason'].splitlines()[0][:300]}")
     return "\n".join(lines) or "no runs recorded"
 
 

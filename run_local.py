@@ -6,14 +6,17 @@
     python run_local.py --data ratings.parquet --columns user_id=uid,item_id=sku,timestamp=ts,rating=stars
 
 Everything goes under --output: pipeline/ (artifacts), metadata.sqlite,
-serving/<version>/ (pushed models). Prints a summary read back from ML Metadata;
-exits 1 if a component failed (e.g. the data did not match the schema).
+serving/<version>/ (published models). One run at a time per output root (a
+second one fails at once, naming the first). Prints a summary of this run read
+back from ML Metadata; exits 1 if a component failed (e.g. the data did not
+match the schema).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import logging
 import sys
@@ -21,7 +24,11 @@ from pathlib import Path
 
 from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
+from tfx.dsl.compiler import compiler
+from tfx.dsl.compiler import constants as compiler_constants
+from tfx.orchestration.portable import runtime_parameter_utils
 
+from components import publish
 from components.example_gen import HASH, TEMPORAL
 from components.model import ModelConfig
 from data import ratings
@@ -30,6 +37,7 @@ from pipeline.beam import add_beam_flags, beam_args_from_flags
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 from pipeline.report import write_report
+from pipeline.run_state import OutputRootBusy, output_root_lock, record_failure_reason, record_unfinished
 from pipeline.summary import format_summary, summarize
 
 
@@ -157,23 +165,65 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     return config
 
 
-def run(config: PipelineConfig):
-    """Runs the pipeline; returns (summary or None, error or None)."""
-    config.output_dir.mkdir(parents=True, exist_ok=True)
+def new_run_id() -> str:
+    """A run id like TFX's own (local time, ISO 8601), unique per output root while its lock is held."""
+    return datetime.datetime.now().isoformat()
+
+
+def run_pipeline(config: PipelineConfig, connection, run_id: str) -> None:
+    """Compiles the pipeline, fixes its run id to `run_id`, and runs it with LocalDagRunner."""
+    ir = compiler.Compiler().compile(create_pipeline(config, connection))
+    runtime_parameter_utils.substitute_runtime_parameter(
+        ir, {compiler_constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id}
+    )
+    tfx.orchestration.LocalDagRunner().run_with_ir(ir)
+
+
+def _housekeeping(config: PipelineConfig, store, run_id: str) -> list[str]:
+    """Under the run lock: what earlier, killed runs left behind is recorded or removed. Returns notes."""
+    notes = []
+    abandoned = record_unfinished(
+        store, config.pipeline_name,
+        f"abandoned: its run ended (killed?) while this was running; recorded by run {run_id}",
+    )
+    if abandoned:
+        notes.append("recorded as FAILED (left running by a run that ended): " + "; ".join(abandoned))
+    if config.serving_dir.is_dir():
+        with publish.publish_lock(config.serving_dir):
+            notes.extend(f"removed stale staging folder {path}" for path in publish.remove_stale_staging(config.serving_dir))
+    return notes
+
+
+def run(config: PipelineConfig, run_id: str | None = None):
+    """Runs the pipeline once, holding the output root's lock; returns (summary or None, error or None).
+
+    The summary is this run's, found by its run id. OutputRootBusy (another
+    run holds the output root) is returned as the error, with no summary.
+    """
+    run_id = run_id or new_run_id()
     connection = config.metadata_connection()
-    error = None
     try:
-        tfx.orchestration.LocalDagRunner().run(create_pipeline(config, connection))
-    except Exception as err:  # reported with the summary; the exit code says it failed
-        logging.exception("pipeline run failed")
-        error = err
-    try:
-        summary = summarize(metadata_store.MetadataStore(connection), config.pipeline_name)
-    except LookupError:
-        if error is None:
-            raise
-        summary = None  # failed before any component ran
-    return summary, error
+        with output_root_lock(config.output_dir, run_id) as takeover:
+            store = metadata_store.MetadataStore(connection)
+            notes = ([takeover] if takeover else []) + _housekeeping(config, store, run_id)
+            for note in notes:
+                logging.warning("%s", note)
+            error = None
+            try:
+                run_pipeline(config, connection, run_id)
+            except Exception as err:  # reported with the summary; the exit code says it failed
+                logging.exception("pipeline run failed")
+                error = err
+                record_failure_reason(store, config.pipeline_name, run_id, f"{type(err).__name__}: {err}")
+            try:
+                summary = summarize(store, config.pipeline_name, run_id)
+            except LookupError:
+                if error is None:
+                    raise
+                return None, error  # failed before any component ran
+            return dataclasses.replace(summary, notes=tuple(notes)), error
+    except OutputRootBusy as busy:
+        return None, busy
 
 
 def model_config_fields(value: str | None) -> dict:

@@ -1,17 +1,25 @@
-"""Resolver strategies over spans of data.
+"""Resolver strategies: spans of data, and the model being served.
 
 New data arrives as spans (`span-N` folders); each run's ExampleGen ingests
 the newest span, so ML Metadata can hold several artifacts of one span (one
 per run). TFX's SpanRangeStrategy would hand all of them on, counting a
 re-ingested span twice; these strategies keep the newest artifact per span.
+
+The Evaluator's baseline is the newest model that was published
+(`LatestServedModelStrategy`), not TFX's latest *blessed* one: a blessed
+model that then failed the serving check was never served and must not set
+the bar for later candidates.
 """
 
 from __future__ import annotations
 
 from typing import Dict, List, Optional
 
+from ml_metadata.proto import metadata_store_pb2
 from tfx import types
 from tfx.dsl.components.common import resolver
+
+from components import mlmd_names
 
 _SPAN = "span"
 
@@ -82,3 +90,37 @@ class NewestArtifactStrategy(resolver.ResolverStrategy):
             key: [max(items, key=lambda a: a.id)] if items else []
             for key, items in input_dict.items()
         }
+
+
+# The Pusher's input key of the model it publishes.
+_MODEL_KEY = "model"
+
+
+def served_model_ids(store) -> set[int]:
+    """Ids of the Model artifacts a Pusher published (PushedModel `pushed` = 1), from ML Metadata's events."""
+    pushes = [
+        a for a in store.get_artifacts_by_type("PushedModel")
+        if a.custom_properties[mlmd_names.PUSHED].int_value == 1
+    ]
+    if not pushes:
+        return set()
+    producers = {
+        e.execution_id for e in store.get_events_by_artifact_ids([a.id for a in pushes])
+        if e.type == metadata_store_pb2.Event.OUTPUT
+    }
+    return {
+        e.artifact_id for e in store.get_events_by_execution_ids(sorted(producers))
+        if e.type == metadata_store_pb2.Event.INPUT
+        and any(step.key == _MODEL_KEY for step in e.path.steps if step.HasField("key"))
+    }
+
+
+class LatestServedModelStrategy(resolver.ResolverStrategy):
+    """The newest model that was published to the serving folder; nothing before the first push."""
+
+    def resolve_artifacts(
+        self, store, input_dict: Dict[str, List[types.Artifact]]
+    ) -> Optional[Dict[str, List[types.Artifact]]]:
+        served = served_model_ids(store)
+        candidates = [m for m in input_dict[_MODEL_KEY] if m.id in served]
+        return {_MODEL_KEY: [max(candidates, key=lambda m: m.id)] if candidates else []}

@@ -1,104 +1,284 @@
-"""Checks a pushed SavedModel in a fresh process before the run reports it pushed.
+"""Checks a SavedModel the way TensorFlow Serving loads it, in a fresh process, before it is published.
 
-`check_saved_model(path)` loads the model with nothing but TensorFlow, replays
-its own TF Serving warm-up requests through both serving signatures and checks
-the answers: one row per request row, finite, a probability for
-`binary_rating`, and the two signatures agreeing (within 1e-6) on the same rows.
+`check_saved_model(path)` runs inside that process:
 
-`python -m components.serving_check PATH` runs it and prints JSON; the
-`ServingCheck` component (`components.serving_check_component`) runs that
-command after the Pusher, so the check sees exactly what a server would load,
-not the objects still alive in the trainer. This module imports only
-TensorFlow, so the fresh process starts fast.
+1. loads the MetaGraph tagged `serve` through TensorFlow's session-based
+   (graph-mode, TF1) SavedModel loader into a `Session`, as TF Serving does;
+2. replays `assets.extra/tf_serving_warmup_requests` under TF Serving's rules:
+   at most 1,000 records, each a `PredictLog` whose signature exists and is a
+   predict signature, whose input names are exactly the signature's and whose
+   dtypes are the ones it declares, run by tensor name in that session;
+3. checks the answers: one row per request row for each head, finite values,
+   `binary_rating` in [0, 1], and the two serving signatures agreeing on the
+   same rows;
+4. loads the same folder with TF2's `tf.saved_model.load` (the README's way)
+   and requires the same answers from its signatures.
+
+A failure raises `ServingCheckError` naming the model, the signature and
+what was wrong. `check_in_fresh_process(path, timeout_s)` runs
+`python -I -m components.serving_check PATH` (isolated mode: nothing is
+imported from the caller's working directory or `PYTHONPATH`), kills it
+after `timeout_s` and refuses a result it cannot parse. This module imports
+only TensorFlow and the project's names, so the process starts fast.
 """
+
+from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 
 from components import features, warmup
 
-# Largest difference allowed between the two serving signatures' outputs.
+# Largest difference allowed between two ways of computing the same output.
 PARITY_TOLERANCE = 1e-6
+# TF Serving refuses a warm-up file with more records than this.
+MAX_WARMUP_RECORDS = 1000
+# What TF Serving uses when a request names no signature.
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+SERVE_TAG = "serve"
+# A check that has not answered by then is treated as a failure (a hung model).
+DEFAULT_TIMEOUT_S = 300.0
 
 
 class ServingCheckError(RuntimeError):
-    """A pushed model that does not answer its own sample requests correctly."""
+    """A model that TF Serving would not load, or that answers its own sample requests wrongly."""
 
 
-def _outputs(signature, log) -> dict[str, np.ndarray]:
-    inputs = {name: tf.make_ndarray(proto) for name, proto in log.predict_log.request.inputs.items()}
-    return {head: value.numpy() for head, value in signature(**inputs).items()}
+def _warmup_logs(path: str) -> list[prediction_log_pb2.PredictionLog]:
+    """The warm-up records, parsed and counted as TF Serving does."""
+    file = os.path.join(path, warmup.WARMUP_FILE)
+    if not tf.io.gfile.exists(file):
+        raise ServingCheckError(f"{path}: no warm-up requests ({warmup.WARMUP_FILE} is missing)")
+    logs = []
+    for number, record in enumerate(tf.compat.v1.io.tf_record_iterator(file), start=1):
+        if number > MAX_WARMUP_RECORDS:
+            raise ServingCheckError(
+                f"{path}: {warmup.WARMUP_FILE} has more than {MAX_WARMUP_RECORDS} records, "
+                "which TF Serving refuses to load"
+            )
+        try:
+            log = prediction_log_pb2.PredictionLog.FromString(record)
+        except Exception as error:  # protobuf's DecodeError, not exported under a stable name
+            raise ServingCheckError(
+                f"{path}: warm-up record {number} is not a PredictionLog ({error})"
+            ) from error
+        kind = log.WhichOneof("log_type")
+        if kind != "predict_log":
+            raise ServingCheckError(
+                f"{path}: warm-up record {number} is a {kind or 'empty'} log; this model's "
+                "signatures are predict signatures, so its warm-up must hold predict logs"
+            )
+        logs.append(log)
+    if not logs:
+        raise ServingCheckError(f"{path}: no warm-up requests in {warmup.WARMUP_FILE}")
+    return logs
+
+
+def _request_inputs(path: str, number: int, name: str, signature, request) -> dict[str, np.ndarray]:
+    """The request's inputs as arrays, refused unless names and dtypes are the signature's."""
+    declared, given = set(signature.inputs), set(request.inputs)
+    if declared != given:
+        raise ServingCheckError(
+            f"{path}: signature {name!r}: warm-up record {number} has inputs {sorted(given)}, "
+            f"the signature declares {sorted(declared)}"
+        )
+    arrays = {}
+    for key in sorted(given):
+        proto, spec = request.inputs[key], signature.inputs[key]
+        if proto.dtype != spec.dtype:
+            raise ServingCheckError(
+                f"{path}: signature {name!r}: input {key!r} of warm-up record {number} is "
+                f"{types_pb2.DataType.Name(proto.dtype)}, the signature declares "
+                f"{types_pb2.DataType.Name(spec.dtype)}"
+            )
+        value = tf.make_ndarray(proto)
+        shape = tf.TensorShape(spec.tensor_shape)
+        if not shape.is_compatible_with(value.shape):
+            raise ServingCheckError(
+                f"{path}: signature {name!r}: input {key!r} of warm-up record {number} has "
+                f"shape {value.shape}, the signature declares {shape}"
+            )
+        arrays[key] = value
+    return arrays
+
+
+def _check_outputs(path: str, name: str, rows: int, outputs: dict[str, np.ndarray]) -> None:
+    for head in features.HEADS:
+        value = outputs.get(head)
+        if value is None or value.shape != (rows, 1):
+            raise ServingCheckError(
+                f"{path}: signature {name!r} answered {rows} rows with {head} of shape "
+                f"{None if value is None else value.shape}, expected ({rows}, 1)"
+            )
+        if not np.all(np.isfinite(value)):
+            raise ServingCheckError(f"{path}: signature {name!r} gave a non-finite {head}")
+    liked = outputs[features.BINARY_RATING]
+    if np.any((liked < 0) | (liked > 1)):
+        raise ServingCheckError(
+            f"{path}: signature {name!r} gave a {features.BINARY_RATING} outside [0, 1]"
+        )
+
+
+def _max_gap(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def _replay_in_session(path: str, logs) -> list[tuple[str, dict, dict]]:
+    """Each record as TF Serving runs it: (signature, inputs, outputs) from a graph-mode session."""
+    answers = []
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
+        try:
+            meta_graph = tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], path)
+        except (RuntimeError, ValueError, OSError, tf.errors.OpError) as error:
+            raise ServingCheckError(
+                f"{path}: TensorFlow's session-based loader cannot load tag {SERVE_TAG!r}: {error}"
+            ) from error
+        signatures = meta_graph.signature_def
+        for number, log in enumerate(logs, start=1):
+            request = log.predict_log.request
+            name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            if name not in signatures:
+                raise ServingCheckError(
+                    f"{path}: warm-up record {number} asks for signature {name!r}, which the "
+                    f"model does not have (it has {sorted(signatures)})"
+                )
+            signature = signatures[name]
+            if signature.method_name != PREDICT_METHOD:
+                raise ServingCheckError(
+                    f"{path}: signature {name!r} has method {signature.method_name!r}, "
+                    f"expected {PREDICT_METHOD!r}"
+                )
+            inputs = _request_inputs(path, number, name, signature, request)
+            fetches = {key: spec.name for key, spec in signature.outputs.items()}
+            try:
+                outputs = session.run(
+                    fetches, feed_dict={signature.inputs[k].name: v for k, v in inputs.items()}
+                )
+            except tf.errors.OpError as error:
+                raise ServingCheckError(
+                    f"{path}: signature {name!r} failed on warm-up record {number}: {error.message}"
+                ) from error
+            answers.append((name, inputs, outputs))
+    return answers
+
+
+def _check_answers(path: str, answers) -> None:
+    """Each answer's shapes and ranges; the two serving signatures agree on the same rows."""
+    by_signature = {}
+    for name, inputs, outputs in answers:
+        rows = len(next(iter(inputs.values())))
+        _check_outputs(path, name, rows, outputs)
+        by_signature.setdefault(name, outputs)
+    if {features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE} <= set(by_signature):
+        for head in features.HEADS:
+            a, b = (by_signature[n][head] for n in (features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE))
+            if a.shape == b.shape and _max_gap(a, b) > PARITY_TOLERANCE:
+                raise ServingCheckError(
+                    f"{path}: signatures {features.SERVING_DEFAULT!r} and "
+                    f"{features.SERVING_TF_EXAMPLE!r} differ by {_max_gap(a, b):g} on {head}"
+                )
+
+
+def _check_tf2_load(path: str, answers) -> None:
+    """`tf.saved_model.load` of the same folder answers every record as the session did."""
+    try:
+        loaded = tf.saved_model.load(path)
+    except (RuntimeError, ValueError, OSError, tf.errors.OpError) as error:
+        raise ServingCheckError(f"{path}: tf.saved_model.load fails: {error}") from error
+    for name, inputs, outputs in answers:
+        if name not in loaded.signatures:
+            raise ServingCheckError(f"{path}: tf.saved_model.load gives no signature {name!r}")
+        again = loaded.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
+        for head in features.HEADS:
+            gap = _max_gap(np.asarray(outputs[head]), again[head].numpy())
+            if gap > PARITY_TOLERANCE:
+                raise ServingCheckError(
+                    f"{path}: signature {name!r}: tf.saved_model.load and the session loader "
+                    f"differ by {gap:g} on {head}"
+                )
 
 
 def check_saved_model(path: str) -> dict:
-    """Replays the warm-up requests at `path`; returns what was checked, raises on a wrong answer."""
+    """Runs the four steps of the module docstring; returns what was checked, raises on a failure."""
     started = time.perf_counter()
-    loaded = tf.saved_model.load(path)
-    missing = {features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE} - set(loaded.signatures)
-    if missing:
-        raise ServingCheckError(f"{path}: no signature {sorted(missing)}")
-    if not tf.io.gfile.exists(os.path.join(path, warmup.WARMUP_FILE)):
-        raise ServingCheckError(f"{path}: no warm-up requests ({warmup.WARMUP_FILE} is missing)")
-    requests = warmup.read_requests(path)
-    if not requests:
-        raise ServingCheckError(f"{path}: no warm-up requests in {warmup.WARMUP_FILE}")
-    answers = {}
-    for log in requests:
-        name = log.predict_log.request.model_spec.signature_name
-        rows = len(next(iter(log.predict_log.request.inputs.values())).string_val)
-        outputs = _outputs(loaded.signatures[name], log)
-        for head in features.HEADS:
-            value = outputs.get(head)
-            if value is None or value.shape != (rows, 1):
-                raise ServingCheckError(
-                    f"{path}: {name} answered {rows} rows with {head} of shape "
-                    f"{None if value is None else value.shape}, expected ({rows}, 1)"
-                )
-            if not np.all(np.isfinite(value)):
-                raise ServingCheckError(f"{path}: {name} gave a non-finite {head}")
-        liked = outputs[features.BINARY_RATING]
-        if np.any((liked < 0) | (liked > 1)):
-            raise ServingCheckError(f"{path}: {name} gave a {features.BINARY_RATING} outside [0, 1]")
-        answers[name] = outputs
-    if len(answers) == 2:
-        for head in features.HEADS:
-            a, b = (answers[n][head] for n in (features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE))
-            gap = float(np.max(np.abs(a - b))) if a.size else 0.0
-            if gap > PARITY_TOLERANCE:
-                raise ServingCheckError(f"{path}: the serving signatures differ by {gap:g} on {head}")
+    if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+        raise ServingCheckError(f"{path}: no saved_model.pb")
+    logs = _warmup_logs(path)
+    answers = _replay_in_session(path, logs)
+    _check_answers(path, answers)
+    _check_tf2_load(path, answers)
     return {
         "path": path,
-        "requests": len(requests),
-        "signatures": sorted(answers),
+        "requests": len(logs),
+        "signatures": sorted({name for name, _, _ in answers}),
         "seconds": round(time.perf_counter() - started, 3),
     }
 
 
-def check_in_fresh_process(path: str) -> dict:
-    """`check_saved_model` in a new Python process; raises ServingCheckError with its message."""
-    result = subprocess.run(
-        [sys.executable, "-m", "components.serving_check", path],
-        capture_output=True, text=True, check=False,
-    )
+def check_in_fresh_process(path: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict:
+    """`check_saved_model` in a new, isolated Python process; raises ServingCheckError on any failure.
+
+    The process is killed after `timeout_s`; it also ends by itself if this
+    process dies. Its last stdout line must be the JSON result.
+    """
+    command = [
+        sys.executable, "-I", "-m", "components.serving_check", path, "--parent-pid", str(os.getpid()),
+    ]
+    with tempfile.TemporaryDirectory(prefix="serving-check-") as workdir:
+        try:
+            result = subprocess.run(
+                command, cwd=workdir, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                capture_output=True, text=True, timeout=timeout_s, check=False,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise ServingCheckError(
+                f"{path}: the serving check did not finish within {timeout_s:g} s and was stopped"
+            ) from error
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines()
-        raise ServingCheckError(lines[-1] if lines else f"exit status {result.returncode}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+        raise ServingCheckError(lines[-1] if lines else f"{path}: the check exited with status {result.returncode}")
+    lines = result.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1])
+        if answer["path"] != path or not isinstance(answer["requests"], int):
+            raise ValueError(f"unexpected result {answer}")
+    except (IndexError, ValueError, KeyError, TypeError) as error:
+        raise ServingCheckError(f"{path}: the serving check's result cannot be read ({error})") from error
+    return answer
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    """Ends this process once `parent_pid` is gone (a killed run leaves no check behind)."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.2)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m components.serving_check SAVED_MODEL_DIR", file=sys.stderr)
+    args = list(argv)
+    if "--parent-pid" in args:
+        at = args.index("--parent-pid")
+        _exit_when_orphaned(int(args[at + 1]))
+        del args[at:at + 2]
+    if len(args) != 1:
+        print("usage: python -m components.serving_check SAVED_MODEL_DIR [--parent-pid PID]", file=sys.stderr)
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        print(json.dumps(check_saved_model(argv[0])))
+        print(json.dumps(check_saved_model(args[0])))
     except (ServingCheckError, OSError, ValueError, tf.errors.OpError) as error:
         print(f"serving check failed: {error}", file=sys.stderr)
         return 1

@@ -1,46 +1,58 @@
-"""`ServingCheck`: the TFX component that verifies a pushed model before the run reports it.
+"""`ServingCheck`: the pipeline's InfraValidator, between the Evaluator and the Pusher.
 
-It runs `components.serving_check` in a fresh process on the version the
-Pusher just wrote. When the check fails it removes that version, so the
-serving directory falls back to the previous one, and fails the run.
+It checks the trained model where the Trainer wrote it (inside the pipeline
+root, where no server looks) with `components.serving_check` in a fresh,
+isolated process with a timeout. Its `InfraBlessing` records the digest of
+the exact bytes it checked; the Pusher publishes only a model whose staged
+copy has that digest. A model the Evaluator did not bless is not checked
+(blessing 0, with the reason); a blessed model that fails the check fails
+the component, and so the run, before anything reaches the serving folder.
 """
 
-import shutil
+from pathlib import Path
 
 from tfx import v1 as tfx
+from tfx.utils import path_utils
 
-from components.serving_check import ServingCheckError, check_in_fresh_process
+from components import mlmd_names
+from components.publish import tree_digest
+from components.serving_check import DEFAULT_TIMEOUT_S, ServingCheckError, check_in_fresh_process
 
 
-def verify_push(destination: str) -> dict:
-    """`check_in_fresh_process` on a pushed version; removes that version if it fails.
+def check_model(model_dir: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict:
+    """The fresh-process check of `model_dir`, plus the digest of the bytes it checked.
 
-    Never leaves a model that cannot answer where a server would pick it up:
-    with the version gone, the serving directory's previous one is the newest.
+    Raises ServingCheckError if the check fails or the files changed while it ran.
     """
-    try:
-        return check_in_fresh_process(destination)
-    except ServingCheckError:
-        shutil.rmtree(destination, ignore_errors=True)
-        raise
+    before = tree_digest(Path(model_dir))
+    result = check_in_fresh_process(model_dir, timeout_s)
+    if tree_digest(Path(model_dir)) != before:
+        raise ServingCheckError(f"{model_dir}: the model's files changed during the serving check")
+    return {**result, "digest": before}
 
 
 @tfx.dsl.components.component
 def ServingCheck(  # pylint: disable=invalid-name
-    pushed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.PushedModel],
+    model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
+    model_blessing: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelBlessing],
     blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.InfraBlessing],
+    timeout_seconds: tfx.dsl.components.Parameter[float],
 ) -> None:
-    """Checks the version the Pusher just pushed (if any) in a fresh process.
+    """Checks a blessed `model` as TF Serving would load it; `blessing` is 1 only if it passed.
 
-    `blessing` is blessed (1) once the pushed model answered its sample
-    requests; 0 when nothing was pushed. A failed check removes the pushed
-    version and raises.
+    Raises ServingCheckError (naming the model, the signature and the problem)
+    when a blessed model fails, so the Pusher never runs.
     """
-    destination = pushed_model.get_string_custom_property("pushed_destination")
-    if not pushed_model.get_int_custom_property("pushed") or not destination:
-        blessing.set_int_custom_property("blessed", 0)
+    if not model_blessing.get_int_custom_property(mlmd_names.BLESSED):
+        blessing.set_int_custom_property(mlmd_names.BLESSED, 0)
+        blessing.set_string_custom_property(
+            mlmd_names.NOT_CHECKED_REASON, "the Evaluator did not bless the model"
+        )
         return
-    result = verify_push(destination)
-    blessing.set_int_custom_property("blessed", 1)
-    blessing.set_string_custom_property("checked_model", destination)
-    blessing.set_int_custom_property("checked_requests", int(result["requests"]))
+    model_dir = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
+    result = check_model(model_dir, timeout_seconds)
+    blessing.set_int_custom_property(mlmd_names.BLESSED, 1)
+    blessing.set_string_custom_property(mlmd_names.CHECKED_MODEL, model_dir)
+    blessing.set_string_custom_property(mlmd_names.CHECKED_DIGEST, result["digest"])
+    blessing.set_int_custom_property(mlmd_names.CHECKED_REQUESTS, int(result["requests"]))
+    blessing.set_float_custom_property(mlmd_names.CHECK_SECONDS, float(result["seconds"]))

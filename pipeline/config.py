@@ -18,6 +18,7 @@ from components.data_validation import INFINITY_NORM, JENSEN_SHANNON
 from components.example_gen import HASH, TEMPORAL
 from components.model import ModelConfig
 from components.preprocessing import DEFAULT_TIER_THRESHOLDS
+from components.serving_check import DEFAULT_TIMEOUT_S as SERVING_CHECK_TIMEOUT_S
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCHEMA = REPO_ROOT / "schemas" / "interactions.pbtxt"
@@ -129,6 +130,8 @@ class PipelineConfig:
     # ML Metadata in this MySQL/MariaDB database; None: SQLite at `metadata_path`.
     metadata_mysql: MySQLMetadata | None = None
     enable_cache: bool = False
+    # The serving check of a blessed model fails if it has not finished by then.
+    serving_check_timeout_s: float = SERVING_CHECK_TIMEOUT_S
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_path", Path(self.data_path).resolve())
@@ -156,6 +159,8 @@ class PipelineConfig:
             raise ValueError(f"split must be {TEMPORAL!r} or {HASH!r}, got {self.split!r}")
         if not 0.0 < self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        if not self.serving_check_timeout_s > 0:
+            raise ValueError(f"serving_check_timeout_s must be > 0, got {self.serving_check_timeout_s}")
 
     @property
     def hash_buckets(self) -> tuple[int, int]:

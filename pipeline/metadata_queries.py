@@ -15,6 +15,7 @@ from google.protobuf import json_format
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components import mlmd_names
 from pipeline.summary import (
     NODE_CONTEXT_TYPES,
     OVERALL,
@@ -23,6 +24,7 @@ from pipeline.summary import (
     candidate_metrics,
     evaluation_metrics,
     node_id_of,
+    published_destination,
 )
 
 Store = metadata_store.MetadataStore
@@ -97,7 +99,7 @@ class Run:
     run_id: str
     started_ms: int
     seconds: float
-    components: tuple[dict[str, Any], ...]  # node, state, seconds
+    components: tuple[dict[str, Any], ...]  # node, state, seconds, failure_reason
 
 
 def runs(store: Store) -> list[Run]:
@@ -120,6 +122,10 @@ def runs(store: Store) -> list[Run]:
                     "node": index.node_id(e.id),
                     "state": _STATES.get(e.last_known_state, "unknown"),
                     "seconds": (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1e3,
+                    "failure_reason": (
+                        e.custom_properties[mlmd_names.FAILURE_REASON].string_value
+                        if mlmd_names.FAILURE_REASON in e.custom_properties else None
+                    ),
                 }
                 for e in executions
             ),
@@ -135,7 +141,7 @@ class ModelRecord:
     created_ms: int
     blessed: bool | None  # None: never evaluated
     metrics: dict[str, dict[str, float]]  # head -> metric -> value (overall slice)
-    pushed_to: str | None  # the version the Pusher wrote and ServingCheck verified
+    pushed_to: str | None  # the version the Pusher published (only ever a checked model)
 
 
 def models(store: Store) -> list[ModelRecord]:
@@ -154,13 +160,12 @@ def models(store: Store) -> list[ModelRecord]:
                     continue
                 for artifact in outputs:
                     if index.type_name(artifact) == "ModelBlessing":
-                        blessed = bool(_properties(artifact).get("blessed"))
+                        blessed = bool(_properties(artifact).get(mlmd_names.BLESSED))
                     elif index.type_name(artifact) == "ModelEvaluation":
                         metrics = candidate_metrics(evaluation_metrics(artifact.uri).get(OVERALL, {}))
             elif node == "Pusher":
                 for pushed in outputs:
-                    if _properties(pushed).get("pushed") and _verified(index, pushed.id):
-                        pushed_to = _properties(pushed).get("pushed_destination")
+                    pushed_to = published_destination(_properties(pushed)) or pushed_to
         out.append(ModelRecord(
             artifact_id=model.id,
             uri=model.uri,
@@ -177,14 +182,6 @@ def _is_candidate(store: Store, execution_id: int, model_id: int) -> bool:
     for event in store.get_events_by_execution_ids([execution_id]):
         if event.type == _INPUT and event.artifact_id == model_id:
             return any(step.key == "model" for step in event.path.steps if step.HasField("key"))
-    return False
-
-
-def _verified(index: _Index, pushed_model_id: int) -> bool:
-    for execution_id in index.consumers(pushed_model_id):
-        for artifact in index.events(execution_id, _OUTPUT):
-            if index.type_name(artifact) == "InfraBlessing" and _properties(artifact).get("blessed"):
-                return True
     return False
 
 
@@ -210,7 +207,7 @@ def find_artifact(store: Store, target: str) -> metadata_store_pb2.Artifact:
         raise LookupError(f"no artifact with id {target}")
     wanted = target.rstrip("/")
     for artifact in store.get_artifacts_by_type("PushedModel"):
-        if str(_properties(artifact).get("pushed_destination", "")).rstrip("/") == wanted:
+        if str(_properties(artifact).get(mlmd_names.PUSHED_DESTINATION, "")).rstrip("/") == wanted:
             return artifact
     for artifact in store.get_artifacts():
         if artifact.uri.rstrip("/") == wanted:

@@ -3,9 +3,11 @@
 ExampleGen (newest span) -> StatisticsGen -> ExampleValidator (against
 ImportSchemaGen's curated schema) -> DataValidationGate (also drift against the
 previous span) -> Transform (over the last `window_spans` spans, reusing its
-analyzer cache) -> Trainer -> Evaluator (on the newest span, against the latest
-blessed model) -> Pusher -> ServingCheck (the pushed version, loaded in a fresh
-process, answers its warm-up requests; otherwise it is removed and the run fails).
+analyzer cache) -> Trainer -> Evaluator (on the newest span, against the model
+being served) -> ServingCheck (the blessed model, loaded as TF Serving loads it
+in a fresh process, answers its warm-up requests; otherwise the run fails) ->
+Pusher (stages the checked bytes where TF Serving does not look, then renames
+them to a new version: a server only ever sees checked models).
 """
 
 from __future__ import annotations
@@ -20,9 +22,14 @@ from tfx import v1 as tfx
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
-from components import example_gen, preprocessing, trainer
+from components import example_gen, preprocessing, pusher, trainer
 from components.data_validation import DataValidationGate
-from components.resolvers import LatestSpansStrategy, NewestArtifactStrategy, PreviousSpanStrategy
+from components.resolvers import (
+    LatestServedModelStrategy,
+    LatestSpansStrategy,
+    NewestArtifactStrategy,
+    PreviousSpanStrategy,
+)
 from components.serving_check_component import ServingCheck
 from pipeline.config import REPO_ROOT, PipelineConfig
 from pipeline.eval_config import make_eval_config
@@ -48,6 +55,9 @@ def code_fingerprint(root: Path = REPO_ROOT) -> str:
 
 # Transform's node id; its analyzer-cache resolver looks up its earlier outputs by it.
 TRANSFORM_ID = "Transform"
+
+# The Evaluator's baseline resolver (the newest published model).
+SERVED_MODEL_RESOLVER_ID = "latest_served_model_resolver"
 
 # Sub-folders named like this hold one span each: span-1/, span-2/, ...
 SPAN_FOLDERS = "span-{SPAN}"
@@ -171,7 +181,9 @@ def create_pipeline(
     `span_resolvers=False` is for orchestrators that run only TFX's built-in
     resolver strategies (Kubeflow Pipelines v2 / Vertex AI): Transform then
     reads this run's span only (`window_spans` must be 1), without the analyzer
-    cache, and the gate checks anomalies but not drift from the previous span.
+    cache, the gate checks anomalies but not drift from the previous span, and
+    the Evaluator's baseline is TFX's latest blessed model instead of the latest
+    published one.
     """
     if not span_resolvers and config.window_spans != 1:
         raise ValueError("without span resolvers the window is this run's span: window_spans must be 1")
@@ -233,11 +245,17 @@ def create_pipeline(
         },
     )
 
-    resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    if span_resolvers:
+        resolver = tfx.dsl.Resolver(
+            strategy_class=LatestServedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        ).with_id(SERVED_MODEL_RESOLVER_ID)
+    else:
+        resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
 
     evaluator = tfx.components.Evaluator(
         examples=example_gen_.outputs["examples"],
@@ -246,19 +264,25 @@ def create_pipeline(
         eval_config=make_eval_config(config.thresholds),
     )
 
-    pusher = tfx.components.Pusher(
+    serving_check = ServingCheck(
         model=trainer_.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        timeout_seconds=float(config.serving_check_timeout_s),
+    )
+
+    pusher_ = tfx.components.Pusher(
+        model=trainer_.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=serving_check.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=str(config.serving_dir)
             )
         ),
+        custom_executor_spec=executor_spec.ExecutorClassSpec(pusher.Executor),
     )
 
-    serving_check = ServingCheck(pushed_model=pusher.outputs["pushed_model"])
-
     components = [
-        *data.all(), *nodes, transform, trainer_, resolver, evaluator, pusher, serving_check,
+        *data.all(), *nodes, transform, trainer_, resolver, evaluator, serving_check, pusher_,
     ]
     return _pipeline(config, components, metadata_connection_config)

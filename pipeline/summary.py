@@ -1,8 +1,9 @@
-"""What the last pipeline run did, read back from ML Metadata (not from logs).
+"""What a pipeline run did, read back from ML Metadata (not from logs).
 
-`summarize(store, pipeline_name)` gives each component's outcome and seconds,
-the blessing with both heads' metrics (and failed thresholds), and where the
-model was pushed; `format_summary` renders it for people.
+`summarize(store, pipeline_name, run_id)` gives each component's outcome and
+seconds (and why it failed), the blessing with both heads' metrics (and failed
+thresholds), and where the model was published; `format_summary` renders it
+for people.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+
+from components import mlmd_names
 
 _STATES = {
     metadata_store_pb2.Execution.COMPLETE: "complete",
@@ -31,6 +34,7 @@ class ComponentRun:
     state: str
     seconds: float
     started_at: float  # seconds since the epoch, when ML Metadata registered the execution
+    failure_reason: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +44,11 @@ class RunSummary:
     blessed: bool | None  # None when the Evaluator did not run
     metrics: dict[str, dict[str, float]]  # head -> metric -> value (overall slice)
     failed_thresholds: tuple[str, ...]
-    pushed_to: str | None
+    pushed_to: str | None  # the published version, only ever a checked model
     evaluation_uri: str | None = None
+    # What the run cleaned up or took over before it started (stale staging
+    # folders, a dead run's lock, executions a killed run left running).
+    notes: tuple[str, ...] = ()
 
     def to_json_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -69,7 +76,24 @@ def node_id_of(context_type: str, context_name: str) -> str:
     return context_name.split(".", 1)[-1]
 
 
-def _latest_run(store: metadata_store.MetadataStore, pipeline_name: str):
+def published_destination(properties: dict[str, Any]) -> str | None:
+    """Where a PushedModel's model was published, or None: the one definition of "pushed".
+
+    The Pusher sets `pushed` only after the serving check passed and the
+    checked bytes were renamed into place, so a pushed model is a verified one.
+    """
+    if properties.get(mlmd_names.PUSHED):
+        return properties.get(mlmd_names.PUSHED_DESTINATION)
+    return None
+
+
+def _run_context(store: metadata_store.MetadataStore, pipeline_name: str, run_id: str | None):
+    if run_id is not None:
+        for type_name in RUN_CONTEXT_TYPES:
+            context = store.get_context_by_type_and_name(type_name, run_id)
+            if context is not None:
+                return context
+        raise LookupError(f"no run {run_id!r} of pipeline {pipeline_name!r} in this metadata store")
     pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
     executions = store.get_executions_by_context(pipeline.id) if pipeline else []
     if not executions:
@@ -145,9 +169,11 @@ def _failed_thresholds(evaluation_uri: str) -> tuple[str, ...]:
     return tuple(failures)
 
 
-def summarize(store: metadata_store.MetadataStore, pipeline_name: str) -> RunSummary:
-    """The latest run of `pipeline_name` recorded in `store`."""
-    run = _latest_run(store, pipeline_name)
+def summarize(
+    store: metadata_store.MetadataStore, pipeline_name: str, run_id: str | None = None
+) -> RunSummary:
+    """The run `run_id` of `pipeline_name` recorded in `store` (None: the latest one)."""
+    run = _run_context(store, pipeline_name, run_id)
     components = []
     blessed = None
     metrics: dict[str, dict[str, float]] = {}
@@ -158,21 +184,23 @@ def summarize(store: metadata_store.MetadataStore, pipeline_name: str) -> RunSum
     for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):
         node = _node_id(store, execution.id)
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1e3
+        reason = execution.custom_properties.get(mlmd_names.FAILURE_REASON)
         components.append(ComponentRun(
             node, _STATES.get(execution.last_known_state, "unknown"), seconds,
-            execution.create_time_since_epoch / 1e3,
+            execution.create_time_since_epoch / 1e3, reason.string_value if reason else None,
         ))
         for artifact in _outputs(store, execution.id):
             type_name = type_names[artifact.type_id]
             if type_name == "ModelBlessing":
-                blessed = bool(_custom(artifact, "blessed"))
+                blessed = bool(_custom(artifact, mlmd_names.BLESSED))
             elif type_name == "ModelEvaluation":
                 evaluation_uri = artifact.uri
                 metrics = candidate_metrics(evaluation_metrics(artifact.uri).get(OVERALL, {}))
                 failed = _failed_thresholds(artifact.uri)
-            elif type_name == "InfraBlessing" and _custom(artifact, "blessed"):
-                # Reported pushed only once ServingCheck loaded and called it.
-                pushed_to = _custom(artifact, "checked_model")
+            elif type_name == "PushedModel":
+                pushed_to = published_destination(
+                    {key: _custom(artifact, key) for key in artifact.custom_properties}
+                )
     return RunSummary(
         run.name, tuple(components), blessed, metrics, failed, pushed_to, evaluation_uri
     )
@@ -181,8 +209,11 @@ def summarize(store: metadata_store.MetadataStore, pipeline_name: str) -> RunSum
 def format_summary(summary: RunSummary, rating_scale_max: float | None = None) -> str:
     """Human-readable summary; with `rating_scale_max`, RMSE also on the rating scale."""
     lines = [f"Pipeline run {summary.run_id}"]
+    lines.extend(f"  note: {note}" for note in summary.notes)
     for c in summary.components:
         lines.append(f"  {c.component_id:<34} {c.state:<9} {c.seconds:7.1f} s")
+        if c.failure_reason:
+            lines.append(f"      {c.failure_reason.splitlines()[0][:300]}")
     if summary.blessed is None:
         lines.append("Blessing: not evaluated")
     else:
