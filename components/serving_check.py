@@ -167,7 +167,8 @@ def _replay_in_session(path: str, logs) -> list[tuple[str, dict, dict]]:
                 )
             except tf.errors.OpError as error:
                 raise ServingCheckError(
-                    f"{path}: signature {name!r} failed on warm-up record {number}: {error.message}"
+                    f"{path}: signature {name!r} failed on warm-up record {number}: "
+                    f"{' '.join(error.message.split())[:1000]}"
                 ) from error
             answers.append((name, inputs, outputs))
     return answers
@@ -230,7 +231,7 @@ def check_in_fresh_process(path: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> d
     """`check_saved_model` in a new, isolated Python process; raises ServingCheckError on any failure.
 
     The process is killed after `timeout_s`; it also ends by itself if this
-    process dies. Its last stdout line must be the JSON result.
+    process dies. Its last stdout line must be JSON: the result, or `{"error": ...}`.
     """
     command = [
         sys.executable, "-I", "-m", "components.serving_check", path, "--parent-pid", str(os.getpid()),
@@ -245,16 +246,19 @@ def check_in_fresh_process(path: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> d
             raise ServingCheckError(
                 f"{path}: the serving check did not finish within {timeout_s:g} s and was stopped"
             ) from error
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines()
-        raise ServingCheckError(lines[-1] if lines else f"{path}: the check exited with status {result.returncode}")
     lines = result.stdout.strip().splitlines()
     try:
         answer = json.loads(lines[-1])
-        if answer["path"] != path or not isinstance(answer["requests"], int):
-            raise ValueError(f"unexpected result {answer}")
+        if "error" in answer and result.returncode != 0:
+            raise ServingCheckError(answer["error"])
+        if result.returncode != 0 or answer["path"] != path or not isinstance(answer["requests"], int):
+            raise ValueError(f"exit status {result.returncode}, last line {lines[-1][:200]!r}")
     except (IndexError, ValueError, KeyError, TypeError) as error:
-        raise ServingCheckError(f"{path}: the serving check's result cannot be read ({error})") from error
+        stderr = result.stderr.strip().splitlines()
+        raise ServingCheckError(
+            f"{path}: the serving check's result cannot be read ({error}); its last stderr line: "
+            f"{stderr[-1][:500] if stderr else ''}"
+        ) from error
     return answer
 
 
@@ -280,7 +284,7 @@ def main(argv: list[str]) -> int:
     try:
         print(json.dumps(check_saved_model(args[0])))
     except (ServingCheckError, OSError, ValueError, tf.errors.OpError) as error:
-        print(f"serving check failed: {error}", file=sys.stderr)
+        print(json.dumps({"error": str(error)}))
         return 1
     return 0
 

@@ -4,10 +4,11 @@
 
 Runs TFX's executors of the two components on real artifacts, exactly as the
 pipeline wires them, so tests can kill it with real signals at each step and
-look at the serving folder. Prints the PushedModel's properties as JSON and
-exits 0; on a failure prints the error's message on the last stderr line and
-exits 1. `--file-size-limit` sets RLIMIT_FSIZE (SIGXFSZ ignored) once the check
-passed, so the Pusher's writes past it fail with EFBIG as on a full disk.
+look at the serving folder. Writes the checked digest to WORK_DIR/checked.json,
+prints the PushedModel's properties as JSON and exits 0; on a failure prints
+the error's message on the last stderr line and exits 1. `--file-size-limit`
+sets RLIMIT_FSIZE (SIGXFSZ ignored) once the check passed, so the Pusher's
+writes past it fail with EFBIG as on a full disk.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def handoff(
         {"blessing": [infra_blessing]},
         {"timeout_seconds": timeout_s},
     )
-    print(json.dumps({"checked": infra_blessing.get_string_custom_property(mlmd_names.CHECKED_DIGEST)}),
-          flush=True)
+    (work / "checked.json").write_text(json.dumps({
+        "checked": infra_blessing.get_string_custom_property(mlmd_names.CHECKED_DIGEST)
+    }))
 
     pushed = _artifact(standard_artifacts.PushedModel, work / "pushed_model")
     if file_size_limit is not None:  # from here on, as if the disk were nearly full

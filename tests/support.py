@@ -1,6 +1,5 @@
 """Helpers shared by the tests."""
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
 from components import example_gen, features
+from components.publish import tree_digest
 from components.model import ModelConfig, TrainingData, build_model
 from components.preprocessing import (
     DEFAULT_TIER_THRESHOLDS,
@@ -24,8 +24,8 @@ from pipeline.config import DEFAULT_SCHEMA, HeadThreshold
 COMPONENT_IDS = {
     "ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
     "previous_span_statistics_resolver", "DataValidationGate", "span_window_resolver",
-    "analyzer_cache_resolver", "Transform", "Trainer", "latest_blessed_model_resolver",
-    "Evaluator", "Pusher", "ServingCheck",
+    "analyzer_cache_resolver", "Transform", "Trainer", "latest_served_model_resolver",
+    "Evaluator", "ServingCheck", "Pusher",
 }
 
 # Bounds any trained model passes: for tests about data and plumbing, not quality.
@@ -35,13 +35,11 @@ LOOSE_THRESHOLDS = {
 }
 
 
-def tree_digest(root: Path) -> str:
-    """SHA-256 over every file's relative path and bytes under `root`."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+def served_versions(serving_dir: Path) -> dict[str, str]:
+    """Version folder name -> its tree digest: everything TF Serving would load from `serving_dir`."""
+    if not serving_dir.is_dir():
+        return {}
+    return {p.name: tree_digest(p) for p in sorted(serving_dir.iterdir()) if p.name.isdigit()}
 
 
 def _instances(rows, indices):

@@ -14,7 +14,7 @@ from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import PipelineConfig
 from run_local import run
-from tests.support import LOOSE_THRESHOLDS, tree_digest
+from tests.support import LOOSE_THRESHOLDS, served_versions
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def test_bad_file_stops_before_training_and_keeps_the_served_model(served, case,
     lines = corrupt(good.read_text().splitlines())
     data.write_text("\n".join(lines) + ("\n" if lines else ""))
     config = _config(data, served / "out")
-    before = tree_digest(config.serving_dir)
+    before = served_versions(config.serving_dir)
 
     summary, error = run(config)
 
@@ -87,7 +87,7 @@ def test_bad_file_stops_before_training_and_keeps_the_served_model(served, case,
     states = {c.component_id: c.state for c in summary.components}
     assert states[failing] == "FAILED"  # recorded in ML Metadata
     assert "Trainer" not in states and "Pusher" not in states
-    assert tree_digest(config.serving_dir) == before
+    assert served_versions(config.serving_dir) == before
     if failing == "DataValidationGate":
         store = metadata_store.MetadataStore(
             tfx.orchestration.metadata.sqlite_metadata_connection_config(str(config.metadata_path))

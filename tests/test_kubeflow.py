@@ -21,8 +21,8 @@ EXPECTED_UPSTREAM = {
     "latest_blessed_model_resolver-model-resolver": set(),
     "latest_blessed_model_resolver-model-blessing-resolver": set(),
     "Evaluator": {"ExampleGen", "Trainer", "latest_blessed_model_resolver-model-resolver"},
-    "Pusher": {"Trainer", "Evaluator"},
-    "ServingCheck": {"Pusher"},
+    "ServingCheck": {"Trainer", "Evaluator"},
+    "Pusher": {"Trainer", "Evaluator", "ServingCheck"},
 }
 
 

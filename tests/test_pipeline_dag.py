@@ -21,10 +21,10 @@ EXPECTED_UPSTREAM = {
         "span_window_resolver", "ImportSchemaGen", "DataValidationGate", "analyzer_cache_resolver"
     },
     "Trainer": {"Transform", "ImportSchemaGen"},
-    "latest_blessed_model_resolver": set(),
-    "Evaluator": {"ExampleGen", "Trainer", "latest_blessed_model_resolver"},
-    "Pusher": {"Trainer", "Evaluator"},
-    "ServingCheck": {"Pusher"},
+    "latest_served_model_resolver": set(),
+    "Evaluator": {"ExampleGen", "Trainer", "latest_served_model_resolver"},
+    "ServingCheck": {"Trainer", "Evaluator"},
+    "Pusher": {"Trainer", "Evaluator", "ServingCheck"},
 }
 
 
@@ -54,8 +54,11 @@ def test_inputs_are_wired_to_the_right_outputs(tmp_path):
     assert producer("DataValidationGate", "previous_statistics") == (
         "previous_span_statistics_resolver", "statistics"
     )
-    assert producer("Evaluator", "baseline_model") == ("latest_blessed_model_resolver", "model")
+    assert producer("Evaluator", "baseline_model") == ("latest_served_model_resolver", "model")
+    assert producer("ServingCheck", "model") == ("Trainer", "model")
+    assert producer("ServingCheck", "model_blessing") == ("Evaluator", "blessing")
     assert producer("Pusher", "model_blessing") == ("Evaluator", "blessing")
+    assert producer("Pusher", "infra_blessing") == ("ServingCheck", "blessing")
     assert producer("Evaluator", "examples") == ("ExampleGen", "examples")
 
 

@@ -1,19 +1,21 @@
 """The exported model's contract: both serving signatures and the trained Keras
 model agree; unknown IDs, empty and large batches work; warm-up requests are
 written and replayed; `saved_model_cli` reads and runs the signatures; the
-serving check removes a model that cannot answer."""
+serving check refuses what TF Serving would refuse, wrong answers and a hung
+model, whatever the caller's working directory holds."""
 
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import export, features, serving_check, serving_check_component, warmup
+from components import export, features, serving_check, warmup
 from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, generate_rows
 from tests.support import transform_and_train
@@ -166,11 +168,114 @@ def test_saved_model_cli_shows_and_runs_both_signatures(tuned):
     assert results(by_ids.stdout) == pytest.approx(results(by_examples.stdout), abs=TOLERANCE)
 
 
-def test_a_pushed_model_that_fails_the_check_is_removed(tuned, tmp_path):
+def _copy_with_warmup(source, target, mutate):
+    """A copy of the model at `source` whose warm-up records are `mutate(records)`."""
+    shutil.copytree(source, target)
+    records = mutate(warmup.read_requests(str(target)))
+    with tf.io.TFRecordWriter(str(target / warmup.WARMUP_FILE)) as writer:
+        for record in records:
+            writer.write(record.SerializeToString())
+    return target
+
+
+def _rename_input(records):
+    request = records[0].predict_log.request
+    request.inputs["userid"].CopyFrom(request.inputs[features.USER_ID])
+    del request.inputs[features.USER_ID]
+    return records
+
+
+def _float_ids(records):
+    request = records[0].predict_log.request
+    rows = len(request.inputs[features.USER_ID].string_val)
+    request.inputs[features.USER_ID].CopyFrom(tf.make_tensor_proto(np.zeros(rows, np.float32)))
+    return records
+
+
+def _unknown_signature(records):
+    records[1].predict_log.request.model_spec.signature_name = "serving_nonexistent"
+    return records
+
+
+def _classify_log(records):
+    records[0].ClearField("predict_log")
+    records[0].classify_log.SetInParent()
+    return records
+
+
+def _too_many(records):
+    return records * (serving_check.MAX_WARMUP_RECORDS // len(records) + 1)
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (_rename_input, "signature 'serving_default': warm-up record 1 has inputs ['item_id', 'userid'], "
+                    "the signature declares ['item_id', 'user_id']"),
+    (_float_ids, "signature 'serving_default': input 'user_id' of warm-up record 1 is DT_FLOAT, "
+                 "the signature declares DT_STRING"),
+    (_unknown_signature, "warm-up record 2 asks for signature 'serving_nonexistent', which the model does not have"),
+    (_classify_log, "warm-up record 1 is a classify_log log"),
+    (_too_many, "more than 1000 records, which TF Serving refuses to load"),
+    (lambda records: [], "no warm-up requests"),
+], ids=["input-name", "input-dtype", "signature", "log-kind", "too-many", "empty"])
+def test_the_check_refuses_warmup_requests_tf_serving_would_refuse(tuned, tmp_path, mutate, expected):
     _, _, _, path = tuned
-    broken = tmp_path / "broken"
-    shutil.copytree(path, broken)
-    (broken / warmup.WARMUP_FILE).unlink()
-    with pytest.raises(serving_check.ServingCheckError, match="no warm-up requests"):
-        serving_check_component.verify_push(str(broken))
-    assert not broken.exists()  # the serving directory falls back to the previous version
+    broken = _copy_with_warmup(path, tmp_path / "broken", mutate)
+    with pytest.raises(serving_check.ServingCheckError) as raised:
+        serving_check.check_saved_model(str(broken))
+    assert str(broken) in str(raised.value) and expected in str(raised.value)
+
+
+def test_a_model_with_non_finite_outputs_fails_the_check_in_a_fresh_process(tuned, tmp_path):
+    _, tft_output, model, _ = tuned
+    trainable = model.trainable_weights
+    saved = [w.numpy() for w in trainable]
+    try:
+        for weight in trainable:
+            weight.assign(tf.fill(weight.shape, np.nan))
+        export.export_model(model, tft_output, str(tmp_path / "nan"))
+    finally:
+        for weight, value in zip(trainable, saved):
+            weight.assign(value)
+    with pytest.raises(serving_check.ServingCheckError, match="signature 'serving_default' gave a non-finite"):
+        serving_check.check_in_fresh_process(str(tmp_path / "nan"))
+
+
+class _Hangs(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.string)])
+    def serve(self, user_id, item_id):
+        (forever,) = tf.while_loop(lambda i: i >= 0, lambda i: i + 1, [tf.constant(0, tf.int64)])
+        rows = tf.shape(user_id)[0]
+        value = tf.fill([rows, 1], tf.cast(forever, tf.float32))
+        return {head: value for head in features.HEADS}
+
+
+def test_a_hung_model_is_stopped_at_the_timeout(tmp_path):
+    module = _Hangs()
+    path = str(tmp_path / "hangs")
+    tf.saved_model.save(module, path, signatures={features.SERVING_DEFAULT: module.serve.get_concrete_function()})
+    warmup.write_requests(path, {features.USER_ID: [b"1"], features.ITEM_ID: [b"2"]})
+    started = time.monotonic()
+    with pytest.raises(serving_check.ServingCheckError, match="did not finish within 10 s and was stopped"):
+        serving_check.check_in_fresh_process(path, timeout_s=10)
+    assert time.monotonic() - started < 60
+
+
+FAKE_CHECK = """import json, sys
+print(json.dumps({"path": sys.argv[1], "requests": 2, "signatures": [], "seconds": 0}))
+"""
+
+
+def test_a_components_package_in_the_working_directory_does_not_change_the_check(tuned, tmp_path, monkeypatch):
+    _, _, _, path = tuned
+    fake = tmp_path / "elsewhere"
+    (fake / "components").mkdir(parents=True)
+    (fake / "components" / "__init__.py").write_text("")
+    (fake / "components" / "serving_check.py").write_text(FAKE_CHECK)  # would pass anything
+    broken = _copy_with_warmup(path, tmp_path / "broken", _rename_input)
+    monkeypatch.chdir(fake)
+    monkeypatch.setenv("PYTHONPATH", str(fake))
+    with pytest.raises(serving_check.ServingCheckError, match="warm-up record 1 has inputs"):
+        serving_check.check_in_fresh_process(str(broken))
+    assert serving_check.check_in_fresh_process(path)["signatures"] == [
+        features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE
+    ]

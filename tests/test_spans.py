@@ -14,7 +14,7 @@ from components.resolvers import span_of
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import PipelineConfig
 from run_local import run
-from tests.support import LOOSE_THRESHOLDS, tree_digest
+from tests.support import LOOSE_THRESHOLDS, served_versions
 
 pytestmark = pytest.mark.slow
 
@@ -93,11 +93,11 @@ def test_transform_reads_the_window_of_two_spans_and_the_previous_cache(spans):
 def test_a_drifted_span_stops_before_transform(spans):
     config, _, second = spans
     assert second.pushed_to  # a model is being served
-    served = tree_digest(config.serving_dir)
+    served = served_versions(config.serving_dir)
     _add_span(config.data_path, 3, seed=3, liked_override=1)  # suddenly everyone likes everything
     summary, error = run(config)
     assert error is not None
-    assert tree_digest(config.serving_dir) == served
+    assert served_versions(config.serving_dir) == served
     message = str(error)
     assert str(config.data_path) in message
     assert "span 2 -> span 3" in message
