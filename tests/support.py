@@ -1,5 +1,7 @@
 """Helpers shared by the tests."""
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
 from components import example_gen, features
+from components import publish
 from components.publish import tree_digest
 from components.model import ModelConfig, TrainingData, build_model
 from components.preprocessing import (
@@ -33,6 +36,33 @@ LOOSE_THRESHOLDS = {
     features.BINARY_RATING: HeadThreshold("AUC", True, bound=0.5, max_regression=1.0),
     features.PURCHASE_PROBABILITY: HeadThreshold("RootMeanSquaredError", False, 1.0, 1.0),
 }
+
+
+class Watcher:
+    """Polls a serving folder every 20 ms; records each numeric version's digest when first seen."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.seen, self._stop = folder, {}, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _poll(self):
+        for name in publish.versions(self.folder):
+            if str(name) not in self.seen:
+                self.seen[str(name)] = (time.time(), publish.tree_digest(self.folder / str(name)))
+
+    def _run(self):
+        while not self._stop.is_set():
+            self._poll()
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self._poll()  # the state the run left
 
 
 def served_versions(serving_dir: Path) -> dict[str, str]:

@@ -1,9 +1,14 @@
-"""Two real LocalDagRunner runs on small generated data, checked through ML Metadata.
+"""Four real LocalDagRunner runs on small generated data, checked through ML Metadata.
 
-Run 1 must bless and push a model that loads without project code and serves
-known and unknown IDs from both signatures. Run 2 demands an AUC no model can
-reach: it must not be blessed, and the serving directory must be left as is.
-`inspect_metadata.py` then answers runs, models and lineage from their store.
+Run 1 must bless and publish a model that loads without project code and
+serves known and unknown IDs from both signatures; a watcher polling the
+serving folder every 20 ms sees it appear only after its serving check passed,
+with the checked bytes. Run 2 demands an AUC no model can reach: it must not
+be blessed. Run 3's blessed model fails the serving check (its timeout is too
+short): nothing is published and the run fails naming why. Run 4 is judged
+against run 1's model, the one being served, not run 3's rejected one.
+In runs 2 and 3 the serving folder is left as is. `inspect_metadata.py` then
+answers runs, models and lineage from their store.
 """
 
 import dataclasses
@@ -16,12 +21,12 @@ import pytest
 from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
 
-from components import features
+from components import features, mlmd_names
 from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import HeadThreshold, PipelineConfig
 from run_local import run
-from tests.support import COMPONENT_IDS, tree_digest
+from tests.support import COMPONENT_IDS, Watcher, served_versions
 
 pytestmark = pytest.mark.slow
 
@@ -52,10 +57,14 @@ print(json.dumps({name: {k: v.numpy().tolist() for k, v in out.items()}
 
 
 
-def _executions_per_node(config):
-    store = metadata_store.MetadataStore(
+def _store(config):
+    return metadata_store.MetadataStore(
         tfx.orchestration.metadata.sqlite_metadata_connection_config(str(config.metadata_path))
     )
+
+
+def _executions_per_node(config):
+    store = _store(config)
     counts = {}
     for context in store.get_contexts_by_type("node"):
         node = context.name.split(".", 1)[1]
@@ -74,9 +83,10 @@ def first_run(tmp_path_factory):
         model=ModelConfig(epochs=10),
         thresholds=THRESHOLDS,
     )
-    summary, error = run(config)
+    with Watcher(config.serving_dir) as watcher:
+        summary, error = run(config)
     assert error is None, error
-    return config, summary, _executions_per_node(config), tree_digest(config.serving_dir)
+    return config, summary, _executions_per_node(config), served_versions(config.serving_dir), watcher.seen
 
 
 @pytest.fixture(scope="module")
@@ -90,28 +100,77 @@ def second_run(first_run):
     return config, summary
 
 
+@pytest.fixture(scope="module")
+def third_run(second_run):
+    """A blessed model whose serving check cannot finish in time: rejected, never published."""
+    config = dataclasses.replace(second_run[0], thresholds=THRESHOLDS, serving_check_timeout_s=0.5)
+    with Watcher(config.serving_dir) as watcher:
+        summary, error = run(config)
+    return config, summary, error, watcher.seen
+
+
+@pytest.fixture(scope="module")
+def fourth_run(third_run):
+    config = dataclasses.replace(third_run[0], serving_check_timeout_s=300.0)
+    summary, error = run(config)
+    assert error is None, error
+    return config, summary
+
+
+def _model_of_run(store, run_id):
+    """The Model artifact the Trainer of `run_id` produced."""
+    context = store.get_context_by_type_and_name("pipeline_run", run_id)
+    for execution in store.get_executions_by_context(context.id):
+        for event in store.get_events_by_execution_ids([execution.id]):
+            if event.type == event.OUTPUT:
+                (artifact,) = store.get_artifacts_by_id([event.artifact_id])
+                if store.get_artifact_types_by_id([artifact.type_id])[0].name == "Model":
+                    return artifact.id
+    raise LookupError(run_id)
+
+
+def _evaluator_baseline(store, run_id):
+    context = store.get_context_by_type_and_name("pipeline_run", run_id)
+    for execution in store.get_executions_by_context(context.id):
+        for event in store.get_events_by_execution_ids([execution.id]):
+            keys = {step.key for step in event.path.steps if step.HasField("key")}
+            if event.type == event.INPUT and "baseline_model" in keys:
+                return event.artifact_id
+    return None
+
+
 def test_every_component_executed_once(first_run):
-    _, summary, executions, _ = first_run
+    _, summary, executions, _, _ = first_run
     assert executions == {node: 1 for node in COMPONENT_IDS}
     assert {c.component_id for c in summary.components} == COMPONENT_IDS
     assert {c.state for c in summary.components} == {"complete"}
 
 
 def test_model_is_blessed_and_pushed_with_both_heads_measured(first_run):
-    config, summary, _, _ = first_run
+    config, summary, _, served, _ = first_run
     assert summary.blessed is True
     assert summary.failed_thresholds == ()
     assert summary.metrics[features.BINARY_RATING]["auc"] >= 0.65
     assert summary.metrics[features.PURCHASE_PROBABILITY]["root_mean_squared_error"] <= 0.25
-    versions = list(config.serving_dir.iterdir())
-    assert len(versions) == 1
-    assert summary.pushed_to.rstrip("/") == str(versions[0])
-    assert (versions[0] / "saved_model.pb").is_file()
+    (version,) = served
+    assert summary.pushed_to == str(config.serving_dir / version)
+    assert (config.serving_dir / version / "saved_model.pb").is_file()
+
+
+def test_the_watcher_saw_only_the_checked_model_and_only_after_its_check(first_run):
+    config, summary, _, served, seen = first_run
+    (blessing,) = _store(config).get_artifacts_by_type("InfraBlessing")
+    assert blessing.custom_properties[mlmd_names.BLESSED].int_value == 1
+    checked = blessing.custom_properties[mlmd_names.CHECKED_DIGEST].string_value
+    assert set(seen) == set(served)
+    for version, (first_seen, digest) in seen.items():
+        assert digest == checked == served[version]
+        assert first_seen * 1000 >= blessing.create_time_since_epoch
 
 
 def test_pushed_model_serves_known_and_unknown_ids_in_a_fresh_process(first_run):
-    config, _, _, _ = first_run
-    (version,) = config.serving_dir.iterdir()
+    config, _, _, served, _ = first_run
+    (version,) = [config.serving_dir / v for v in served]
     users = ["1", "2", "no-such-user", "1", "ünïcødé"]
     items = ["1", "no-such-item", "3", "2", "4"]
     out = subprocess.run(
@@ -130,13 +189,35 @@ def test_pushed_model_serves_known_and_unknown_ids_in_a_fresh_process(first_run)
 
 
 def test_unmeetable_threshold_blocks_the_push_and_keeps_the_served_model(first_run, second_run):
-    first_config, _, _, digest_before = first_run
+    first_config, _, _, served_before, _ = first_run
     _, summary = second_run
     assert summary.blessed is False
     assert any("binary_rating/auc" in f for f in summary.failed_thresholds)
     assert summary.pushed_to is None
-    assert len(list(first_config.serving_dir.iterdir())) == 1
-    assert tree_digest(first_config.serving_dir) == digest_before
+    assert served_versions(first_config.serving_dir) == served_before
+
+
+def test_a_blessed_model_that_fails_the_serving_check_is_never_published(first_run, third_run):
+    _, _, _, served_before, _ = first_run
+    config, summary, error, seen = third_run
+    assert error is not None and "did not finish within 0.5 s" in str(error)
+    assert summary.blessed is True and summary.pushed_to is None
+    states = {c.component_id: c for c in summary.components}
+    assert states["ServingCheck"].state == "FAILED"
+    assert "did not finish within 0.5 s" in states["ServingCheck"].failure_reason
+    assert "Pusher" not in states
+    assert set(seen) == set(served_before)
+    assert served_versions(config.serving_dir) == served_before
+
+
+def test_the_rejected_model_is_not_the_next_baseline(first_run, third_run, fourth_run):
+    config, summary = fourth_run
+    store = _store(config)
+    assert _evaluator_baseline(store, summary.run_id) == _model_of_run(store, first_run[1].run_id)
+    assert _model_of_run(store, third_run[1].run_id) != _model_of_run(store, first_run[1].run_id)
+    assert summary.blessed is True
+    versions = served_versions(config.serving_dir)
+    assert len(versions) == 2 and summary.pushed_to == str(config.serving_dir / max(versions))
 
 
 def test_an_anomaly_stops_the_run_before_transform(tmp_path):
@@ -182,20 +263,25 @@ def _inspect(config, *args):
     return json.loads(out.stdout)
 
 
-def test_inspect_runs_lists_both_runs_with_every_component(first_run, second_run):
+def test_inspect_runs_lists_every_run_with_every_component(first_run, second_run, third_run, fourth_run):
     runs = _inspect(first_run[0], "runs")
-    assert [r["run_id"] for r in runs] == [first_run[1].run_id, second_run[1].run_id]
-    for run_record in runs:
+    assert [r["run_id"] for r in runs] == [
+        first_run[1].run_id, second_run[1].run_id, third_run[1].run_id, fourth_run[1].run_id
+    ]
+    for run_record in runs[:2] + runs[3:]:
         assert {c["node"] for c in run_record["components"]} == COMPONENT_IDS
         assert {c["state"] for c in run_record["components"]} == {"complete"}
         assert run_record["seconds"] >= max(c["seconds"] for c in run_record["components"])
+    rejected = {c["node"]: c for c in runs[2]["components"]}
+    assert rejected["ServingCheck"]["state"] == "FAILED"
+    assert "did not finish within 0.5 s" in rejected["ServingCheck"]["failure_reason"]
 
 
 def test_inspect_models_gives_blessing_metrics_and_push(first_run, second_run):
-    config, first, _, _ = first_run
+    config, first, _, _, _ = first_run
     models = _inspect(config, "models")
-    assert [m["run_id"] for m in models] == [first.run_id, second_run[1].run_id]
-    pushed, rejected = models
+    assert [m["run_id"] for m in models[:2]] == [first.run_id, second_run[1].run_id]
+    pushed, rejected = models[:2]
     assert pushed["blessed"] is True and rejected["blessed"] is False
     assert pushed["pushed_to"].rstrip("/") == first.pushed_to.rstrip("/")
     assert rejected["pushed_to"] is None
@@ -204,7 +290,7 @@ def test_inspect_models_gives_blessing_metrics_and_push(first_run, second_run):
 
 
 def test_inspect_lineage_goes_from_the_pushed_model_back_to_the_input_data(first_run, second_run):
-    config, summary, _, _ = first_run
+    config, summary, _, _, _ = first_run
     steps = _inspect(config, "lineage", summary.pushed_to)
     by_type = {}
     for step in steps:
@@ -212,6 +298,7 @@ def test_inspect_lineage_goes_from_the_pushed_model_back_to_the_input_data(first
     assert steps[0]["artifact_type"] == "PushedModel"
     expected = {
         "ModelBlessing": "Evaluator", "ModelEvaluation": "Evaluator", "Model": "Trainer",
+        "InfraBlessing": "ServingCheck",
         "TransformGraph": "Transform", "Schema": "ImportSchemaGen",
         "ExampleStatistics": "StatisticsGen", "ExampleAnomalies": "ExampleValidator",
     }

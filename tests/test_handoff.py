@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.config import REPO_ROOT
 from tests.handoff_child import handoff
-from tests.support import served_versions, transform_and_train
+from tests.support import Watcher, served_versions, transform_and_train
 
 pytestmark = pytest.mark.slow
 # Makes the copy long enough to be caught in the middle by a 1 ms poll.
@@ -74,33 +73,6 @@ def serving(tmp_path, models):
     folder.mkdir()
     shutil.copytree(models["good"], folder / "1000")
     return folder
-
-
-class Watcher:
-    """Polls a serving folder every 20 ms; records each numeric version's digest when first seen."""
-
-    def __init__(self, folder: Path):
-        self.folder, self.seen, self._stop = folder, {}, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _poll(self):
-        for name in publish.versions(self.folder):
-            if str(name) not in self.seen:
-                self.seen[str(name)] = (time.time(), publish.tree_digest(self.folder / str(name)))
-
-    def _run(self):
-        while not self._stop.is_set():
-            self._poll()
-            time.sleep(0.02)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=30)
-        self._poll()  # the state the run left
 
 
 class Child:

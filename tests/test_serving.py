@@ -4,10 +4,13 @@ written and replayed; `saved_model_cli` reads and runs the signatures; the
 serving check refuses what TF Serving would refuse, wrong answers and a hung
 model, whatever the caller's working directory holds."""
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -279,3 +282,34 @@ def test_a_components_package_in_the_working_directory_does_not_change_the_check
     assert serving_check.check_in_fresh_process(path)["signatures"] == [
         features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE
     ]
+
+
+def test_a_check_process_that_dies_without_a_result_is_a_failure(tuned):
+    """E.g. the kernel's OOM killer: no JSON on stdout, so no pass."""
+    _, _, _, path = tuned
+    outcome = {}
+
+    def check():
+        try:
+            outcome["result"] = serving_check.check_in_fresh_process(path)
+        except serving_check.ServingCheckError as error:
+            outcome["error"] = str(error)
+
+    thread = threading.Thread(target=check)
+    thread.start()
+    deadline = time.monotonic() + 120
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            try:
+                cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+                if b"components.serving_check" in cmdline and path.encode() in cmdline:
+                    victim = int(entry.name)
+            except OSError:
+                continue
+        time.sleep(0.01)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=120)
+    assert "result" not in outcome
+    assert "the serving check's result cannot be read (exit status -9" in outcome["error"]
