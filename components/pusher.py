@@ -49,8 +49,10 @@ class Executor(pusher_executor.Executor):
         if not input_dict.get(standard_component_specs.INFRA_BLESSING_KEY):
             raise ValueError("the Pusher needs ServingCheck's infra_blessing: it publishes checked models only")
         if not self.CheckBlessing(input_dict):
-            with publish.publish_lock(serving_dir):
-                removed = publish.remove_stale_staging(serving_dir)
+            removed = ()
+            if serving_dir.is_dir():  # nothing to clean where nothing was ever published
+                with publish.publish_lock(serving_dir):
+                    removed = publish.remove_stale_staging(serving_dir)
             self._record_removed(pushed, removed)
             self._MarkNotPushed(pushed)
             return

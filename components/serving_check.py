@@ -246,14 +246,21 @@ def check_in_fresh_process(path: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> d
             raise ServingCheckError(
                 f"{path}: the serving check did not finish within {timeout_s:g} s and was stopped"
             ) from error
+    return _parse_result(path, result)
+
+
+def _parse_result(path: str, result: subprocess.CompletedProcess) -> dict:
+    """The check's JSON answer; a reported failure raises it, anything unreadable is a failure too."""
     lines = result.stdout.strip().splitlines()
     try:
+        if not lines:
+            raise ValueError(f"exit status {result.returncode}, no output")
         answer = json.loads(lines[-1])
-        if "error" in answer and result.returncode != 0:
+        if isinstance(answer, dict) and "error" in answer and result.returncode != 0:
             raise ServingCheckError(answer["error"])
         if result.returncode != 0 or answer["path"] != path or not isinstance(answer["requests"], int):
             raise ValueError(f"exit status {result.returncode}, last line {lines[-1][:200]!r}")
-    except (IndexError, ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError) as error:
         stderr = result.stderr.strip().splitlines()
         raise ServingCheckError(
             f"{path}: the serving check's result cannot be read ({error}); its last stderr line: "
