@@ -4,15 +4,27 @@ TFX's CsvExampleGen guesses each column's type from its values, so an ID
 column of digits becomes int64 and "007" becomes 7. This executor reads each
 column's type from the schema in `schemas/` instead: IDs stay strings.
 
-Contract of `parse_row` (pure, tested directly): one CSV line in, one
-serialized tf.Example out, or a `CsvFormatError` naming the file, the column and the
-problem. Empty cells become features with no value, which the schema's
-presence constraints turn into validation anomalies downstream.
+Contract of `parse_row` (pure, tested directly): one CSV line (bytes, as
+read) in, one serialized tf.Example out, or a `CsvFormatError` naming the
+file, the column and the problem. Empty cells become features with no value,
+which the schema's presence constraints turn into validation anomalies
+downstream.
+
+What is read as exported by common tools: a UTF-8 byte-order mark, CRLF or
+CR-only line ends, `.csv.gz` files, RFC 4180 quoting on one line (quoted
+commas), spaces after the delimiter, integers written as `1.0`. Surrounding
+whitespace is not part of an ID (the rule `data.ratings` follows too). What is
+refused by name: a header-only file, bytes that are not UTF-8, a quoted field
+that does not end on its line, a cell over the CSV reader's field limit, an
+integer that does not fit in int64.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import glob
+import gzip
 import json
 import os
 from typing import Any, Iterator, Mapping, Sequence
@@ -58,13 +70,78 @@ def column_types(schema: schema_pb2.Schema) -> dict[str, int]:
     return {feature.name: feature.type for feature in schema.feature}
 
 
-def read_header(path: str, required: Sequence[str]) -> list[str]:
-    """The column names on the first line of `path`; all of `required` must be there."""
-    with fileio.open(path, "r") as f:
-        first = f.readline()
+# A UTF-8 byte-order mark, as spreadsheet programs write it at the start of a file.
+_BOM = b"\xef\xbb\xbf"
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_CHUNK = 1 << 16
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvLayout:
+    """What the first line of a file says about how to read it."""
+
+    header: list[str]
+    # The line terminator to split on: None for "\n" and "\r\n" (Beam's
+    # default), b"\r" for a file whose lines end in CR alone.
+    line_delimiter: bytes | None = None
+
+
+def open_binary(path: str):
+    """`path` as a binary stream, decompressed when it ends in `.gz`."""
+    raw = fileio.open(path, "rb")
+    return gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
+
+
+def _csv_cells(text: str) -> list[str]:
+    """One CSV line's cells (RFC 4180 quoting, spaces after a delimiter skipped); csv.Error if malformed."""
+    return next(csv.reader([text], skipinitialspace=True, strict=True), [])
+
+
+def _first_line(stream) -> tuple[bytes, bytes | None, bool]:
+    """(first line without its terminator, b"\r" if lines end in CR alone else None, whether any
+    non-blank byte follows it)."""
+    data = b""
+    while not any(end in data for end in (b"\n", b"\r")):
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            return data, None, False
+        data += chunk
+    cut = min(i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0)
+    line, rest = data[:cut], data[cut:]
+    if rest[:1] == b"\r" and len(rest) == 1:
+        rest += stream.read(1)
+    delimiter = b"\r" if rest[:1] == b"\r" and rest[1:2] != b"\n" else None
+    while True:
+        if rest.strip():
+            return line, delimiter, True
+        rest = stream.read(_CHUNK)
+        if not rest:
+            return line, delimiter, False
+
+
+def read_layout(path: str, required: Sequence[str]) -> CsvLayout:
+    """The header of `path` (all of `required` must be there) and its line terminator.
+
+    Refuses an empty file, a header-only file, a header that is not UTF-8 or
+    not valid CSV, and repeated column names.
+    """
+    try:
+        with open_binary(path) as stream:
+            first, delimiter, has_rows = _first_line(stream)
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+        raise CsvFormatError(f"{path}: cannot be read: {error}") from None
+    first = first[len(_BOM):] if first.startswith(_BOM) else first
     if not first.strip():
         raise CsvFormatError(f"{path}: file is empty (expected a header line with {list(required)})")
-    header = [name.strip() for name in next(csv.reader([first]))]
+    try:
+        header = [name.strip() for name in _csv_cells(first.decode("utf-8"))]
+    except UnicodeDecodeError as error:
+        raise CsvFormatError(
+            f"{path}: line 1 (the header) is not UTF-8 text (byte {first[error.start]:#04x} at "
+            f"position {error.start}); save the file as UTF-8"
+        ) from None
+    except csv.Error as error:
+        raise CsvFormatError(f"{path}: line 1 (the header) is not valid CSV: {error}") from None
     missing = [name for name in required if name not in header]
     if missing:
         raise CsvFormatError(
@@ -73,7 +150,14 @@ def read_header(path: str, required: Sequence[str]) -> list[str]:
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
         raise CsvFormatError(f"{path}: column(s) {duplicated} appear more than once in the header")
-    return header
+    if not has_rows:
+        raise CsvFormatError(f"{path}: the file has a header line but no rows")
+    return CsvLayout(header, delimiter)
+
+
+def read_header(path: str, required: Sequence[str]) -> list[str]:
+    """The column names on the first line of `path` (see `read_layout`)."""
+    return read_layout(path, required).header
 
 
 def _bytes(value: bytes) -> tf.train.Feature:
@@ -88,15 +172,32 @@ def _float(value: float) -> tf.train.Feature:
     return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
 
 
+def parse_int64(cell: str) -> int:
+    """An integer cell; `1.0`-style integral numbers too. ValueError if not an integer,
+    OverflowError if it does not fit in int64."""
+    try:
+        value = int(cell)
+    except ValueError:
+        number = float(cell)
+        if not number.is_integer():
+            raise
+        value = int(number)
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise OverflowError(cell)
+    return value
+
+
 # Schema type -> (cell parser, what the cell must be, feature builder).
 _CONVERTERS = {
     schema_pb2.BYTES: (lambda cell: cell.encode("utf-8"), "text", _bytes),
-    schema_pb2.INT: (int, "an integer", _int64),
+    schema_pb2.INT: (parse_int64, "an integer", _int64),
     schema_pb2.FLOAT: (float, "a number", _float),
 }
 
 
 def _feature(path: str, column: str, cell: str, ftype: int) -> tf.train.Feature:
+    if ftype == schema_pb2.BYTES:
+        cell = cell.strip()  # surrounding whitespace is not part of an ID
     if cell == "":
         return tf.train.Feature()
     if ftype not in _CONVERTERS:
@@ -106,20 +207,45 @@ def _feature(path: str, column: str, cell: str, ftype: int) -> tf.train.Feature:
         value = parse(cell)
     except ValueError:
         raise CsvFormatError(f"{path}: column '{column}': {cell!r} is not {expected}") from None
+    except OverflowError:
+        raise CsvFormatError(f"{path}: column '{column}': {cell!r} does not fit in int64") from None
     return build(value)
 
 
+def _decoded(line: bytes | str, path: str) -> str:
+    if isinstance(line, str):
+        return line
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CsvFormatError(
+            f"{path}: a row is not UTF-8 text (byte {line[error.start]:#04x} at position "
+            f"{error.start}): {line[:120]!r}; save the file as UTF-8"
+        ) from None
+
+
+def _row_cells(line: str, path: str) -> list[str]:
+    try:
+        return _csv_cells(line)
+    except csv.Error as error:
+        raise CsvFormatError(
+            f"{path}: a row is not valid CSV ({error}; a line break inside a quoted field is "
+            f"not supported, nor a cell over {csv.field_size_limit()} characters): {line[:200]!r}"
+        ) from None
+
+
 def build_example(
-    line: str, path: str, header: Sequence[str], types: Mapping[str, int]
+    line: bytes | str, path: str, header: Sequence[str], types: Mapping[str, int]
 ) -> tf.train.Example | None:
     """The tf.Example for one CSV line, or None for a blank line.
 
     Columns not in `types` are dropped: the schema decides what the pipeline reads.
     `header` is the list `read_header` returned.
     """
+    line = _decoded(line, path)
     if not line.strip():
         return None
-    cells = next(csv.reader([line]))
+    cells = _row_cells(line, path)
     # Cheap first-cell test before the full comparison: this runs on every row.
     if cells and cells[0].strip() == header[0] and [c.strip() for c in cells] == header:
         raise CsvFormatError(f"{path}: the header line {line.strip()!r} appears again inside the data")
@@ -142,7 +268,7 @@ def _serialize(example: tf.train.Example) -> bytes:
 
 
 def parse_row(
-    line: str, path: str, header: Sequence[str], types: Mapping[str, int]
+    line: bytes | str, path: str, header: Sequence[str], types: Mapping[str, int]
 ) -> Iterator[bytes]:
     """Yields the serialized tf.Example for one CSV line (nothing for a blank line)."""
     example = build_example(line, path, header, types)
@@ -157,7 +283,7 @@ def timestamp_of(example: tf.train.Example) -> int:
 
 
 def parse_row_with_timestamp(
-    line: str, path: str, header: Sequence[str], types: Mapping[str, int]
+    line: bytes | str, path: str, header: Sequence[str], types: Mapping[str, int]
 ) -> Iterator[tuple[int, bytes]]:
     """Like `parse_row`, keyed by the row's timestamp (for the temporal split)."""
     example = build_example(line, path, header, types)
@@ -198,11 +324,16 @@ def _SchemaCsvToExample(  # pylint: disable=invalid-name
     types = column_types(load_schema(schema_path))
     per_file = []
     for i, path in enumerate(paths):
-        header = read_header(path, list(types))
+        layout = read_layout(path, list(types))
         per_file.append(
             pipeline
-            | f"Read[{i}]" >> beam.io.ReadFromText(path, skip_header_lines=1)
-            | f"Parse[{i}]" >> beam.FlatMap(row_parser, path=path, header=header, types=types)
+            # Bytes, so a row that is not UTF-8 is refused naming its file;
+            # the escaped path, so `[` in a folder name is not a glob.
+            | f"Read[{i}]" >> beam.io.ReadFromText(
+                glob.escape(path), skip_header_lines=1, coder=beam.coders.BytesCoder(),
+                delimiter=layout.line_delimiter,
+            )
+            | f"Parse[{i}]" >> beam.FlatMap(row_parser, path=path, header=layout.header, types=types)
         )
     return per_file | "Flatten" >> beam.Flatten()
 
@@ -210,29 +341,34 @@ def _SchemaCsvToExample(  # pylint: disable=invalid-name
 def temporal_cutoff(quantiles: Sequence[int], eval_fraction: float) -> int:
     """The timestamp at the (1 - eval_fraction) quantile; later rows are evaluation rows.
 
-    `quantiles` holds the 0th, 1st, ..., 100th percentiles of the timestamps.
+    `quantiles` holds the 0th, 1st, ..., 100th percentiles of the timestamps;
+    none when no row had a readable timestamp (the parsing pass then says why).
     """
+    if not quantiles:
+        return 0
     return quantiles[round((len(quantiles) - 1) * (1.0 - eval_fraction))]
 
 
 def parse_timestamp(
-    line: str, path: str, header: Sequence[str], types: Mapping[str, int]
+    line: bytes | str, path: str, header: Sequence[str], types: Mapping[str, int]
 ) -> Iterator[int]:
     """The timestamp `parse_row_with_timestamp` would key this line by, read from its cell alone.
 
     Nothing for a line that `parse_row` skips (blank) or rejects (wrong field
     count, a timestamp that is not an integer): the parsing pass reports those.
     """
-    del path, types
-    if not line.strip():
+    del types
+    try:
+        line = _decoded(line, path)
+        cells = _row_cells(line, path) if line.strip() else []
+    except CsvFormatError:
         return
-    cells = next(csv.reader([line]))
     if len(cells) != len(header):
         return
     cell = cells[header.index(features.TIMESTAMP)]
     try:
-        yield int(cell) if cell != "" else 0
-    except ValueError:
+        yield parse_int64(cell) if cell != "" else 0
+    except (ValueError, OverflowError):
         return
 
 

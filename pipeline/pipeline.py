@@ -13,6 +13,7 @@ them to a new version: a server only ever sees checked models).
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 from pathlib import Path
@@ -63,13 +64,40 @@ SERVED_MODEL_RESOLVER_ID = "latest_served_model_resolver"
 SPAN_FOLDERS = "span-{SPAN}"
 
 
+_GLOB_CHARACTERS = frozenset("*?[")
+
+
+def _literal(path: Path) -> tuple[Path, str]:
+    """(the longest ancestor of `path` free of glob characters, the rest as an escaped glob).
+
+    TFX and Beam treat the input as a glob: a folder named `runs[1]` must be read
+    as itself, not as `runs1`.
+    """
+    base = path
+    while _GLOB_CHARACTERS & set(str(base)):
+        base = base.parent
+    return base, glob.escape(path.relative_to(base).as_posix()) if base != path else ""
+
+
 def _input_split(data_path: Path) -> tuple[str, str]:
-    """(input_base, file pattern) for a CSV file, a folder of CSV files, or a folder of spans."""
+    """(input_base, file pattern) for a CSV file, a folder of CSV files, or a folder of spans.
+
+    A folder holds `*.csv` files or, if it has none, `*.csv.gz` files.
+    """
     if data_path.is_dir():
+        base, prefix = _literal(data_path)
+        prefix = f"{prefix}/" if prefix else ""
         if any(p.is_dir() for p in data_path.glob("span-*")):
-            return str(data_path), f"{SPAN_FOLDERS}/*.csv"
-        return str(data_path), "*.csv"
-    return str(data_path.parent), data_path.name
+            if prefix:
+                raise ValueError(
+                    f"{data_path}: a folder of spans cannot have *, ? or [ in its path; rename it"
+                )
+            return str(base), f"{SPAN_FOLDERS}/*.csv"
+        kind = "*.csv" if any(data_path.glob("*.csv")) or not any(data_path.glob("*.csv.gz")) else "*.csv.gz"
+        return str(base), prefix + kind
+    base, name = _literal(data_path.parent)
+    name = f"{name}/" if name else ""
+    return str(base), name + glob.escape(data_path.name)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from tfx.utils import proto_utils
 
 from components import example_gen, features
 from pipeline.config import DEFAULT_SCHEMA
+from pipeline.pipeline import _input_split
 
 TYPES = example_gen.column_types(example_gen.load_schema(str(DEFAULT_SCHEMA)))
 HEADER = list(features.COLUMNS)
@@ -98,15 +100,16 @@ def _run_example_gen(tmp_path, data, split):
     """Runs the executor in-process on `data`; (its Examples artifact, {split: timestamps as written})."""
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / "examples")
+    input_base, pattern = _input_split(data)
     input_config = example_gen_pb2.Input(
-        splits=[example_gen_pb2.Input.Split(name="single_split", pattern=data.name)]
+        splits=[example_gen_pb2.Input.Split(name="single_split", pattern=pattern)]
     )
     output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
         example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
         example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
     ]))
     exec_properties = {
-        "input_base": str(data.parent),
+        "input_base": input_base,
         "input_config": proto_utils.proto_to_json(input_config),
         "output_config": proto_utils.proto_to_json(output_config),
         "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
@@ -123,12 +126,18 @@ def _run_example_gen(tmp_path, data, split):
     example_gen.SchemaCsvExampleGenExecutor(context).Do({}, {"examples": [examples]}, exec_properties)
     timestamps = {}
     for name in ("train", "eval"):
-        files = tf.io.gfile.glob(str(tmp_path / "examples" / f"Split-{name}" / "*.gz"))
         timestamps[name] = [
-            tf.train.Example.FromString(r).features.feature[features.TIMESTAMP].int64_list.value[0]
-            for r in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator()
+            e.features.feature[features.TIMESTAMP].int64_list.value[0] for e in _written(tmp_path, name)
         ]
     return examples, timestamps
+
+
+def _written(tmp_path, split):
+    files = tf.io.gfile.glob(str(tmp_path / "examples" / f"Split-{split}" / "*.gz"))
+    return [
+        tf.train.Example.FromString(r)
+        for r in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator()
+    ]
 
 
 @pytest.mark.parametrize("split", [example_gen.TEMPORAL, example_gen.HASH])
@@ -152,3 +161,86 @@ def test_executor_writes_every_row_once_shuffled_into_its_split(tmp_path, split)
     assert examples.span == 3
     assert examples_utils.get_payload_format(examples) == example_gen_pb2.FORMAT_TF_EXAMPLE
     assert examples_utils.get_file_format(examples) == "tfrecords_gzip"
+
+
+def _rows(tmp_path):
+    """Every written example as (user, item, timestamp, liked, purchase), sorted."""
+    out = []
+    for split in ("train", "eval"):
+        for example in _written(tmp_path, split):
+            f = example.features.feature
+            out.append((
+                f[features.USER_ID].bytes_list.value[0].decode(), f[features.ITEM_ID].bytes_list.value[0].decode(),
+                f[features.TIMESTAMP].int64_list.value[0], f[features.BINARY_RATING].int64_list.value[0],
+                round(f[features.PURCHASE_PROBABILITY].float_list.value[0], 4),
+            ))
+    return sorted(out)
+
+
+EXPECTED = sorted((f"u{i}", f"i,{i}", 1_600_000_000 + i, i % 2, 0.5) for i in range(40))
+PLAIN = ",".join(HEADER) + "\n" + "".join(
+    f'{u},"{i}",{t},{l},{p}\n' for u, i, t, l, p in EXPECTED
+)
+
+
+@pytest.mark.parametrize("name, encode", [
+    ("bom", lambda text: b"\xef\xbb\xbf" + text.encode()),
+    ("crlf", lambda text: text.replace("\n", "\r\n").encode()),
+    ("cr-only", lambda text: text.replace("\n", "\r").encode()),
+    ("spaces-after-delimiter", lambda text: re.sub(r',(?=(?:[^"\n]*"[^"\n]*")*[^"\n]*$)', ", ", text, flags=re.M).encode()),
+    ("padded-ids", lambda text: text.replace(",\"i", ",  \"i").replace("\nu", "\n u").encode()),
+    ("float-labels", lambda text: text.replace(",1,0.5", ",1.0,0.5").replace(",0,0.5", ",0.0,0.5").encode()),
+])
+def test_csv_as_common_tools_export_it_is_read_right(tmp_path, name, encode):
+    data = tmp_path / "in" / f"{name}.csv"
+    data.parent.mkdir()
+    data.write_bytes(encode(PLAIN))
+    _run_example_gen(tmp_path, data, example_gen.HASH)
+    assert _rows(tmp_path) == EXPECTED
+
+
+def test_gzip_files_and_folders_of_them_are_read(tmp_path):
+    import gzip
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    lines = PLAIN.splitlines(keepends=True)
+    (folder / "a.csv.gz").write_bytes(gzip.compress("".join(lines[:21]).encode()))
+    (folder / "b.csv.gz").write_bytes(gzip.compress((lines[0] + "".join(lines[21:])).encode()))
+    _run_example_gen(tmp_path / "folder", folder, example_gen.HASH)
+    assert _rows(tmp_path / "folder") == EXPECTED
+    _run_example_gen(tmp_path / "file", folder / "a.csv.gz", example_gen.HASH)
+    assert _rows(tmp_path / "file") == EXPECTED[:20]
+
+
+def test_a_path_is_a_path_not_a_glob(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "runs[1]").mkdir()
+    real = tmp_path / "in" / "runs[1]" / "x.csv"
+    real.write_text(PLAIN)
+    (tmp_path / "in" / "runs1").mkdir()  # what the glob runs[1] would match
+    (tmp_path / "in" / "runs1" / "x.csv").write_text(",".join(HEADER) + "\nwrong,file,1,1,0.5\n")
+    _run_example_gen(tmp_path / "file", real, example_gen.HASH)
+    assert _rows(tmp_path / "file") == EXPECTED
+    _run_example_gen(tmp_path / "folder", real.parent, example_gen.HASH)
+    assert _rows(tmp_path / "folder") == EXPECTED
+
+
+@pytest.mark.parametrize("content, message", [
+    ((",".join(HEADER) + "\n\n  \n").encode(), "has a header line but no rows"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "line 1 (the header) is not UTF-8 text (byte 0x89"),
+    ("user_id,item_id,timestamp,binary_rating,purchase_probability\nJosé,i,1,1,0.5\n".encode("latin-1"),
+     "a row is not UTF-8 text (byte 0xe9"),
+    ((",".join(HEADER) + '\nu,"i\nj",1,1,0.5\n').encode(), "a line break inside a quoted field is not supported"),
+    ((",".join(HEADER) + "\nu," + "x" * 200_000 + ",1,1,0.5\n").encode(), "nor a cell over 131072 characters"),
+    ((",".join(HEADER) + "\nu,i,99999999999999999999,1,0.5\n").encode(),
+     "column 'timestamp': '99999999999999999999' does not fit in int64"),
+    ((",".join(HEADER) + "\nu,i,1,0.5,0.5\n").encode(), "column 'binary_rating': '0.5' is not an integer"),
+], ids=["header-only", "binary", "latin-1", "quoted-line-break", "huge-cell", "int64-overflow", "fractional-label"])
+def test_malformed_files_are_refused_naming_the_file_and_problem(tmp_path, content, message):
+    data = tmp_path / "in" / "bad.csv"
+    data.parent.mkdir()
+    data.write_bytes(content)
+    with pytest.raises(Exception) as raised:
+        _run_example_gen(tmp_path, data, example_gen.TEMPORAL)
+    assert "bad.csv" in str(raised.value) and message in str(raised.value)
