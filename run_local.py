@@ -111,6 +111,10 @@ def _ratings_source(args: argparse.Namespace) -> ratings.RatingsSource | None:
         if args.data is not None or args.columns is not None:
             raise SystemExit("--movielens cannot be combined with --data or --columns")
         source = ratings.movielens_source(args.movielens)
+    elif args.data is not None and args.data.suffix == ".parquet" and args.columns is None:
+        if not args.data.is_file():
+            raise SystemExit(f"--data {args.data}: no such file")
+        source = ratings.canonical_source(args.data)
     elif args.columns is not None:
         if args.data is None or not args.data.is_file():
             raise SystemExit("--columns needs --data pointing at one CSV or Parquet file")

@@ -6,9 +6,14 @@ Mapping: IDs become strings; `binary_rating` = rating >= `like_threshold`
 `scale_max`, so in (0, 1] for positive ratings. A source may instead already
 hold both labels (map `binary_rating` and `purchase_probability`, no `rating`).
 
+IDs read as numbers (Parquet integer or float columns) become the strings a
+CSV would hold (`17`, never `17.0`); surrounding whitespace is not part of an
+ID (the rule `components.example_gen` follows too); a null ID is refused,
+counted, as is a column of a type that is neither text nor numbers.
+
 Conversion streams: at most `chunk_rows` rows are in memory at once, whatever
 the file's size. Problems raise `RatingsFormatError` naming the file, the
-column and what is wrong.
+column and what is wrong; a failed conversion leaves no partial file.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components import features
@@ -128,13 +134,57 @@ def parse_column_mapping(text: str) -> dict[str, str]:
     return mapping
 
 
+def canonical_source(path: Path) -> RatingsSource:
+    """A file that already has the canonical columns (e.g. a Parquet export of them)."""
+    path = Path(path)
+    return RatingsSource(
+        path, {c: c for c in features.COLUMNS},
+        file_format="parquet" if path.suffix == ".parquet" else "csv",
+    )
+
+
+def _readable(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        return _readable(kind.value_type)
+    return any(test(kind) for test in (
+        pa.types.is_integer, pa.types.is_floating, pa.types.is_string, pa.types.is_large_string,
+        pa.types.is_null,  # a column with no values: the null count says so
+    ))
+
+
+def _check_parquet(source: RatingsSource, parquet: pq.ParquetFile, chunk_rows: int) -> None:
+    """Every mapped column exists and holds text or numbers; no ID is null (counted over the file)."""
+    schema = parquet.schema_arrow
+    absent = sorted(set(source.columns.values()) - set(schema.names))
+    if absent:
+        raise RatingsFormatError(f"{source.path}: missing column(s) {absent}; has {sorted(schema.names)}")
+    for name, column in source.columns.items():
+        kind = schema.field(column).type
+        if not _readable(kind):
+            raise RatingsFormatError(
+                f"{source.path}: column '{column}' ({name}) has Parquet type {kind}, "
+                "which is neither text nor a number"
+            )
+    for name in features.ID_FEATURES:
+        column = source.columns[name]
+        nulls, first, offset = 0, None, 0
+        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=[column]):
+            values = batch.column(0)
+            if values.null_count and first is None:
+                first = offset + next(i for i, v in enumerate(values.is_null().to_pylist()) if v)
+            nulls += values.null_count
+            offset += len(values)
+        if nulls:
+            raise RatingsFormatError(
+                f"{source.path}: column '{column}' ({name}): {nulls} null value(s) of {offset} rows, "
+                f"the first in row {first}; every interaction needs an ID"
+            )
+
+
 def _chunks(source: RatingsSource, chunk_rows: int) -> Iterator[pd.DataFrame]:
     if source.file_format == "parquet":
         parquet = pq.ParquetFile(source.path)
-        present = set(parquet.schema_arrow.names)
-        absent = sorted({c for c in source.columns.values()} - present)
-        if absent:
-            raise RatingsFormatError(f"{source.path}: missing column(s) {absent}; has {sorted(present)}")
+        _check_parquet(source, parquet, chunk_rows)
         for batch in parquet.iter_batches(batch_size=chunk_rows, columns=sorted(set(source.columns.values()))):
             yield batch.to_pandas()
         return
@@ -185,12 +235,23 @@ def _nullable_int(values: np.ndarray) -> pd.arrays.IntegerArray:
     return pd.array(np.where(np.isnan(values), np.nan, np.trunc(values)), dtype="Float64").astype("Int64")
 
 
+def _number_text(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _ids(chunk: pd.DataFrame, source: RatingsSource, name: str) -> pd.Series:
+    """An ID column as the text a CSV would hold: `17` for 17 or 17.0, whitespace stripped."""
+    values = chunk[source.columns[name]]
+    if pd.api.types.is_float_dtype(values.dtype):
+        return values.map(lambda v: _number_text(float(v)))
+    if pd.api.types.is_integer_dtype(values.dtype):
+        return values.astype("int64").astype(str)
+    return values.astype(str).str.strip()
+
+
 def canonical_chunk(chunk: pd.DataFrame, source: RatingsSource) -> pd.DataFrame:
     """One chunk of the source as the canonical columns, labels derived from the rating."""
-    out = pd.DataFrame({
-        features.USER_ID: chunk[source.columns[features.USER_ID]].astype(str).str.strip(),
-        features.ITEM_ID: chunk[source.columns[features.ITEM_ID]].astype(str).str.strip(),
-    })
+    out = pd.DataFrame({name: _ids(chunk, source, name) for name in features.ID_FEATURES})
     out[features.TIMESTAMP] = _nullable_int(np.floor(_numeric(chunk, source, features.TIMESTAMP)))
     if RATING in source.columns:
         rating = _numeric(chunk, source, RATING)
@@ -226,10 +287,14 @@ def convert(source: RatingsSource, out_path: Path, chunk_rows: int = 500_000) ->
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".partial")
     rows = 0
-    with tmp.open("w", newline="") as f:
-        for i, chunk in enumerate(_chunks(source, chunk_rows)):
-            canonical_chunk(chunk, source).to_csv(f, header=(i == 0), index=False, float_format="%.6g")
-            rows += len(chunk)
+    try:
+        with tmp.open("w", newline="") as f:
+            for i, chunk in enumerate(_chunks(source, chunk_rows)):
+                canonical_chunk(chunk, source).to_csv(f, header=(i == 0), index=False, float_format="%.6g")
+                rows += len(chunk)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     if rows == 0:
         tmp.unlink()
         raise RatingsFormatError(f"{source.path}: no rows")

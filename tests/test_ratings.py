@@ -129,3 +129,66 @@ def test_mapping_errors(tmp_path):
         ratings.parse_column_mapping("user_id")
     with pytest.raises(ratings.RatingsFormatError, match="no MovieLens ratings file here"):
         ratings.movielens_source(tmp_path)
+
+
+def _canonical_parquet(path, **columns):
+    frame = pd.DataFrame({
+        "user_id": ["1", "2"], "item_id": ["7", "8"], "timestamp": [10, 11],
+        "binary_rating": [1, 0], "purchase_probability": [0.5, 0.25], **columns,
+    })
+    frame.to_parquet(path)
+    return ratings.canonical_source(path)
+
+
+def test_numeric_parquet_ids_become_the_strings_a_csv_would_hold(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = _canonical_parquet(tmp_path / "r.parquet", user_id=[17, 18], item_id=[7.0, 2.5])
+    ratings.convert(source, tmp_path / "o.csv")
+    rows = _read(tmp_path / "o.csv")
+    assert [(r["user_id"], r["item_id"]) for r in rows] == [("17", "7"), ("18", "2.5")]
+    # Integers with a gap are floats in pandas: still "17", never "17.0".
+    table = pa.table({
+        "user_id": pa.array([17, 19], pa.int64()), "item_id": pa.array(["a", "b"]),
+        "timestamp": [10, 11], "binary_rating": [1.0, 0.0], "purchase_probability": [0.5, 0.25],
+    })
+    pq.write_table(table, tmp_path / "f.parquet")
+    ratings.convert(ratings.canonical_source(tmp_path / "f.parquet"), tmp_path / "f.csv")
+    rows = _read(tmp_path / "f.csv")
+    assert [r["user_id"] for r in rows] == ["17", "19"]
+    assert [r["binary_rating"] for r in rows] == ["1", "0"]  # labels written 1.0 / 0.0
+
+
+def test_null_parquet_ids_are_refused_and_counted(tmp_path):
+    source = _canonical_parquet(tmp_path / "r.parquet", user_id=["1", None], item_id=[None, None])
+    with pytest.raises(ratings.RatingsFormatError,
+                       match=r"r.parquet: column 'user_id' \(user_id\): 1 null value\(s\) of 2 rows, the first in row 1"):
+        ratings.convert(source, tmp_path / "o.csv", chunk_rows=1)
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_an_unsupported_parquet_type_is_refused_and_leaves_no_partial_file(tmp_path):
+    source = _canonical_parquet(tmp_path / "r.parquet", item_id=[[1, 2], [3]])
+    with pytest.raises(ratings.RatingsFormatError,
+                       match=r"column 'item_id' \(item_id\) has Parquet type list<element: int64>"):
+        ratings.convert(source, tmp_path / "o.csv")
+    assert list(tmp_path.iterdir()) == [tmp_path / "r.parquet"]
+
+
+def test_surrounding_spaces_are_not_part_of_an_id_on_either_path(tmp_path):
+    from components import example_gen
+    from pipeline.config import DEFAULT_SCHEMA
+
+    (tmp_path / "x.csv").write_text("u,i,t,r\n 17 ,7,1,4\n17,7,2,4\n")
+    source = ratings.RatingsSource(
+        tmp_path / "x.csv", {"user_id": "u", "item_id": "i", "timestamp": "t", "rating": "r"}
+    )
+    ratings.convert(source, tmp_path / "o.csv")
+    assert {r["user_id"] for r in _read(tmp_path / "o.csv")} == {"17"}
+    types = example_gen.column_types(example_gen.load_schema(str(DEFAULT_SCHEMA)))
+    users = set()
+    for line in (" 17 ,7,1,1,0.8", "17,7,2,1,0.8"):
+        for record in example_gen.parse_row(line, "x.csv", list(features.COLUMNS), types):
+            users.update(example_gen.tf.train.Example.FromString(record).features.feature["user_id"].bytes_list.value)
+    assert users == {b"17"}

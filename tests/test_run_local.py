@@ -40,3 +40,19 @@ def test_a_model_config_file_is_read_and_flags_override_it(tmp_path):
     assert config_from_args(parse_args(common + ["--learning-rate", "0.01"])).model.learning_rate == 0.01
     with pytest.raises(SystemExit, match="neither a JSON file nor valid JSON"):
         config_from_args(parse_args(common[:-1] + ["no-such-file.json"]))
+
+
+def test_a_canonical_parquet_file_is_read_without_a_column_mapping(tmp_path):
+    import pandas as pd
+
+    data = tmp_path / "mine.parquet"
+    pd.DataFrame({
+        "user_id": [1, 2], "item_id": ["7", "8"], "timestamp": [10, 11],
+        "binary_rating": [1.0, 0.0], "purchase_probability": [0.5, 0.25],
+    }).to_parquet(data)
+    config = config_from_args(parse_args(["--data", str(data), "--output", str(tmp_path / "o")]))
+    assert config.data_path == tmp_path / "o" / "data" / "mine" / "interactions.csv"
+    assert config.data_path.read_text().splitlines() == [
+        "user_id,item_id,timestamp,binary_rating,purchase_probability", "1,7,10,1,0.5", "2,8,11,0,0.25",
+    ]
+    assert config.rating_scale_max is None
