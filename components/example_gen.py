@@ -305,6 +305,38 @@ def input_paths(exec_properties: Mapping[str, Any], split_pattern: str) -> list[
     return paths
 
 
+def file_states(paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Each file's (size, modification time in ns): what a change to it would alter."""
+    states = {}
+    for path in paths:
+        stat = os.stat(path)
+        states[path] = (stat.st_size, stat.st_mtime_ns)
+    return states
+
+
+def input_fingerprint(input_base: str, input_config: example_gen_pb2.Input) -> str:
+    """TFX's fingerprint of the input (as its driver records it), for the resolved patterns."""
+    return "\n".join(
+        io_utils.generate_fingerprint(split.name, os.path.join(input_base, split.pattern))
+        for split in input_config.splits
+    )
+
+
+def check_span_folders(input_base: str) -> None:
+    """Refuses two span folders with one number (`span-9` and `span-09`): TFX would read one of them."""
+    numbers: dict[int, str] = {}
+    for entry in sorted(fileio.glob(os.path.join(glob.escape(input_base), "span-*"))):
+        suffix = os.path.basename(entry.rstrip("/"))[len("span-"):]
+        if not fileio.isdir(entry) or not suffix.isdigit():
+            continue
+        if int(suffix) in numbers:
+            raise CsvFormatError(
+                f"{input_base}: span folders {os.path.basename(numbers[int(suffix)])} and "
+                f"{os.path.basename(entry)} both hold span {int(suffix)}; keep one"
+            )
+        numbers[int(suffix)] = entry
+
+
 def _input_config(exec_properties: Mapping[str, Any]) -> example_gen_pb2.Input:
     return proto_utils.json_to_proto(exec_properties["input_config"], example_gen_pb2.Input())
 
@@ -435,11 +467,17 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
         examples.split_names = artifact_utils.encode_split_names(
             example_gen_utils.generate_output_split_names(input_config, output_config)
         )
-        input_bytes = sum(
-            tf.io.gfile.stat(path).length
-            for split in input_config.splits
-            for path in input_paths(exec_properties, split.pattern)
-        )
+        check_span_folders(exec_properties["input_base"])
+        paths = [p for split in input_config.splits for p in input_paths(exec_properties, split.pattern)]
+        before = file_states(paths)
+        recorded = exec_properties.get(example_gen_utils.FINGERPRINT_PROPERTY_NAME)
+        if recorded and recorded != input_fingerprint(exec_properties["input_base"], input_config):
+            raise CsvFormatError(
+                f"{exec_properties['input_base']}: the input changed after it was fingerprinted "
+                f"({recorded!r} then, {input_fingerprint(exec_properties['input_base'], input_config)!r} now); "
+                "run again once the files are complete"
+            )
+        input_bytes = sum(size for size, _ in before.values())
         with self._make_beam_pipeline() as pipeline:
             for name, records in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
                 _ = (
@@ -453,6 +491,16 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
                         file_name_suffix=".gz",
                     )
                 )
+        after = file_states(
+            [p for split in input_config.splits for p in input_paths(exec_properties, split.pattern)]
+        )
+        if after != before:
+            changed = sorted(set(before) ^ set(after) | {p for p in before if before[p] != after.get(p)})
+            raise CsvFormatError(
+                f"{changed[0]}: changed while it was being read (size and modification time before "
+                f"{before.get(changed[0])}, after {after.get(changed[0])}); the rows read may not be "
+                "what was fingerprinted, so nothing is kept: run again once the files are complete"
+            )
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(
             examples, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP)

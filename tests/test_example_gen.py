@@ -1,4 +1,5 @@
 import json
+import os
 import re
 
 import numpy as np
@@ -96,11 +97,14 @@ def test_timestamp_pass_reads_what_the_parsing_pass_keys_by():
         assert list(example_gen.parse_timestamp(line, "in.csv", HEADER, TYPES)) == expected, line
 
 
-def _run_example_gen(tmp_path, data, split):
-    """Runs the executor in-process on `data`; (its Examples artifact, {split: timestamps as written})."""
+def _run_example_gen(tmp_path, data, split, fingerprint=None, pattern=None):
+    """Runs the executor in-process on `data`; (its Examples artifact, {split: timestamps as written}).
+
+    `fingerprint` is the driver's `input_fingerprint`, `pattern` overrides the file pattern.
+    """
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / "examples")
-    input_base, pattern = _input_split(data)
+    input_base, pattern = (str(data), pattern) if pattern else _input_split(data)
     input_config = example_gen_pb2.Input(
         splits=[example_gen_pb2.Input.Split(name="single_split", pattern=pattern)]
     )
@@ -120,6 +124,8 @@ def _run_example_gen(tmp_path, data, split):
         }),
         "span": 3,
     }
+    if fingerprint is not None:
+        exec_properties["input_fingerprint"] = fingerprint
     context = base_beam_executor.BaseBeamExecutor.Context(
         beam_pipeline_args=["--direct_running_mode=in_memory"], tmp_dir=str(tmp_path / "tmp")
     )
@@ -244,3 +250,65 @@ def test_malformed_files_are_refused_naming_the_file_and_problem(tmp_path, conte
     with pytest.raises(Exception) as raised:
         _run_example_gen(tmp_path, data, example_gen.TEMPORAL)
     assert "bad.csv" in str(raised.value) and message in str(raised.value)
+
+
+def _fingerprint(data):
+    input_base, pattern = _input_split(data)
+    return example_gen.input_fingerprint(
+        input_base, example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="single_split", pattern=pattern)])
+    )
+
+
+def test_a_file_changed_after_it_was_fingerprinted_is_refused(tmp_path):
+    data = tmp_path / "in" / "x.csv"
+    data.parent.mkdir()
+    data.write_text(PLAIN)
+    fingerprint = _fingerprint(data)
+    with data.open("a") as f:
+        f.write("late,row,1700000000,1,0.5\n")
+    with pytest.raises(example_gen.CsvFormatError, match="the input changed after it was fingerprinted"):
+        _run_example_gen(tmp_path, data, example_gen.HASH, fingerprint=fingerprint)
+    _run_example_gen(tmp_path / "again", data, example_gen.HASH, fingerprint=_fingerprint(data))
+    assert len(_rows(tmp_path / "again")) == len(EXPECTED) + 1
+
+
+def test_a_file_that_changes_while_it_is_read_is_refused(tmp_path):
+    import threading
+    import time
+
+    data = tmp_path / "in" / "x.csv"
+    data.parent.mkdir()
+    data.write_text(",".join(HEADER) + "\n" + "".join(f"u{i},i{i},{1_600_000_000 + i},1,0.5\n" for i in range(60_000)))
+    fingerprint = _fingerprint(data)
+
+    def is_open():
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}") == str(data):
+                    return True
+            except OSError:
+                continue
+        return False
+
+    def append_once_open():
+        deadline = time.monotonic() + 60
+        while not is_open() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        with data.open("a") as f:  # the executor has the file open: it is reading it
+            f.write("late,row,1700000000,1,0.5\n")
+
+    writer = threading.Thread(target=append_once_open)
+    writer.start()
+    try:
+        with pytest.raises(example_gen.CsvFormatError, match="x.csv: changed while it was being read"):
+            _run_example_gen(tmp_path, data, example_gen.TEMPORAL, fingerprint=fingerprint)
+    finally:
+        writer.join()
+
+
+def test_two_span_folders_with_one_number_are_refused(tmp_path):
+    for name in ("span-9", "span-09"):
+        (tmp_path / "in" / name).mkdir(parents=True)
+        (tmp_path / "in" / name / "x.csv").write_text(PLAIN)
+    with pytest.raises(example_gen.CsvFormatError, match="span folders span-09 and span-9 both hold span 9"):
+        _run_example_gen(tmp_path, tmp_path / "in", example_gen.HASH, pattern="span-9/*.csv")
