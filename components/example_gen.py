@@ -404,19 +404,109 @@ def parse_timestamp(
         return
 
 
+# Timestamps below each bound (in absolute value) are read as being in that unit.
+_UNITS = ((10**11, "seconds"), (10**14, "milliseconds"), (10**17, "microseconds"), (None, "nanoseconds"))
+
+
+def timestamp_unit(stamp: int) -> str | None:
+    """The unit a timestamp is most likely in; None for a missing one (0)."""
+    if stamp == 0:
+        return None
+    return next(unit for bound, unit in _UNITS if bound is None or abs(stamp) < bound)
+
+
+class _UnitCounts(beam.CombineFn):
+    """unit -> (rows, an example timestamp)."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, counts, stamp):
+        unit = timestamp_unit(stamp)
+        if unit is not None:
+            rows, example = counts.get(unit, (0, stamp))
+            counts[unit] = (rows + 1, example)
+        return counts
+
+    def merge_accumulators(self, accumulators):
+        merged = {}
+        for counts in accumulators:
+            for unit, (rows, example) in counts.items():
+                merged[unit] = (merged.get(unit, (0, example))[0] + rows, merged.get(unit, (0, example))[1])
+        return merged
+
+    def extract_output(self, counts):
+        return counts
+
+
+def check_units(counts: Mapping[str, tuple[int, int]], source: str) -> None:
+    """Refuses timestamps of one input (a file or span) in more than one unit."""
+    if len(counts) > 1:
+        parts = ", ".join(
+            f"{rows} in {unit} (e.g. {example})"
+            for unit, (rows, example) in sorted(counts.items(), key=lambda kv: -kv[1][0])
+        )
+        raise CsvFormatError(
+            f"{source}: column '{features.TIMESTAMP}' mixes units: {parts}; "
+            "write every timestamp in seconds since the epoch"
+        )
+
+
+def _label_of(record: bytes) -> int | None:
+    values = tf.train.Example.FromString(record).features.feature[features.BINARY_RATING].int64_list.value
+    return values[0] if values else None
+
+
+class _SplitSummary(beam.CombineFn):
+    """(rows, up to three distinct `binary_rating` labels) of a split."""
+
+    def create_accumulator(self):
+        return 0, frozenset()
+
+    def add_input(self, accumulator, label):
+        rows, labels = accumulator
+        return rows + 1, labels if label is None or len(labels) > 2 else labels | {label}
+
+    def merge_accumulators(self, accumulators):
+        rows, labels = 0, frozenset()
+        for more, seen in accumulators:
+            rows, labels = rows + more, labels | seen
+        return rows, labels
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def check_splits(train: tuple[int, frozenset], evaluation: tuple[int, frozenset], source: str, split: str) -> None:
+    """Refuses an empty split, and an eval split whose `binary_rating` labels are all alike."""
+    for name, (rows, _) in ((TRAIN, train), (EVAL, evaluation)):
+        if rows == 0:
+            why = (
+                "every row falls on one side of the timestamp cut-off (are all timestamps equal?)"
+                if split == TEMPORAL else "the hash split put no row there (too few rows?)"
+            )
+            raise CsvFormatError(f"{source}: the {name} split would be empty: {why}")
+    rows, labels = evaluation
+    if len(labels) == 1:
+        raise CsvFormatError(
+            f"{source}: every one of the {rows} rows of the {EVAL} split has {features.BINARY_RATING} = "
+            f"{next(iter(labels))}, so its AUC is undefined; the evaluation needs both labels"
+        )
+
+
 def _temporal_splits(
-    pipeline: beam.Pipeline, exec_properties: Mapping[str, Any], pattern: str, eval_fraction: float
+    stamps: beam.PCollection, pipeline: beam.Pipeline, exec_properties: Mapping[str, Any], pattern: str,
+    eval_fraction: float,
 ) -> dict[str, beam.PCollection]:
     """Examples split at the (1 - eval_fraction) timestamp quantile: later rows are eval rows.
 
-    Two passes over the input: the first reads only the timestamp cells and
-    finds the cut-off; the second parses the rows and splits them as they
-    stream past. One pass would have to hold every parsed row until the
+    Two passes over the input: the first (`stamps`) reads only the timestamp
+    cells and finds the cut-off; the second parses the rows and splits them as
+    they stream past. One pass would have to hold every parsed row until the
     cut-off was known.
     """
     cutoff = (
-        pipeline
-        | "ReadTimestamps" >> _SchemaCsvToExample(exec_properties, pattern, row_parser=parse_timestamp)
+        stamps
         | "Percentiles" >> beam.transforms.stats.ApproximateQuantiles.Globally(num_quantiles=101)
         | "Cutoff" >> beam.Map(temporal_cutoff, eval_fraction)
     )
@@ -511,8 +601,31 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
         examples.span = int(exec_properties.get("span") or 0)
 
     def GenerateExamplesByBeam(self, pipeline, exec_properties):
+        """The splits; on the way, refuses timestamps in mixed units, an empty split, and an
+        eval split with one `binary_rating` label only."""
         custom = _custom_config(exec_properties)
-        if custom.get(SPLIT, HASH) != TEMPORAL:
-            return super().GenerateExamplesByBeam(pipeline, exec_properties)
+        split_kind = custom.get(SPLIT, HASH)
         (split,) = _input_config(exec_properties).splits
-        return _temporal_splits(pipeline, exec_properties, split.pattern, float(custom[EVAL_FRACTION]))
+        source = os.path.join(exec_properties["input_base"], split.pattern)
+        stamps = pipeline | "ReadTimestamps" >> _SchemaCsvToExample(
+            exec_properties, split.pattern, row_parser=parse_timestamp
+        )
+        units = stamps | "TimestampUnits" >> beam.CombineGlobally(_UnitCounts())
+        if split_kind == TEMPORAL:
+            splits = _temporal_splits(stamps, pipeline, exec_properties, split.pattern, float(custom[EVAL_FRACTION]))
+        else:
+            splits = super().GenerateExamplesByBeam(pipeline, exec_properties)
+        train = splits[TRAIN] | "TrainRows" >> beam.Map(lambda _: None) | "TrainSummary" >> beam.CombineGlobally(_SplitSummary())
+        evaluation = splits[EVAL] | "EvalLabels" >> beam.Map(_label_of) | "EvalSummary" >> beam.CombineGlobally(_SplitSummary())
+        _ = (
+            pipeline
+            | "One" >> beam.Create([None])
+            | "CheckInput" >> beam.Map(
+                lambda _, units, train, evaluation: (
+                    check_units(units, source), check_splits(train, evaluation, source, split_kind)
+                ),
+                units=beam.pvalue.AsSingleton(units), train=beam.pvalue.AsSingleton(train),
+                evaluation=beam.pvalue.AsSingleton(evaluation),
+            )
+        )
+        return splits

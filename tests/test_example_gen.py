@@ -153,7 +153,7 @@ def test_executor_writes_every_row_once_shuffled_into_its_split(tmp_path, split)
     data = tmp_path / "in" / "interactions.csv"
     data.parent.mkdir()
     stamps = list(range(1_600_000_000, 1_600_000_000 + 5_000))
-    data.write_text(",".join(HEADER) + "\n" + "".join(f"u{t % 97},i{t % 89},{t},1,0.5\n" for t in stamps))
+    data.write_text(",".join(HEADER) + "\n" + "".join(f"u{t % 97},i{t % 89},{t},{t % 2},0.5\n" for t in stamps))
     examples, written = _run_example_gen(tmp_path, data, split)
     assert sorted(written["train"] + written["eval"]) == stamps
     if split == example_gen.TEMPORAL:
@@ -278,7 +278,7 @@ def test_a_file_that_changes_while_it_is_read_is_refused(tmp_path):
 
     data = tmp_path / "in" / "x.csv"
     data.parent.mkdir()
-    data.write_text(",".join(HEADER) + "\n" + "".join(f"u{i},i{i},{1_600_000_000 + i},1,0.5\n" for i in range(60_000)))
+    data.write_text(",".join(HEADER) + "\n" + "".join(f"u{i},i{i},{1_600_000_000 + i},{i % 2},0.5\n" for i in range(60_000)))
     fingerprint = _fingerprint(data)
 
     def is_open():
@@ -312,3 +312,26 @@ def test_two_span_folders_with_one_number_are_refused(tmp_path):
         (tmp_path / "in" / name / "x.csv").write_text(PLAIN)
     with pytest.raises(example_gen.CsvFormatError, match="span folders span-09 and span-9 both hold span 9"):
         _run_example_gen(tmp_path, tmp_path / "in", example_gen.HASH, pattern="span-9/*.csv")
+
+
+def _lines(rows):
+    return ",".join(HEADER) + "\n" + "".join(f"u{i},i{i},{t},{liked},0.5\n" for i, (t, liked) in enumerate(rows))
+
+
+@pytest.mark.parametrize("split, rows, message", [
+    (example_gen.TEMPORAL, [(1_600_000_000, i % 2) for i in range(50)],
+     "the eval split would be empty: every row falls on one side of the timestamp cut-off"),
+    (example_gen.TEMPORAL, [(1_600_000_000 + i, int(i < 35)) for i in range(50)],
+     "rows of the eval split has binary_rating = 0, so its AUC is undefined"),
+    (example_gen.HASH, [(1_600_000_000 + i, 1) for i in range(50)],
+     "rows of the eval split has binary_rating = 1"),
+    (example_gen.HASH, [(1_600_000_000 + i, i % 2) for i in range(45)] + [(1_600_000_000_000 + i, 1) for i in range(5)],
+     "column 'timestamp' mixes units: 45 in seconds (e.g. 1600000000), 5 in milliseconds (e.g. 1600000000000"),
+], ids=["one-timestamp", "eval-all-0", "hash-all-1", "seconds-and-ms"])
+def test_splits_that_cannot_judge_a_model_and_mixed_units_are_refused(tmp_path, split, rows, message):
+    data = tmp_path / "in" / "x.csv"
+    data.parent.mkdir()
+    data.write_text(_lines(rows))
+    with pytest.raises(Exception) as raised:
+        _run_example_gen(tmp_path, data, split)
+    assert str(data) in str(raised.value) and message in str(raised.value)

@@ -32,7 +32,7 @@ def _valid_file(rng: random.Random) -> bytes:
     lines = [",".join(header)]
     for i in range(rng.randint(1, 12)):
         values = {
-            features.USER_ID: rng.choice([f"u{i}", f'"u,{i}"', f" ü{i} ", f'"say ""hi"""', "0042"]),
+            features.USER_ID: rng.choice([f"u{i}", f'"u,{i}"', f" ü{i} ", '"say ""hi"""', "0042"]),
             features.ITEM_ID: rng.choice([f"i{i % 3}", f'"i {i}"', "アイテム", "7"]),
             features.TIMESTAMP: str(1_600_000_000 + rng.randint(0, 10**6)),
             features.BINARY_RATING: rng.choice(["0", "1", "1.0"]),
