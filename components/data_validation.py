@@ -6,13 +6,20 @@ before. `DataValidationGate` runs after it: it adds TFDV's drift comparators
 (thresholds from the config) between the new span's statistics and the previous
 span's, and fails with every anomaly spelled out, so Transform and Trainer never
 see bad data, while the anomalies artifact stays recorded in ML Metadata.
+
+Its message speaks the user's language: for a column TFDV flags, it counts
+the rows of the split that break the schema's rule (empty, out of range, NaN)
+and shows one of them, before TFDV's own words.
 """
 
 import copy
+import glob
 import json
+import math
 import os
 from typing import Mapping, Sequence
 
+import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 from tfx import v1 as tfx
@@ -49,6 +56,64 @@ def describe(anomalies: anomalies_pb2.Anomalies) -> list[str]:
         reasons = "; ".join(f"{r.short_description}: {r.description}" for r in info.reason)
         lines.append(f"dataset: {reasons or info.description}")
     return lines
+
+
+def row_problem(feature: tf.train.Feature, spec: schema_pb2.Feature) -> str | None:
+    """What is wrong with one row's value of a column under the schema's rule, or None."""
+    kind = feature.WhichOneof("kind")
+    values = list(getattr(feature, kind).value) if kind else []
+    if not values:
+        return "is empty" if spec.presence.min_fraction > 0 else None
+    if len(values) != 1:
+        return f"has {len(values)} values"
+    value = values[0]
+    domain = None
+    if spec.HasField("int_domain"):
+        domain = spec.int_domain
+    elif spec.HasField("float_domain"):
+        domain = spec.float_domain
+        if math.isnan(value):
+            return "is NaN" if domain.disallow_nan else None
+        if math.isinf(value) and domain.disallow_inf:
+            return "is infinite"
+    if domain is None:
+        return None
+    low = domain.min if domain.HasField("min") else None
+    high = domain.max if domain.HasField("max") else None
+    if low is not None and value < low:
+        return f"is {value:g}, below the minimum {low:g}"
+    if high is not None and value > high:
+        return f"is {value:g}, above the maximum {high:g}"
+    return None
+
+
+def _shown(example: tf.train.Example) -> str:
+    cells = []
+    for name, feature in sorted(example.features.feature.items()):
+        kind = feature.WhichOneof("kind")
+        values = list(getattr(feature, kind).value) if kind else []
+        value = values[0] if values else ""
+        cells.append(f"{name}={value.decode(errors='replace') if isinstance(value, bytes) else value!r}")
+    return ", ".join(cells)
+
+
+def offending_rows(
+    split_uri: str, schema: schema_pb2.Schema, columns: Sequence[str]
+) -> dict[str, tuple[str, int, int, str]]:
+    """column -> (problem, rows with it, rows in the split, one such row), for `columns` of a split."""
+    specs = {f.name: f for f in schema.feature if f.name in columns}
+    found: dict[str, list] = {}
+    total = 0
+    files = sorted(glob.glob(os.path.join(glob.escape(split_uri), "*.gz")))
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
+        total += 1
+        example = tf.train.Example.FromString(record)
+        for name, spec in specs.items():
+            problem = row_problem(example.features.feature[name], spec)
+            if problem:
+                entry = found.setdefault(name, [problem, 0, _shown(example)])
+                entry[1] += 1
+    return {name: (problem, rows, total, shown) for name, (problem, rows, shown) in found.items()}
 
 
 def read_anomalies(split_uri: str) -> anomalies_pb2.Anomalies:
@@ -99,12 +164,31 @@ def check(
     split_names: list[str],
     data_source: str,
     drift_problems: Sequence[str] = (),
+    examples_uri: str | None = None,
+    schema: schema_pb2.Schema | None = None,
 ) -> None:
-    """Raises DataValidationError listing every anomaly of every split and every drift, if any."""
+    """Raises DataValidationError listing every anomaly of every split and every drift, if any.
+
+    With `examples_uri` and `schema`, each flagged column also gets the number
+    of rows of the split that break its rule, and one of them.
+    """
     problems = []
     for split in split_names:
-        for line in describe(read_anomalies(os.path.join(anomalies_uri, f"Split-{split}"))):
-            problems.append(f"  split '{split}', {line}")
+        anomalies = read_anomalies(os.path.join(anomalies_uri, f"Split-{split}"))
+        rows = {}
+        if examples_uri is not None and schema is not None and anomalies.anomaly_info:
+            rows = offending_rows(os.path.join(examples_uri, f"Split-{split}"), schema, list(anomalies.anomaly_info))
+        for column, line in zip(sorted(anomalies.anomaly_info), describe(anomalies)):
+            if column in rows:
+                problem, count, total, shown = rows[column]
+                problems.append(
+                    f"  split '{split}' of {data_source}: column '{column}' {problem} in {count} of "
+                    f"{total} rows, e.g. the row {shown} (TFDV: {line.split(': ', 1)[1]})"
+                )
+            else:
+                problems.append(f"  split '{split}', {line}")
+        if anomalies.HasField("dataset_anomaly_info"):
+            problems.append(f"  split '{split}', {describe(anomalies)[-1]}")
     problems.extend(f"  {line}" for line in drift_problems)
     if problems:
         raise DataValidationError(
@@ -117,6 +201,7 @@ def check(
 def DataValidationGate(  # pylint: disable=invalid-name
     anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
     statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
+    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
     schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
     data_source: tfx.dsl.components.Parameter[str],
     drift_thresholds: tfx.dsl.components.Parameter[str],
@@ -130,11 +215,12 @@ def DataValidationGate(  # pylint: disable=invalid-name
     `data_source` names the input in the message.
     """
     drift_problems = []
+    curated = tfdv.load_schema_text(os.path.join(schema.uri, "schema.pbtxt"))
     if previous_statistics is not None:
         lines = drift(
             _statistics(statistics.uri, DRIFT_SPLIT),
             _statistics(previous_statistics.uri, DRIFT_SPLIT),
-            tfdv.load_schema_text(os.path.join(schema.uri, "schema.pbtxt")),
+            curated,
             {name: tuple(value) for name, value in json.loads(drift_thresholds).items()},
         )
         drift_problems = [
@@ -146,4 +232,6 @@ def DataValidationGate(  # pylint: disable=invalid-name
         artifact_utils.decode_split_names(anomalies.split_names),
         data_source,
         drift_problems,
+        examples.uri,
+        curated,
     )

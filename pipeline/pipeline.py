@@ -163,6 +163,7 @@ def data_components(config: PipelineConfig, span_resolvers: bool = True) -> Data
     gate = DataValidationGate(
         anomalies=example_validator.outputs["anomalies"],
         statistics=statistics_gen.outputs["statistics"],
+        examples=example_gen_.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         previous_statistics=previous_statistics.outputs["statistics"] if previous_statistics else None,
         data_source=str(config.data_path),

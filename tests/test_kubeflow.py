@@ -15,7 +15,7 @@ EXPECTED_UPSTREAM = {
     "StatisticsGen": {"ExampleGen"},
     "ImportSchemaGen": set(),
     "ExampleValidator": {"StatisticsGen", "ImportSchemaGen"},
-    "DataValidationGate": {"ExampleValidator", "StatisticsGen", "ImportSchemaGen"},
+    "DataValidationGate": {"ExampleGen", "ExampleValidator", "StatisticsGen", "ImportSchemaGen"},
     "Transform": {"ExampleGen", "ImportSchemaGen", "DataValidationGate"},
     "Trainer": {"Transform", "ImportSchemaGen"},
     "latest_blessed_model_resolver-model-resolver": set(),

@@ -13,7 +13,8 @@ EXPECTED_UPSTREAM = {
     "ExampleValidator": {"StatisticsGen", "ImportSchemaGen"},
     "previous_span_statistics_resolver": {"StatisticsGen"},
     "DataValidationGate": {
-        "ExampleValidator", "StatisticsGen", "ImportSchemaGen", "previous_span_statistics_resolver"
+        "ExampleGen", "ExampleValidator", "StatisticsGen", "ImportSchemaGen",
+        "previous_span_statistics_resolver",
     },
     "span_window_resolver": {"ExampleGen"},
     "analyzer_cache_resolver": set(),
