@@ -52,7 +52,7 @@ def _properties(artifact: metadata_store_pb2.Artifact) -> dict[str, Any]:
     return values
 
 
-class _Index:
+class Index:
     """Type names and node contexts, fetched once per query."""
 
     def __init__(self, store: Store):
@@ -104,7 +104,7 @@ class Run:
 
 def runs(store: Store) -> list[Run]:
     """Every recorded pipeline run, oldest first."""
-    index = _Index(store)
+    index = Index(store)
     out = []
     contexts = [c for t in RUN_CONTEXT_TYPES for c in store.get_contexts_by_type(t)]
     for context in contexts:
@@ -146,7 +146,7 @@ class ModelRecord:
 
 def models(store: Store) -> list[ModelRecord]:
     """Every trained model with its blessing, both heads' metrics and where it was pushed."""
-    index = _Index(store)
+    index = Index(store)
     out = []
     for model in store.get_artifacts_by_type("Model"):
         producer = index.producer(model.id)
@@ -237,7 +237,7 @@ def lineage(store: Store, target: str) -> list[LineageStep]:
     graph, schema, examples (with their span, and ExampleGen's input path),
     and the statistics and anomalies computed from those examples.
     """
-    index = _Index(store)
+    index = Index(store)
     start = find_artifact(store, target)
     steps, seen, frontier = [], {start.id}, [(start, 0)]
 

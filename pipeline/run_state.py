@@ -28,7 +28,8 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components import mlmd_names
-from pipeline.summary import NODE_CONTEXT_TYPES, RUN_CONTEXT_TYPES, node_id_of
+from pipeline.metadata_queries import Index
+from pipeline.summary import run_context
 
 LOCK_NAME = ".run.lock"
 _UNFINISHED = (metadata_store_pb2.Execution.RUNNING, metadata_store_pb2.Execution.NEW)
@@ -102,39 +103,28 @@ def output_root_lock(output_dir: Path, run_id: str) -> Iterator[str | None]:
         os.close(fd)
 
 
-def _context_name(store, execution_id: int, type_names: tuple[str, ...], context_types) -> tuple[str, str] | None:
-    for context in store.get_contexts_by_execution(execution_id):
-        type_name = context_types.get(context.type_id)
-        if type_name in type_names:
-            return type_name, context.name
-    return None
-
-
 def record_unfinished(
     store: metadata_store.MetadataStore, pipeline_name: str, reason: str, run_id: str | None = None,
 ) -> list[str]:
     """Marks `pipeline_name`'s RUNNING/NEW executions (of `run_id` only, if given) FAILED with `reason`.
 
-    Returns one line per execution marked: "<run> <node> (execution N)".
+    Returns one line per execution marked: "run <run>: <node> (execution N)".
     """
     pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
     if pipeline is None:
         return []
-    context_types = {t.id: t.name for t in store.get_context_types()}
+    index = Index(store)
     marked, lines = [], []
     for execution in store.get_executions_by_context(pipeline.id):
         if execution.last_known_state not in _UNFINISHED:
             continue
-        run = _context_name(store, execution.id, RUN_CONTEXT_TYPES, context_types)
-        if run_id is not None and (run is None or run[1] != run_id):
+        run = index.run_id(execution.id)
+        if run_id is not None and run != run_id:
             continue
-        node = _context_name(store, execution.id, NODE_CONTEXT_TYPES, context_types)
         execution.last_known_state = metadata_store_pb2.Execution.FAILED
         execution.custom_properties[mlmd_names.FAILURE_REASON].string_value = reason
         marked.append(execution)
-        lines.append(
-            f"run {run[1] if run else '?'}: {node_id_of(*node) if node else '?'} (execution {execution.id})"
-        )
+        lines.append(f"run {run or '?'}: {index.node_id(execution.id)} (execution {execution.id})")
     if marked:
         store.put_executions(marked)
     return lines
@@ -145,11 +135,9 @@ def record_failure_reason(
 ) -> list[str]:
     """After `run_id` failed: its unfinished executions become FAILED, and each failed one gets `reason`."""
     lines = record_unfinished(store, pipeline_name, reason, run_id)
-    run = next(
-        (c for t in RUN_CONTEXT_TYPES if (c := store.get_context_by_type_and_name(t, run_id)) is not None),
-        None,
-    )
-    if run is None:
+    try:
+        run = run_context(store, pipeline_name, run_id)
+    except LookupError:
         return lines
     unexplained = [
         e for e in store.get_executions_by_context(run.id)

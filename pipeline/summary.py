@@ -87,7 +87,8 @@ def published_destination(properties: dict[str, Any]) -> str | None:
     return None
 
 
-def _run_context(store: metadata_store.MetadataStore, pipeline_name: str, run_id: str | None):
+def run_context(store: metadata_store.MetadataStore, pipeline_name: str, run_id: str | None):
+    """The context of run `run_id` (None: of the latest run); LookupError if there is none."""
     if run_id is not None:
         for type_name in RUN_CONTEXT_TYPES:
             context = store.get_context_by_type_and_name(type_name, run_id)
@@ -173,7 +174,7 @@ def summarize(
     store: metadata_store.MetadataStore, pipeline_name: str, run_id: str | None = None
 ) -> RunSummary:
     """The run `run_id` of `pipeline_name` recorded in `store` (None: the latest one)."""
-    run = _run_context(store, pipeline_name, run_id)
+    run = run_context(store, pipeline_name, run_id)
     components = []
     blessed = None
     metrics: dict[str, dict[str, float]] = {}
