@@ -13,7 +13,6 @@ and shows one of them, before TFDV's own words.
 """
 
 import copy
-import glob
 import json
 import math
 import os
@@ -104,7 +103,8 @@ def offending_rows(
     specs = {f.name: f for f in schema.feature if f.name in columns}
     found: dict[str, list] = {}
     total = 0
-    files = sorted(glob.glob(os.path.join(glob.escape(split_uri), "*.gz")))
+    # listdir, not glob: any file system TFX writes to, and no pattern characters in the path.
+    files = sorted(os.path.join(split_uri, n) for n in tf.io.gfile.listdir(split_uri) if n.endswith(".gz"))
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
         total += 1
         example = tf.train.Example.FromString(record)

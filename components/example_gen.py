@@ -325,16 +325,16 @@ def input_fingerprint(input_base: str, input_config: example_gen_pb2.Input) -> s
 def check_span_folders(input_base: str) -> None:
     """Refuses two span folders with one number (`span-9` and `span-09`): TFX would read one of them."""
     numbers: dict[int, str] = {}
-    for entry in sorted(fileio.glob(os.path.join(glob.escape(input_base), "span-*"))):
-        suffix = os.path.basename(entry.rstrip("/"))[len("span-"):]
-        if not fileio.isdir(entry) or not suffix.isdigit():
+    for name in sorted(n.rstrip("/") for n in fileio.listdir(input_base)):
+        suffix = name[len("span-"):]
+        if not name.startswith("span-") or not suffix.isdigit() or not fileio.isdir(os.path.join(input_base, name)):
             continue
         if int(suffix) in numbers:
             raise CsvFormatError(
-                f"{input_base}: span folders {os.path.basename(numbers[int(suffix)])} and "
-                f"{os.path.basename(entry)} both hold span {int(suffix)}; keep one"
+                f"{input_base}: span folders {numbers[int(suffix)]} and {name} both hold span "
+                f"{int(suffix)}; keep one"
             )
-        numbers[int(suffix)] = entry
+        numbers[int(suffix)] = name
 
 
 def _input_config(exec_properties: Mapping[str, Any]) -> example_gen_pb2.Input:
@@ -432,7 +432,8 @@ class _UnitCounts(beam.CombineFn):
         merged = {}
         for counts in accumulators:
             for unit, (rows, example) in counts.items():
-                merged[unit] = (merged.get(unit, (0, example))[0] + rows, merged.get(unit, (0, example))[1])
+                seen, first = merged.get(unit, (0, example))
+                merged[unit] = (seen + rows, first)
         return merged
 
     def extract_output(self, counts):
@@ -561,11 +562,11 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
         paths = [p for split in input_config.splits for p in input_paths(exec_properties, split.pattern)]
         before = file_states(paths)
         recorded = exec_properties.get(example_gen_utils.FINGERPRINT_PROPERTY_NAME)
-        if recorded and recorded != input_fingerprint(exec_properties["input_base"], input_config):
+        current = input_fingerprint(exec_properties["input_base"], input_config) if recorded else None
+        if recorded and recorded != current:
             raise CsvFormatError(
                 f"{exec_properties['input_base']}: the input changed after it was fingerprinted "
-                f"({recorded!r} then, {input_fingerprint(exec_properties['input_base'], input_config)!r} now); "
-                "run again once the files are complete"
+                f"({recorded!r} then, {current!r} now); run again once the files are complete"
             )
         input_bytes = sum(size for size, _ in before.values())
         with self._make_beam_pipeline() as pipeline:
