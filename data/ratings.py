@@ -167,6 +167,8 @@ def _check_parquet(source: RatingsSource, parquet: pq.ParquetFile, chunk_rows: i
             )
     for name in features.ID_FEATURES:
         column = source.columns[name]
+        if _recorded_nulls(parquet, column) == 0:
+            continue  # the file's own statistics say there are none: no pass over the column
         nulls, first, offset = 0, None, 0
         for batch in parquet.iter_batches(batch_size=chunk_rows, columns=[column]):
             values = batch.column(0)
@@ -179,6 +181,22 @@ def _check_parquet(source: RatingsSource, parquet: pq.ParquetFile, chunk_rows: i
                 f"{source.path}: column '{column}' ({name}): {nulls} null value(s) of {offset} rows, "
                 f"the first in row {first}; every interaction needs an ID"
             )
+
+
+def _recorded_nulls(parquet: pq.ParquetFile, column: str) -> int | None:
+    """A top-level column's null count from the row groups' statistics; None if they do not say."""
+    metadata = parquet.metadata
+    # Leaf columns, not fields: a nested column elsewhere shifts the positions.
+    leaves = [i for i in range(metadata.num_columns) if metadata.schema.column(i).path == column]
+    if len(leaves) != 1:
+        return None
+    total = 0
+    for group in range(metadata.num_row_groups):
+        statistics = metadata.row_group(group).column(leaves[0]).statistics
+        if statistics is None or not statistics.has_null_count:
+            return None
+        total += statistics.null_count
+    return total
 
 
 def _chunks(source: RatingsSource, chunk_rows: int) -> Iterator[pd.DataFrame]:
