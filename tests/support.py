@@ -65,6 +65,26 @@ class Watcher:
         self._poll()  # the state the run left
 
 
+def serving_check_pid(parent: int | None = None, model: str | None = None) -> int | None:
+    """A running `components.serving_check` process (of `parent`, checking `model`, where given)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"components.serving_check" not in cmdline:
+            continue
+        if parent is not None and int(stat.rsplit(")", 1)[1].split()[1]) != parent:
+            continue
+        if model is not None and model.encode() not in cmdline:
+            continue
+        return int(entry.name)
+    return None
+
+
 def served_versions(serving_dir: Path) -> dict[str, str]:
     """Version folder name -> its tree digest: everything TF Serving would load from `serving_dir`."""
     if not serving_dir.is_dir():

@@ -28,7 +28,7 @@ from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.config import REPO_ROOT
 from tests.handoff_child import handoff
-from tests.support import Watcher, served_versions, transform_and_train
+from tests.support import Watcher, served_versions, serving_check_pid, transform_and_train
 
 pytestmark = pytest.mark.slow
 # Makes the copy long enough to be caught in the middle by a 1 ms poll.
@@ -95,18 +95,7 @@ class Child:
 
     def check_process(self) -> int | None:
         """The pid of the serving check this child started, if it is running."""
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            if parent == self.process.pid and b"components.serving_check" in cmdline:
-                return int(entry.name)
-        return None
+        return serving_check_pid(parent=self.process.pid)
 
     def close(self):
         if self.process.poll() is None:

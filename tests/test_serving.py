@@ -21,7 +21,7 @@ import tensorflow as tf
 from components import export, features, serving_check, warmup
 from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, generate_rows
-from tests.support import transform_and_train
+from tests.support import serving_check_pid, transform_and_train
 
 pytestmark = pytest.mark.slow
 OOV = 5
@@ -300,13 +300,7 @@ def test_a_check_process_that_dies_without_a_result_is_a_failure(tuned):
     deadline = time.monotonic() + 120
     victim = None
     while victim is None and time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            try:
-                cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
-                if b"components.serving_check" in cmdline and path.encode() in cmdline:
-                    victim = int(entry.name)
-            except OSError:
-                continue
+        victim = serving_check_pid(model=path)
         time.sleep(0.01)
     assert victim is not None
     os.kill(victim, signal.SIGKILL)
