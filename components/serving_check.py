@@ -41,8 +41,6 @@ from components import features, warmup
 
 # Largest difference allowed between two ways of computing the same output.
 PARITY_TOLERANCE = 1e-6
-# TF Serving refuses a warm-up file with more records than this.
-MAX_WARMUP_RECORDS = 1000
 # What TF Serving uses when a request names no signature.
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -60,26 +58,17 @@ def _warmup_logs(path: str) -> list[prediction_log_pb2.PredictionLog]:
     file = os.path.join(path, warmup.WARMUP_FILE)
     if not tf.io.gfile.exists(file):
         raise ServingCheckError(f"{path}: no warm-up requests ({warmup.WARMUP_FILE} is missing)")
-    logs = []
-    for number, record in enumerate(tf.compat.v1.io.tf_record_iterator(file), start=1):
-        if number > MAX_WARMUP_RECORDS:
-            raise ServingCheckError(
-                f"{path}: {warmup.WARMUP_FILE} has more than {MAX_WARMUP_RECORDS} records, "
-                "which TF Serving refuses to load"
-            )
-        try:
-            log = prediction_log_pb2.PredictionLog.FromString(record)
-        except Exception as error:  # protobuf's DecodeError, not exported under a stable name
-            raise ServingCheckError(
-                f"{path}: warm-up record {number} is not a PredictionLog ({error})"
-            ) from error
+    try:
+        logs = warmup.read_requests(path)
+    except ValueError as error:
+        raise ServingCheckError(f"{path}: {error}") from error
+    for number, log in enumerate(logs, start=1):
         kind = log.WhichOneof("log_type")
         if kind != "predict_log":
             raise ServingCheckError(
                 f"{path}: warm-up record {number} is a {kind or 'empty'} log; this model's "
                 "signatures are predict signatures, so its warm-up must hold predict logs"
             )
-        logs.append(log)
     if not logs:
         raise ServingCheckError(f"{path}: no warm-up requests in {warmup.WARMUP_FILE}")
     return logs

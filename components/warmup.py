@@ -14,6 +14,8 @@ from components import features
 
 # Where TF Serving looks for warm-up requests inside a SavedModel.
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# TF Serving refuses a warm-up file with more records than this.
+TF_SERVING_MAX_RECORDS = 1000
 # The unknown pair every warm-up batch ends with (it exercises the OOV buckets).
 UNKNOWN_ID = b"__warmup_unknown__"
 
@@ -57,9 +59,20 @@ def write_requests(export_dir: str, ids: Mapping[str, list[bytes]]) -> None:
 
 
 def read_requests(export_dir: str) -> list[prediction_log_pb2.PredictionLog]:
-    """The warm-up requests saved in the SavedModel at `export_dir`."""
+    """The warm-up requests saved in the SavedModel at `export_dir`.
+
+    ValueError naming the record if one is not a PredictionLog, or if there
+    are more than TF Serving accepts.
+    """
     path = os.path.join(export_dir, WARMUP_FILE)
-    return [
-        prediction_log_pb2.PredictionLog.FromString(record.numpy())
-        for record in tf.data.TFRecordDataset(path)
-    ]
+    logs = []
+    for number, record in enumerate(tf.compat.v1.io.tf_record_iterator(path), start=1):
+        if number > TF_SERVING_MAX_RECORDS:
+            raise ValueError(
+                f"{WARMUP_FILE} has more than {TF_SERVING_MAX_RECORDS} records, which TF Serving refuses to load"
+            )
+        try:
+            logs.append(prediction_log_pb2.PredictionLog.FromString(record))
+        except Exception as error:  # protobuf's DecodeError, not exported under a stable name
+            raise ValueError(f"warm-up record {number} is not a PredictionLog ({error})") from error
+    return logs

@@ -207,7 +207,7 @@ def _classify_log(records):
 
 
 def _too_many(records):
-    return records * (serving_check.MAX_WARMUP_RECORDS // len(records) + 1)
+    return records * (warmup.TF_SERVING_MAX_RECORDS // len(records) + 1)
 
 
 @pytest.mark.parametrize("mutate, expected", [
