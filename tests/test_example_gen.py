@@ -219,6 +219,17 @@ def test_gzip_files_and_folders_of_them_are_read(tmp_path):
     assert _rows(tmp_path / "file") == EXPECTED[:20]
 
 
+def test_a_truncated_gzip_file_is_refused_not_read_short(tmp_path):
+    import gzip
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    body = "".join(PLAIN.splitlines(keepends=True)[1:]) * 500
+    (folder / "x.csv.gz").write_bytes(gzip.compress((PLAIN + body).encode())[:-40])
+    with pytest.raises(example_gen.CsvFormatError, match="x.csv.gz: the gzip file is truncated or corrupt"):
+        _run_example_gen(tmp_path, folder / "x.csv.gz", example_gen.HASH)
+
+
 def test_a_path_is_a_path_not_a_glob(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "runs[1]").mkdir()
