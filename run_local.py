@@ -74,7 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--split", choices=(TEMPORAL, HASH), default=TEMPORAL,
         help="temporal: evaluate on the most recent interactions; hash: a random split",
     )
-    parser.add_argument("--eval-fraction", type=float, default=0.2, help="share of rows to evaluate on")
+    parser.add_argument("--eval-fraction", type=float, default=0.2, help="share of rows the Evaluator judges on")
+    parser.add_argument(
+        "--validation-fraction", type=float, default=0.1,
+        help="share of rows the Trainer validates (and early-stops) on; disjoint from the eval rows",
+    )
     parser.add_argument(
         "--output", type=Path, default=Path("outputs"), metavar="DIR",
         help="output root: pipeline/, metadata.sqlite, serving/<version>/",
@@ -161,6 +165,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         model=model,
         split=args.split,
         eval_fraction=args.eval_fraction,
+        validation_fraction=args.validation_fraction,
         rating_scale_max=scale_max,
         enable_cache=args.cache,
     )

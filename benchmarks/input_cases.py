@@ -58,17 +58,13 @@ def run_example_gen(data: Path, work: Path) -> list[tf.train.Example]:
     """The executor on one file (temporal split); every example it wrote."""
     examples = standard_artifacts.Examples()
     examples.uri = str(work / "examples")
-    splits = example_gen_pb2.SplitConfig(splits=[
-        example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
-        example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
-    ])
     exec_properties = {
         "input_base": str(data.parent),
         "input_config": proto_utils.proto_to_json(
             example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="all", pattern=data.name)])
         ),
-        "output_config": proto_utils.proto_to_json(example_gen_pb2.Output(split_config=splits)),
-        "custom_config": json.dumps({eg.SCHEMA_PATH: str(SCHEMA), eg.SPLIT: "temporal", eg.EVAL_FRACTION: 0.2}),
+        "output_config": proto_utils.proto_to_json(eg.output_config({eg.TRAIN: 4, eg.EVAL: 1})),
+        "custom_config": json.dumps({eg.SCHEMA_PATH: str(SCHEMA), eg.SPLIT: "temporal"}),
         "span": 0,
     }
     context = base_beam_executor.BaseBeamExecutor.Context(

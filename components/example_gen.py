@@ -44,14 +44,16 @@ from tfx.utils import io_utils, proto_utils
 from components import features
 from components.shuffle import BlockShuffle
 
-# custom_config keys: the curated schema's path; the split ("temporal" or
-# "hash") and, for "temporal", the fraction of most recent rows held out.
+# custom_config keys: the curated schema's path; how rows are split ("temporal"
+# or "hash"). Either way the output_config's hash buckets give each split's share.
 SCHEMA_PATH = "schema_path"
 SPLIT = "split"
-EVAL_FRACTION = "eval_fraction"
 TEMPORAL = "temporal"
 HASH = "hash"
-TRAIN, EVAL = "train", "eval"
+# Three disjoint splits, oldest first for the temporal split: the Trainer fits
+# `train` and early-stops on `validation`; only the Evaluator reads `eval`.
+TRAIN, VALIDATION, EVAL = "train", "validation", "eval"
+SPLITS = (TRAIN, VALIDATION, EVAL)
 # A serialized tf.Example of an interaction is about 3.5 times its CSV line
 # (feature names, framing); the estimate only sizes the shuffle's buckets.
 EXAMPLE_BYTES_PER_CSV_BYTE = 4
@@ -383,15 +385,33 @@ def _SchemaCsvToExample(  # pylint: disable=invalid-name
     return per_file | "Flatten" >> beam.Flatten()
 
 
-def temporal_cutoff(quantiles: Sequence[int], eval_fraction: float) -> int:
-    """The timestamp at the (1 - eval_fraction) quantile; later rows are evaluation rows.
+def output_config(buckets: Mapping[str, int]) -> example_gen_pb2.Output:
+    """ExampleGen's output: one split per name, in order, with that many hash buckets.
 
+    A split's buckets over the total are its share of the rows, for the hash
+    split and the temporal split alike.
+    """
+    return example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+        example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=count) for name, count in buckets.items()
+    ]))
+
+
+def temporal_cutoffs(quantiles: Sequence[int], shares: Sequence[float]) -> list[int]:
+    """The timestamps where each split but the last ends, for splits in time order.
+
+    `shares` are the splits' fractions of the rows (summing to 1); the cut-off
+    after a split is the quantile at the running total. A row belongs to the
+    first split whose cut-off is not before its timestamp (the last if none).
     `quantiles` holds the 0th, 1st, ..., 100th percentiles of the timestamps;
     none when no row had a readable timestamp (the parsing pass then says why).
     """
     if not quantiles:
-        return 0
-    return quantiles[round((len(quantiles) - 1) * (1.0 - eval_fraction))]
+        return [0] * (len(shares) - 1)
+    total, cuts = 0.0, []
+    for share in shares[:-1]:
+        total += share
+        cuts.append(quantiles[round((len(quantiles) - 1) * total)])
+    return cuts
 
 
 def parse_timestamp(
@@ -491,16 +511,19 @@ class _SplitSummary(beam.CombineFn):
         return accumulator
 
 
-def check_splits(train: tuple[int, frozenset], evaluation: tuple[int, frozenset], source: str, split: str) -> None:
-    """Refuses an empty split, and an eval split whose `binary_rating` labels are all alike."""
-    for name, (rows, _) in ((TRAIN, train), (EVAL, evaluation)):
+def check_splits(summaries: Mapping[str, tuple[int, frozenset]], source: str, split: str) -> None:
+    """Refuses an empty split, and an eval split whose `binary_rating` labels are all alike.
+
+    `summaries` maps each split to its `_SplitSummary`.
+    """
+    for name, (rows, _) in summaries.items():
         if rows == 0:
             why = (
-                "every row falls on one side of the timestamp cut-off (are all timestamps equal?)"
+                "no row's timestamp falls in its time range (are all timestamps equal?)"
                 if split == TEMPORAL else "the hash split put no row there (too few rows?)"
             )
             raise CsvFormatError(f"{source}: the {name} split would be empty: {why}")
-    rows, labels = evaluation
+    rows, labels = summaries[EVAL]
     if len(labels) == 1:
         raise CsvFormatError(
             f"{source}: every one of the {rows} rows of the {EVAL} split has {features.BINARY_RATING} = "
@@ -510,38 +533,35 @@ def check_splits(train: tuple[int, frozenset], evaluation: tuple[int, frozenset]
 
 def _temporal_splits(
     stamps: beam.PCollection, pipeline: beam.Pipeline, exec_properties: Mapping[str, Any], pattern: str,
-    eval_fraction: float,
+    shares: Mapping[str, float],
 ) -> dict[str, beam.PCollection]:
-    """Examples split at the (1 - eval_fraction) timestamp quantile: later rows are eval rows.
+    """Examples split by time into `shares` (split name -> fraction, oldest split first).
 
     Two passes over the input: the first (`stamps`) reads only the timestamp
-    cells and finds the cut-off; the second parses the rows and splits them as
+    cells and finds the cut-offs; the second parses the rows and splits them as
     they stream past. One pass would have to hold every parsed row until the
-    cut-off was known.
+    cut-offs were known.
     """
-    cutoff = (
+    cutoffs = (
         stamps
         | "Percentiles" >> beam.transforms.stats.ApproximateQuantiles.Globally(num_quantiles=101)
-        | "Cutoff" >> beam.Map(temporal_cutoff, eval_fraction)
+        | "Cutoffs" >> beam.Map(temporal_cutoffs, list(shares.values()))
     )
     stamped = pipeline | "InputToRecord" >> _SchemaCsvToExample(
         exec_properties, pattern, row_parser=parse_row_with_timestamp
     )
-    train, evaluation = stamped | "ByTime" >> beam.Partition(
-        lambda kv, _, cut: int(kv[0] > cut), 2, cut=beam.pvalue.AsSingleton(cutoff)
+    parts = stamped | "ByTime" >> beam.Partition(
+        lambda kv, _, cuts: sum(kv[0] > cut for cut in cuts), len(shares), cuts=beam.pvalue.AsSingleton(cutoffs)
     )
-    return {
-        TRAIN: train | "TrainRecords" >> beam.Values(),
-        EVAL: evaluation | "EvalRecords" >> beam.Values(),
-    }
+    return {name: part | f"Records[{name}]" >> beam.Values() for name, part in zip(shares, parts)}
 
 
 class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
     """FileBasedExampleGen executor for CSV typed by the schema at custom_config[SCHEMA_PATH].
 
-    With custom_config[SPLIT] == "temporal", the rows with the most recent
-    `EVAL_FRACTION` of timestamps form the eval split (the model is judged on
-    the future); otherwise the output_config's hash split applies.
+    With custom_config[SPLIT] == "temporal", the rows are split by time, oldest
+    first, in the output_config's shares (the model is judged on the future);
+    otherwise the output_config's hash split applies.
     """
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
@@ -623,25 +643,40 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
         split_kind = custom.get(SPLIT, HASH)
         (split,) = _input_config(exec_properties).splits
         source = os.path.join(exec_properties["input_base"], split.pattern)
+        buckets = {
+            s.name: s.hash_buckets
+            for s in proto_utils.json_to_proto(exec_properties["output_config"], example_gen_pb2.Output()).split_config.splits
+        }
+        if EVAL not in buckets:
+            raise ValueError(f"the output_config must have an {EVAL!r} split, got {list(buckets)}")
         stamps = pipeline | "ReadTimestamps" >> _SchemaCsvToExample(
             exec_properties, split.pattern, row_parser=parse_timestamp
         )
         units = stamps | "TimestampUnits" >> beam.CombineGlobally(_UnitCounts())
         if split_kind == TEMPORAL:
-            splits = _temporal_splits(stamps, pipeline, exec_properties, split.pattern, float(custom[EVAL_FRACTION]))
+            total = sum(buckets.values())
+            shares = {name: count / total for name, count in buckets.items()}
+            splits = _temporal_splits(stamps, pipeline, exec_properties, split.pattern, shares)
         else:
             splits = super().GenerateExamplesByBeam(pipeline, exec_properties)
-        train = splits[TRAIN] | "TrainRows" >> beam.Map(lambda _: None) | "TrainSummary" >> beam.CombineGlobally(_SplitSummary())
-        evaluation = splits[EVAL] | "EvalLabels" >> beam.Map(_label_of) | "EvalSummary" >> beam.CombineGlobally(_SplitSummary())
+        summaries = {
+            name: beam.pvalue.AsSingleton(
+                records
+                | f"Labels[{name}]" >> beam.Map(_label_of if name == EVAL else lambda _: None)
+                | f"Summary[{name}]" >> beam.CombineGlobally(_SplitSummary())
+            )
+            for name, records in splits.items()
+        }
         _ = (
             pipeline
             | "One" >> beam.Create([None])
             | "CheckInput" >> beam.Map(
-                lambda _, units, train, evaluation: (
-                    check_units(units, source), check_splits(train, evaluation, source, split_kind)
+                lambda _, units, **summaries: (
+                    check_units(units, source),
+                    # Beam passes side inputs in its own order; report in the splits'.
+                    check_splits({name: summaries[name] for name in splits}, source, split_kind),
                 ),
-                units=beam.pvalue.AsSingleton(units), train=beam.pvalue.AsSingleton(train),
-                evaluation=beam.pvalue.AsSingleton(evaluation),
+                units=beam.pvalue.AsSingleton(units), **summaries,
             )
         )
         return splits

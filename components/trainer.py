@@ -80,7 +80,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         fn_args.train_files, fn_args.data_accessor, tf_transform_output, config,
         shuffle=True, repeat=config.steps_per_epoch is not None,
     )
-    # The eval split validates each epoch (and drives early stopping, if configured).
+    # The validation split (the Trainer's eval_args) is scored each epoch and
+    # drives early stopping; the Evaluator judges the model on another split.
     eval_data = input_dataset(
         fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config, shuffle=False
     )

@@ -15,7 +15,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components import features
 from components.data_validation import INFINITY_NORM, JENSEN_SHANNON
-from components.example_gen import HASH, TEMPORAL
+from components.example_gen import EVAL, HASH, TEMPORAL, TRAIN, VALIDATION
 from components.model import ModelConfig
 from components.preprocessing import DEFAULT_TIER_THRESHOLDS
 from components.serving_check import DEFAULT_TIMEOUT_S as SERVING_CHECK_TIMEOUT_S
@@ -115,10 +115,13 @@ class PipelineConfig:
     # Training counts at which a user/item slice becomes "some" and "many".
     tier_thresholds: tuple[int, int] = DEFAULT_TIER_THRESHOLDS
     # "temporal": the most recent `eval_fraction` of interactions (by timestamp)
-    # is the eval split. "hash": a random split of that size, as published
-    # benchmarks use.
+    # is the eval split, the `validation_fraction` before it the validation
+    # split. "hash": random splits of those sizes, as published benchmarks use.
+    # The Trainer early-stops on the validation split; only the Evaluator reads
+    # the eval split, so the blessing judges rows the training never chose by.
     split: str = TEMPORAL
     eval_fraction: float = 0.2
+    validation_fraction: float = 0.1
     # Spans: each run ingests the newest span; Transform and Trainer use the
     # last `window_spans` of them. Drift is checked against the previous span.
     window_spans: int = 1
@@ -157,16 +160,25 @@ class PipelineConfig:
             raise ValueError(f"num_oov_buckets must be >= 1, got {self.num_oov_buckets}")
         if self.split not in (TEMPORAL, HASH):
             raise ValueError(f"split must be {TEMPORAL!r} or {HASH!r}, got {self.split!r}")
-        if not 0.0 < self.eval_fraction < 1.0:
-            raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        for name in ("eval_fraction", "validation_fraction"):
+            if not 0.01 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0.01, 1), got {getattr(self, name)}")
+        if self.eval_fraction + self.validation_fraction > 0.99:
+            raise ValueError(
+                f"eval_fraction + validation_fraction must leave at least 1% for training, "
+                f"got {self.eval_fraction} + {self.validation_fraction}"
+            )
         if not self.serving_check_timeout_s > 0:
             raise ValueError(f"serving_check_timeout_s must be > 0, got {self.serving_check_timeout_s}")
 
     @property
-    def hash_buckets(self) -> tuple[int, int]:
-        """(train, eval) buckets of 100 for the hash split."""
-        eval_buckets = max(1, min(99, round(100 * self.eval_fraction)))
-        return 100 - eval_buckets, eval_buckets
+    def split_buckets(self) -> dict[str, int]:
+        """ExampleGen's splits, oldest first, each with its share of 100 buckets."""
+        held_out = {
+            VALIDATION: max(1, round(100 * self.validation_fraction)),
+            EVAL: max(1, round(100 * self.eval_fraction)),
+        }
+        return {TRAIN: 100 - sum(held_out.values()), **held_out}
 
     @property
     def pipeline_root(self) -> Path:

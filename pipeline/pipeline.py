@@ -121,24 +121,17 @@ class DataComponents:
 def data_components(config: PipelineConfig, span_resolvers: bool = True) -> DataComponents:
     """ExampleGen (newest span), statistics, the curated schema, validation and the gate."""
     input_base, pattern = _input_split(config.data_path)
-    train_buckets, eval_buckets = config.hash_buckets
 
     example_gen_ = FileBasedExampleGen(
         input_base=input_base,
         input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="all", pattern=pattern)]),
-        output_config=tfx.proto.Output(
-            split_config=tfx.proto.SplitConfig(splits=[
-                tfx.proto.SplitConfig.Split(name=example_gen.TRAIN, hash_buckets=train_buckets),
-                tfx.proto.SplitConfig.Split(name=example_gen.EVAL, hash_buckets=eval_buckets),
-            ])
-        ),
+        output_config=example_gen.output_config(config.split_buckets),
         custom_executor_spec=executor_spec.BeamExecutorSpec(
             example_gen.SchemaCsvExampleGenExecutor
         ),
         custom_config={
             example_gen.SCHEMA_PATH: str(config.schema_path),
             example_gen.SPLIT: config.split,
-            example_gen.EVAL_FRACTION: config.eval_fraction,
         },
     ).with_id("ExampleGen")
 
@@ -250,6 +243,12 @@ def create_pipeline(
         # data and describe transformed features nothing reads; at 10M rows they
         # cost time and memory (string counts for every ID) in the largest component.
         disable_statistics=True,
+        # Analyzers (vocabularies, tiers) see training rows only; the Trainer
+        # needs the validation rows transformed; the Evaluator reads raw eval
+        # rows through the model's own transform graph.
+        splits_config=tfx.proto.SplitsConfig(
+            analyze=[example_gen.TRAIN], transform=[example_gen.TRAIN, example_gen.VALIDATION]
+        ),
         custom_config={
             preprocessing.NUM_OOV_BUCKETS: config.num_oov_buckets,
             preprocessing.TIER_THRESHOLDS: list(config.tier_thresholds),
@@ -266,7 +265,7 @@ def create_pipeline(
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=[example_gen.TRAIN]),
-        eval_args=tfx.proto.EvalArgs(splits=[example_gen.EVAL]),
+        eval_args=tfx.proto.EvalArgs(splits=[example_gen.VALIDATION]),
         custom_config={
             trainer.MODEL_CONFIG: config.model.to_json_dict(),
             preprocessing.NUM_OOV_BUCKETS: config.num_oov_buckets,
@@ -291,6 +290,7 @@ def create_pipeline(
         model=trainer_.outputs["model"],
         baseline_model=resolver.outputs["model"],
         eval_config=make_eval_config(config.thresholds),
+        example_splits=[example_gen.EVAL],
     )
 
     serving_check = ServingCheck(

@@ -108,10 +108,9 @@ def _run_example_gen(tmp_path, data, split, fingerprint=None, pattern=None):
     input_config = example_gen_pb2.Input(
         splits=[example_gen_pb2.Input.Split(name="single_split", pattern=pattern)]
     )
-    output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-        example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
-        example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
-    ]))
+    output_config = example_gen.output_config(
+        {example_gen.TRAIN: 7, example_gen.VALIDATION: 1, example_gen.EVAL: 2}
+    )
     exec_properties = {
         "input_base": input_base,
         "input_config": proto_utils.proto_to_json(input_config),
@@ -120,7 +119,6 @@ def _run_example_gen(tmp_path, data, split, fingerprint=None, pattern=None):
         "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
         "custom_config": json.dumps({
             example_gen.SCHEMA_PATH: str(DEFAULT_SCHEMA), example_gen.SPLIT: split,
-            example_gen.EVAL_FRACTION: 0.2,
         }),
         "span": 3,
     }
@@ -131,7 +129,7 @@ def _run_example_gen(tmp_path, data, split, fingerprint=None, pattern=None):
     )
     example_gen.SchemaCsvExampleGenExecutor(context).Do({}, {"examples": [examples]}, exec_properties)
     timestamps = {}
-    for name in ("train", "eval"):
+    for name in example_gen.SPLITS:
         timestamps[name] = [
             e.features.feature[features.TIMESTAMP].int64_list.value[0] for e in _written(tmp_path, name)
         ]
@@ -148,22 +146,26 @@ def _written(tmp_path, split):
 
 @pytest.mark.parametrize("split", [example_gen.TEMPORAL, example_gen.HASH])
 def test_executor_writes_every_row_once_shuffled_into_its_split(tmp_path, split):
-    """Rows come sorted by time, as logs do: the splits hold every row once, the
-    temporal eval split exactly the latest fifth, and the written order is not the input's."""
+    """Rows come sorted by time, as logs do: the three splits hold every row once,
+    the temporal eval split exactly the latest fifth and the validation split the
+    tenth before it, and the written order is not the input's."""
     data = tmp_path / "in" / "interactions.csv"
     data.parent.mkdir()
     stamps = list(range(1_600_000_000, 1_600_000_000 + 5_000))
     data.write_text(",".join(HEADER) + "\n" + "".join(f"u{t % 97},i{t % 89},{t},{t % 2},0.5\n" for t in stamps))
     examples, written = _run_example_gen(tmp_path, data, split)
-    assert sorted(written["train"] + written["eval"]) == stamps
+    assert sorted(written["train"] + written["validation"] + written["eval"]) == stamps
     if split == example_gen.TEMPORAL:
-        assert max(written["train"]) < min(written["eval"])
-        assert abs(len(written["eval"]) - 1_000) <= 50  # approximate quantile
+        assert max(written["train"]) < min(written["validation"])
+        assert max(written["validation"]) < min(written["eval"])
+        assert abs(len(written["eval"]) - 1_000) <= 50  # approximate quantiles
+        assert abs(len(written["validation"]) - 500) <= 50
     else:
-        assert 800 <= len(written["eval"]) <= 1_200  # 1 of 5 hash buckets
+        assert 800 <= len(written["eval"]) <= 1_200  # 2 of 10 hash buckets
+        assert 350 <= len(written["validation"]) <= 650  # 1 of 10
     train = np.array(written["train"])
     assert abs(np.corrcoef(train, np.arange(len(train)))[0, 1]) < 0.1
-    assert examples.split_names == '["train", "eval"]'
+    assert examples.split_names == '["train", "validation", "eval"]'
     assert examples.span == 3
     assert examples_utils.get_payload_format(examples) == example_gen_pb2.FORMAT_TF_EXAMPLE
     assert examples_utils.get_file_format(examples) == "tfrecords_gzip"
@@ -172,7 +174,7 @@ def test_executor_writes_every_row_once_shuffled_into_its_split(tmp_path, split)
 def _rows(tmp_path):
     """Every written example as (user, item, timestamp, liked, purchase), sorted."""
     out = []
-    for split in ("train", "eval"):
+    for split in example_gen.SPLITS:
         for example in _written(tmp_path, split):
             f = example.features.feature
             out.append((
@@ -213,9 +215,9 @@ def test_gzip_files_and_folders_of_them_are_read(tmp_path):
     lines = PLAIN.splitlines(keepends=True)
     (folder / "a.csv.gz").write_bytes(gzip.compress("".join(lines[:21]).encode()))
     (folder / "b.csv.gz").write_bytes(gzip.compress((lines[0] + "".join(lines[21:])).encode()))
-    _run_example_gen(tmp_path / "folder", folder, example_gen.HASH)
+    _run_example_gen(tmp_path / "folder", folder, example_gen.TEMPORAL)
     assert _rows(tmp_path / "folder") == EXPECTED
-    _run_example_gen(tmp_path / "file", folder / "a.csv.gz", example_gen.HASH)
+    _run_example_gen(tmp_path / "file", folder / "a.csv.gz", example_gen.TEMPORAL)
     assert _rows(tmp_path / "file") == EXPECTED[:20]
 
 
@@ -331,7 +333,7 @@ def _lines(rows):
 
 @pytest.mark.parametrize("split, rows, message", [
     (example_gen.TEMPORAL, [(1_600_000_000, i % 2) for i in range(50)],
-     "the eval split would be empty: every row falls on one side of the timestamp cut-off"),
+     "the validation split would be empty: no row's timestamp falls in its time range"),
     (example_gen.TEMPORAL, [(1_600_000_000 + i, int(i < 35)) for i in range(50)],
      "rows of the eval split has binary_rating = 0, so its AUC is undefined"),
     (example_gen.HASH, [(1_600_000_000 + i, 1) for i in range(50)],
