@@ -1,7 +1,8 @@
 """Benchmark: both heads' quality on MovieLens, with the pipeline's own code.
 
     python benchmarks/model_quality.py --movielens ../shared/datasets/ml-100k
-    python benchmarks/model_quality.py --movielens PATH --split temporal
+    python benchmarks/model_quality.py --movielens PATH --split random --seeds 42 43 44
+    python benchmarks/model_quality.py --movielens PATH --split u1
     python benchmarks/model_quality.py --movielens PATH --config '{"l2": 1e-4}'
     python benchmarks/model_quality.py --movielens PATH --config '[{"l2": 1e-4}, {"l2": 1e-3}]'
     python benchmarks/model_quality.py --movielens PATH --config configs/ml-100k-model.json
@@ -9,14 +10,17 @@
 
 The ratings go through `data.ratings` (labels: liked = rating >= 4,
 purchase_probability = rating / 5), the IDs through the pipeline's
-`preprocessing_fn` on tf.Transform, and the model through
-`components.model.build_model` and `train`: the code the Trainer runs.
+`preprocessing_fn` on tf.Transform (analysed on the training rows only), and
+the model through `components.model.build_model` and `train`: the code the
+Trainer runs. `--config` overrides the default ModelConfig (the pipeline's);
+`--ablation` starts from ModelConfig.original() and adds one step at a time.
 
-Split: "random" is a seeded 80/20 permutation (as published ML-100K numbers);
-"temporal" holds out the most recent 20%. With early stopping, a seeded 10% of
-the training rows is the validation set; the test rows are never seen before
-the final evaluation. Prints JSON: RMSE on the star scale, like-AUC, log loss
-and training seconds per configuration.
+Splits are the pipeline's three (see `split`): the model fits the train rows,
+validates and early-stops on the validation rows, and is scored on the test
+rows, which nothing before saw. Each seed splits (random, u1), initialises and
+shuffles anew. Prints JSON: per configuration, RMSE on the star scale,
+like-AUC, log loss and training seconds, as mean and standard deviation over
+the seeds and per seed; progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -91,14 +95,33 @@ def load(movielens: Path, workdir: Path) -> tuple[pd.DataFrame, float]:
     return frame, source.scale_max
 
 
-def split(frame: pd.DataFrame, how: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """80/20: a seeded permutation, or the most recent 20% by timestamp."""
+# Shares of the rows, as the pipeline's default PipelineConfig splits them.
+VALIDATION_SHARE, TEST_SHARE = 0.1, 0.2
+# ML-100K's u1.test: the first 20,000 lines of u.data (the release's mku.sh).
+U1_TEST_ROWS = 20_000
+
+
+def split(frame: pd.DataFrame, how: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(train, validation, test) as the pipeline splits: 70/10/20.
+
+    "temporal": oldest 70%, the next 10%, the most recent 20% (the pipeline's
+    default). "random": a seeded permutation (the hash split's kind). "u1":
+    ML-100K's u1.test as the test rows, a seeded eighth of u1.base as validation.
+    """
+    n = len(frame)
+    if how == "u1":
+        if n != 100_000:
+            raise SystemExit("--split u1 is ML-100K's: expected its 100,000 ratings")
+        base = U1_TEST_ROWS + np.random.default_rng(seed).permutation(n - U1_TEST_ROWS)
+        cut = len(base) // 8
+        return frame.iloc[base[cut:]], frame.iloc[base[:cut]], frame.iloc[:U1_TEST_ROWS]
     if how == "random":
-        order = np.random.default_rng(seed).permutation(len(frame))
+        order = np.random.default_rng(seed).permutation(n)
     else:
         order = np.argsort(frame[features.TIMESTAMP].to_numpy(), kind="stable")
-    cut = int(0.8 * len(frame))
-    return frame.iloc[order[:cut]], frame.iloc[order[cut:]]
+    train_end = int((1 - VALIDATION_SHARE - TEST_SHARE) * n)
+    test_start = int((1 - TEST_SHARE) * n)
+    return frame.iloc[order[:train_end]], frame.iloc[order[train_end:test_start]], frame.iloc[order[test_start:]]
 
 
 def _instances(frame: pd.DataFrame) -> list[dict]:
@@ -109,8 +132,9 @@ def _instances(frame: pd.DataFrame) -> list[dict]:
     ]
 
 
-def transform(train_rows, test_rows, workdir: Path):
-    """The pipeline's preprocessing_fn, analysed on the training rows only."""
+def transform(train_rows, other_rows: list, workdir: Path):
+    """The pipeline's preprocessing_fn, analysed on the training rows only (as Transform's
+    splits_config does); returns (train columns, [columns of each of other_rows], sizes)."""
     schema = example_gen.load_schema(str(DEFAULT_SCHEMA))
     metadata = dataset_metadata.DatasetMetadata(schema)
     with tft_beam.Context(temp_dir=str(workdir / "tft-tmp")):
@@ -119,7 +143,10 @@ def transform(train_rows, test_rows, workdir: Path):
                 inputs, {NUM_OOV_BUCKETS: NUM_OOV, TIER_THRESHOLDS: DEFAULT_TIER_THRESHOLDS}
             )
         )
-        test_t, _ = ((_instances(test_rows), metadata), transform_fn) | tft_beam.TransformDataset()
+        others = [
+            (((_instances(rows), metadata), transform_fn) | f"Transform{i}" >> tft_beam.TransformDataset())[0]
+            for i, rows in enumerate(other_rows)
+        ]
         _ = transform_fn | tft_beam.WriteTransformFn(str(workdir / "transform"))
     # As the Transform component does: the raw metadata beside the graph (export reads it).
     metadata_io.write_metadata(metadata, str(workdir / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR))
@@ -128,7 +155,7 @@ def transform(train_rows, test_rows, workdir: Path):
     def columns(rows):
         return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
 
-    return columns(train_t), columns(test_t), sizes
+    return columns(train_t), [columns(rows) for rows in others], sizes
 
 
 def _dataset(columns: dict, rows: np.ndarray, config: ModelConfig, shuffle: bool) -> tf.data.Dataset:
@@ -138,14 +165,13 @@ def _dataset(columns: dict, rows: np.ndarray, config: ModelConfig, shuffle: bool
     return data.batch(config.batch_size).map(split_labels)
 
 
-def evaluate(config: ModelConfig, train_cols: dict, test_cols: dict, sizes: dict, scale_max: float) -> dict:
-    n = len(train_cols[features.BINARY_RATING])
-    rows = np.arange(n)
-    if config.early_stopping_patience is not None:
-        order = np.random.default_rng(config.seed).permutation(n)
-        validation, fit_rows = order[: n // 10], order[n // 10:]
-    else:
-        validation, fit_rows = rows, rows  # validation only logs; nothing is selected on it
+def evaluate(
+    config: ModelConfig, train_cols: dict, validation_cols: dict, test_cols: dict, sizes: dict, scale_max: float
+) -> dict:
+    """Trains on `train_cols`, validating (and early-stopping) on `validation_cols`, as the
+    Trainer does; scores `test_cols`, which nothing before saw."""
+    fit_rows = np.arange(len(train_cols[features.BINARY_RATING]))
+    validation = np.arange(len(validation_cols[features.BINARY_RATING]))
     model = build_model(
         sizes[features.USER_ID], sizes[features.ITEM_ID], config,
         TrainingData.from_batches(_dataset(train_cols, fit_rows, config, shuffle=False)),
@@ -154,7 +180,7 @@ def evaluate(config: ModelConfig, train_cols: dict, test_cols: dict, sizes: dict
     history = train(
         model,
         _dataset(train_cols, fit_rows, config, shuffle=True),
-        _dataset(train_cols, validation, config, shuffle=False),
+        _dataset(validation_cols, validation, config, shuffle=False),
         config,
         verbose=0,  # stdout carries the JSON only
     )
@@ -173,47 +199,69 @@ def evaluate(config: ModelConfig, train_cols: dict, test_cols: dict, sizes: dict
         "like_log_loss": round(float(log_loss(liked, np.clip(p_liked, 1e-7, 1 - 1e-7))), 4),
         "epochs_run": len(history.history["loss"]),
         "train_seconds": round(seconds, 1),
+        "seconds_per_epoch": round(seconds / len(history.history["loss"]), 2),
     }
+
+
+# Figures averaged over seeds (the others are reported per seed only).
+_AVERAGED = ("rmse_stars", "rmse", "like_auc", "like_log_loss", "epochs_run", "train_seconds", "seconds_per_epoch")
+
+
+def mean_and_std(per_seed: list[dict]) -> dict:
+    """{figure: {"mean", "std"}} over seeds (sample standard deviation; 0 for one seed)."""
+    out = {}
+    for name in _AVERAGED:
+        values = np.array([r[name] for r in per_seed], dtype=float)
+        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        out[name] = {"mean": round(float(values.mean()), 4), "std": round(std, 4)}
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--movielens", type=Path, required=True)
-    parser.add_argument("--split", choices=("random", "temporal"), default="random")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--split", choices=("temporal", "random", "u1"), default="temporal")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument(
         "--config", default=None,
-        help="JSON overrides of ModelConfig.original() (or a JSON file of them, e.g. "
-        "configs/ml-100k-model.json), or a list of them (one result each)",
+        help="JSON overrides of ModelConfig() (or a JSON file of them), or a list of them (one result each)",
     )
     parser.add_argument("--ablation", action="store_true", help="run the ablation table")
     args = parser.parse_args()
+    if args.ablation:
+        runs = ablation()
+    else:
+        text = Path(args.config).read_text() if args.config and Path(args.config).is_file() else args.config
+        overrides = json.loads(text) if text else {}
+        listed = overrides if isinstance(overrides, list) else [overrides]
+        runs = {json.dumps(o, sort_keys=True): o for o in listed}
+    per_seed: dict[str, list[dict]] = {name: [] for name in runs}
+    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         frame, scale_max = load(args.movielens, workdir)
-        train_rows, test_rows = split(frame, args.split, args.seed)
-        started = time.perf_counter()
-        train_cols, test_cols, sizes = transform(train_rows, test_rows, workdir)
-        transform_seconds = time.perf_counter() - started
-        if args.ablation:
-            runs = ablation()
-        else:
-            text = Path(args.config).read_text() if args.config and Path(args.config).is_file() else args.config
-            overrides = json.loads(text) if text else {}
-            listed = overrides if isinstance(overrides, list) else [overrides]
-            runs = {json.dumps(o, sort_keys=True): o for o in listed}
-        results = []
-        for name, overrides in runs.items():
-            config = ModelConfig.original(seed=args.seed, **overrides)
-            results.append({
-                "name": name,
-                "config": config.to_json_dict(),
-                **evaluate(config, train_cols, test_cols, sizes, scale_max),
-            })
+        for seed in args.seeds:
+            train_rows, validation_rows, test_rows = split(frame, args.split, seed)
+            rows = {"train": len(train_rows), "validation": len(validation_rows), "test": len(test_rows)}
+            seed_dir = workdir / f"seed-{seed}"
+            train_cols, (validation_cols, test_cols), sizes = transform(
+                train_rows, [validation_rows, test_rows], seed_dir
+            )
+            for name, overrides in runs.items():
+                config = ModelConfig.original(seed=seed, **overrides) if args.ablation else ModelConfig(
+                    **{"seed": seed, **overrides}
+                )
+                per_seed[name].append({
+                    "seed": seed,
+                    **evaluate(config, train_cols, validation_cols, test_cols, sizes, scale_max),
+                })
+                print(json.dumps({"name": name, **per_seed[name][-1]}), file=sys.stderr)
     print(json.dumps({
-        "dataset": str(args.movielens), "split": args.split, "seed": args.seed,
-        "train_rows": len(train_rows), "test_rows": len(test_rows),
-        "transform_seconds": round(transform_seconds, 1), "results": results,
+        "dataset": str(args.movielens), "split": args.split, "seeds": args.seeds, "rows": rows,
+        "results": [
+            {"name": name, "overrides": runs[name], **mean_and_std(results), "per_seed": results}
+            for name, results in per_seed.items()
+        ],
     }, indent=2))
     return 0
 

@@ -42,12 +42,14 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils, proto_utils
 
 from components import features
-from components.shuffle import BlockShuffle
+from components.shuffle import ShuffleToTFRecords
 
 # custom_config keys: the curated schema's path; how rows are split ("temporal"
 # or "hash"). Either way the output_config's hash buckets give each split's share.
 SCHEMA_PATH = "schema_path"
 SPLIT = "split"
+# The seed of the written order (and so of the order the Trainer reads).
+SEED = "seed"
 TEMPORAL = "temporal"
 HASH = "hash"
 # Three disjoint splits, oldest first for the temporal split: the Trainer fits
@@ -568,10 +570,10 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
         return _SchemaCsvToExample
 
     def Do(self, input_dict, output_dict, exec_properties):
-        """Writes each split as gzipped TFRecords, in a random order, like TFX's ExampleGen.
+        """Writes each split as gzipped TFRecords, shuffled (by custom_config[SEED]), like TFX's ExampleGen.
 
         The same outputs and artifact properties as `BaseExampleGenExecutor.Do`;
-        the shuffle before writing is `BlockShuffle` instead of TFX's per-record
+        the shuffle and write is `ShuffleToTFRecords` instead of TFX's per-record
         `Reshuffle`, which the DirectRunner holds in memory many times over.
         """
         for key, supported in (
@@ -604,17 +606,18 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
                 f"({recorded!r} then, {current!r} now); run again once the files are complete"
             )
         input_bytes = sum(size for size, _ in before.values())
+        seed = int(_custom_config(exec_properties).get(SEED, 0))
         with self._make_beam_pipeline() as pipeline:
             for name, records in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
                 _ = (
                     records
-                    | f"Shuffle[{name}]" >> BlockShuffle(input_bytes * EXAMPLE_BYTES_PER_CSV_BYTE)
-                    | f"Write[{name}]" >> beam.io.WriteToTFRecord(
+                    | f"ShuffleAndWrite[{name}]" >> ShuffleToTFRecords(
                         os.path.join(
                             artifact_utils.get_split_uri(output_dict["examples"], name),
                             write_split.DEFAULT_TF_RECORD_FILE_NAME,
                         ),
-                        file_name_suffix=".gz",
+                        input_bytes * EXAMPLE_BYTES_PER_CSV_BYTE,
+                        seed,
                     )
                 )
         after = file_states(

@@ -58,6 +58,10 @@ class ModelConfig:
     # and an item's vector those of its users. The model carries these
     # interactions, so serving needs only the two IDs.
     implicit_feedback: bool = False
+    # At most this many partners per ID in those sums (a seeded sample of a
+    # heavier ID's), so an example costs at most this many lookups however
+    # active its user or popular its item.
+    implicit_history_cap: int = 256
     # Start each head's bias at the training labels' base rate (the mean for the
     # purchase head, the like rate's logit for the binary head), so the first
     # epochs fit interactions rather than a global offset.
@@ -67,6 +71,11 @@ class ModelConfig:
     # batch; dropout after each hidden layer.
     l2: float = 0.0
     dropout: float = 0.0
+    # ID dropout: during training, this share of rows sees its user (item) as
+    # unknown, mapped to an out-of-vocabulary bucket, so the OOV rows learn
+    # what an unseen ID should predict instead of keeping their initial values.
+    user_id_dropout: float = 0.0
+    item_id_dropout: float = 0.0
     # Stop when the validation loss has not improved for this many epochs and
     # keep the best epoch's weights; None trains all `epochs`.
     early_stopping_patience: int | None = None
@@ -97,6 +106,12 @@ class ModelConfig:
                 raise ValueError(f"{name} must be > 0, got {value}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ValueError("early_stopping_patience must be >= 1 or None")
+        if not (0.0 <= self.user_id_dropout < 1.0 and 0.0 <= self.item_id_dropout < 1.0):
+            raise ValueError(
+                f"ID dropout must be in [0, 1), got {self.user_id_dropout}, {self.item_id_dropout}"
+            )
+        if self.implicit_history_cap < 1:
+            raise ValueError(f"implicit_history_cap must be >= 1, got {self.implicit_history_cap}")
         if self.l2 < 0 or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"need l2 >= 0 and 0 <= dropout < 1, got {self.l2}, {self.dropout}")
         if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
@@ -190,6 +205,18 @@ class MultiTaskRecommender(tf_keras.Model):
         self.l2 = config.l2
         self.factorized = config.factorized_purchase_head
         self.use_dot_product = config.use_dot_product
+        # (share, first OOV index, table rows) per ID; the training rows use
+        # exactly the vocabulary 0..V-1 (Transform analyses them), the rest are OOV buckets.
+        self.id_dropout = []
+        for rate, ids, rows in (
+            (config.user_id_dropout, "users", num_users), (config.item_id_dropout, "items", num_items)
+        ):
+            if rate and training is None:
+                raise ValueError("ID dropout needs the training data's IDs")
+            known = int(getattr(training, ids).max()) + 1 if rate else rows
+            if rate and known >= rows:
+                raise ValueError(f"ID dropout needs OOV buckets: the training {ids} use all {rows} rows")
+            self.id_dropout.append((rate, known, rows))
 
         seeds = itertools.count(config.seed)
 
@@ -217,8 +244,10 @@ class MultiTaskRecommender(tf_keras.Model):
             users, items = training.users, training.items
             # (who interacted, with whom, their embeddings, how many rows they index)
             self.implicit = [
-                _Neighbours(users, items, num_users, embedding(num_items, dim, "user_history"), "items_of_user"),
-                _Neighbours(items, users, num_items, embedding(num_users, dim, "item_history"), "users_of_item"),
+                _Neighbours(users, items, num_users, embedding(num_items, dim, "user_history"), "items_of_user",
+                            config.implicit_history_cap, config.seed),
+                _Neighbours(items, users, num_items, embedding(num_users, dim, "item_history"), "users_of_item",
+                            config.implicit_history_cap, config.seed),
             ]
         self.hidden = []
         for i, units in enumerate(config.hidden_units):
@@ -250,6 +279,8 @@ class MultiTaskRecommender(tf_keras.Model):
     def call(self, inputs, training=None):
         user = tf.reshape(inputs[features.transformed_name(features.USER_ID)], [-1])
         item = tf.reshape(inputs[features.transformed_name(features.ITEM_ID)], [-1])
+        if training:
+            user, item = (_drop_ids(ids, *spec) for ids, spec in zip((user, item), self.id_dropout))
         user_vector, item_vector = self.user_embedding(user), self.item_embedding(item)
         if self.implicit:
             user_vector += self.implicit[0](user)
@@ -277,22 +308,35 @@ class MultiTaskRecommender(tf_keras.Model):
         return {features.BINARY_RATING: liked, features.PURCHASE_PROBABILITY: purchase}
 
 
+def _drop_ids(ids: tf.Tensor, rate: float, known: int, rows: int) -> tf.Tensor:
+    """`ids` with a `rate` share replaced by an OOV bucket (known..rows-1), chosen by the ID."""
+    if not rate:
+        return ids
+    dropped = tf.random.uniform(tf.shape(ids)) < rate
+    return tf.where(dropped, known + ids % (rows - known), ids)
+
+
 class _Neighbours(tf_keras.layers.Layer):
     """Per row, 1/sqrt(n) times the sum of the embeddings of its n training partners.
 
-    The partner lists are constant, non-trainable weights, so they are saved
-    with the model; a row with no partners (an unseen ID) gets zeros.
+    A row with more than `cap` partners keeps a seeded sample of `cap`. The
+    partner lists are constant, non-trainable weights, so they are saved with
+    the model; a row with no partners (an unseen ID) gets zeros.
     """
 
     def __init__(self, rows: np.ndarray, partners: np.ndarray, num_rows: int,
-                 embedding: tf_keras.layers.Embedding, name: str):
+                 embedding: tf_keras.layers.Embedding, name: str, cap: int, seed: int):
         super().__init__(name=name)
-        order = np.argsort(rows, kind="stable")
+        # Sorted by row, then by a random key: each row's first `cap` are a uniform sample.
+        order = np.lexsort((np.random.default_rng(seed).random(len(rows)), rows))
         counts = np.bincount(rows, minlength=num_rows)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        kept = np.arange(len(rows)) - starts[rows[order]] < cap
         self.row_splits = tf.Variable(
-            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), trainable=False, name="row_splits"
+            np.concatenate([[0], np.cumsum(np.minimum(counts, cap))]).astype(np.int64),
+            trainable=False, name="row_splits",
         )
-        self.partners = tf.Variable(partners[order], trainable=False, name="partners")
+        self.partners = tf.Variable(partners[order][kept], trainable=False, name="partners")
         self.embedding = embedding
 
     def call(self, ids):

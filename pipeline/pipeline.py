@@ -132,6 +132,7 @@ def data_components(config: PipelineConfig, span_resolvers: bool = True) -> Data
         custom_config={
             example_gen.SCHEMA_PATH: str(config.schema_path),
             example_gen.SPLIT: config.split,
+            example_gen.SEED: config.model.seed,
         },
     ).with_id("ExampleGen")
 

@@ -113,6 +113,13 @@ def write_report(summary: RunSummary, out_dir: Path) -> Path:
             f"<li>{html.escape(f)}</li>" for f in summary.failed_thresholds) + "</ul>"
     sections.append(f"<p class=verdict>{verdict}</p>")
     sections.append(f"<p>Pushed model: {html.escape(summary.pushed_to or 'none')}</p>")
+    if summary.splits:
+        sections.append(
+            "<h2>Splits</h2><table><tr><th>split</th><th>rows</th><th>read by</th></tr>" + "".join(
+                f"<tr><td>{html.escape(s.name)}</td><td>{'' if s.rows is None else f'{s.rows:,}'}</td>"
+                f"<td>{html.escape('; '.join(s.readers))}</td></tr>" for s in summary.splits
+            ) + "</table>"
+        )
     if summary.evaluation_uri:
         table = evaluation_metrics(summary.evaluation_uri)
         overall = table.get(OVERALL, {})

@@ -9,14 +9,18 @@ for people.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Any
 
 import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from components import mlmd_names
+from components.data_validation import STATISTICS_FILE
 
 _STATES = {
     metadata_store_pb2.Execution.COMPLETE: "complete",
@@ -38,6 +42,20 @@ class ComponentRun:
 
 
 @dataclasses.dataclass(frozen=True)
+class SplitUse:
+    """One split of this run's examples: its rows and what each component did with it.
+
+    `readers` are "Component (role, ...)" as the components' recorded execution
+    properties say: Transform analyzes/transforms, Trainer fits/validates,
+    Evaluator judges.
+    """
+
+    name: str
+    rows: int | None
+    readers: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class RunSummary:
     run_id: str
     components: tuple[ComponentRun, ...]
@@ -49,6 +67,7 @@ class RunSummary:
     # What the run cleaned up or took over before it started (stale staging
     # folders, a dead run's lock, executions a killed run left running).
     notes: tuple[str, ...] = ()
+    splits: tuple[SplitUse, ...] = ()
 
     def to_json_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -170,6 +189,40 @@ def _failed_thresholds(evaluation_uri: str) -> tuple[str, ...]:
     return tuple(failures)
 
 
+# Execution properties naming the splits a component reads, and the role each gives them.
+_SPLIT_ROLES = (
+    ("splits_config", "analyze", "analyze"),
+    ("splits_config", "transform", "transform"),
+    ("train_args", "splits", "fit"),
+    ("eval_args", "splits", "validate"),
+    ("example_splits", None, "judge"),
+)
+
+
+def split_roles(properties: dict[str, Any]) -> dict[str, list[str]]:
+    """split -> roles, from one execution's recorded properties (JSON strings as TFX records them)."""
+    roles: dict[str, list[str]] = {}
+    for name, field, role in _SPLIT_ROLES:
+        value = properties.get(name)
+        if not value:
+            continue
+        decoded = json.loads(value)
+        for split in (decoded.get(field, []) if field else decoded) or []:
+            roles.setdefault(split, []).append(role)
+    return roles
+
+
+def split_rows(statistics_uri: str, split_names: str) -> dict[str, int]:
+    """split -> examples counted by StatisticsGen (its `split_names` property, JSON)."""
+    rows = {}
+    for split in json.loads(split_names):
+        path = os.path.join(statistics_uri, f"Split-{split}", STATISTICS_FILE)
+        with open(path, "rb") as f:
+            stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(f.read())
+        rows[split] = sum(d.num_examples for d in stats.datasets)
+    return rows
+
+
 def summarize(
     store: metadata_store.MetadataStore, pipeline_name: str, run_id: str | None = None
 ) -> RunSummary:
@@ -182,8 +235,13 @@ def summarize(
     pushed_to = None
     evaluation_uri = None
     type_names = {t.id: t.name for t in store.get_artifact_types()}
+    rows: dict[str, int] = {}
+    readers: dict[str, list[str]] = {}
     for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):
         node = _node_id(store, execution.id)
+        recorded = {key: value.string_value for key, value in execution.custom_properties.items()}
+        for split, roles in split_roles(recorded).items():
+            readers.setdefault(split, []).append(f"{node} ({', '.join(roles)})")
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1e3
         reason = execution.custom_properties.get(mlmd_names.FAILURE_REASON)
         components.append(ComponentRun(
@@ -198,12 +256,18 @@ def summarize(
                 evaluation_uri = artifact.uri
                 metrics = candidate_metrics(evaluation_metrics(artifact.uri).get(OVERALL, {}))
                 failed = _failed_thresholds(artifact.uri)
+            elif type_name == "ExampleStatistics" and "split_names" in artifact.properties:
+                rows = split_rows(artifact.uri, artifact.properties["split_names"].string_value)
             elif type_name == "PushedModel":
                 pushed_to = published_destination(
                     {key: _custom(artifact, key) for key in artifact.custom_properties}
                 )
+    splits = tuple(
+        SplitUse(name, rows.get(name), tuple(readers.get(name, ())))
+        for name in [*rows, *(name for name in readers if name not in rows)]
+    )
     return RunSummary(
-        run.name, tuple(components), blessed, metrics, failed, pushed_to, evaluation_uri
+        run.name, tuple(components), blessed, metrics, failed, pushed_to, evaluation_uri, splits=splits
     )
 
 
@@ -215,6 +279,11 @@ def format_summary(summary: RunSummary, rating_scale_max: float | None = None) -
         lines.append(f"  {c.component_id:<34} {c.state:<9} {c.seconds:7.1f} s")
         if c.failure_reason:
             lines.append(f"      {c.failure_reason.splitlines()[0][:300]}")
+    if summary.splits:
+        lines.append("Splits:")
+    for split in summary.splits:
+        rows = "?" if split.rows is None else f"{split.rows:,}"
+        lines.append(f"  {split.name:<12} {rows:>12} rows  {'; '.join(split.readers) or 'read by no component'}")
     if summary.blessed is None:
         lines.append("Blessing: not evaluated")
     else:

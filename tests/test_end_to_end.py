@@ -13,20 +13,24 @@ answers runs, models and lineage from their store.
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from components import features, mlmd_names
 from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import HeadThreshold, PipelineConfig
+from pipeline.metadata_queries import Index
 from run_local import run
-from tests.support import COMPONENT_IDS, Watcher, served_versions
+from tests.support import COMPONENT_IDS, Watcher, served_versions, tree_digest
 
 pytestmark = pytest.mark.slow
 
@@ -157,6 +161,71 @@ def test_model_is_blessed_and_pushed_with_both_heads_measured(first_run):
     assert (config.serving_dir / version / "saved_model.pb").is_file()
 
 
+def _inputs(store, execution_id):
+    """input key -> the execution's input artifacts."""
+    out = {}
+    for event in store.get_events_by_execution_ids([execution_id]):
+        if event.type == event.INPUT:
+            key = next(step.key for step in event.path.steps if step.HasField("key"))
+            out.setdefault(key, []).extend(store.get_artifacts_by_id([event.artifact_id]))
+    return out
+
+
+def _split_rows(artifact, split):
+    files = tf.io.gfile.glob(os.path.join(artifact.uri, f"Split-{split}", "*.gz"))
+    return [
+        tf.train.Example.FromString(r).features.feature
+        for r in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator()
+    ]
+
+
+def test_no_row_of_the_evaluators_split_reaches_the_trainer(first_run):
+    """Proved from ML Metadata (what each component recorded reading) and from the
+    files: the Trainer's inputs hold the train and validation rows and nothing
+    else, the Evaluator reads the eval split, and eval rows are strictly later."""
+    config, summary, _, _, _ = first_run
+    store = _store(config)
+    index = Index(store)
+    run_context = store.get_context_by_type_and_name("pipeline_run", summary.run_id)
+    executions = {index.node_id(e.id): e for e in store.get_executions_by_context(run_context.id)}
+    recorded = {
+        node: {k: v.string_value for k, v in e.custom_properties.items()} for node, e in executions.items()
+    }
+    trainer_splits = (
+        json.loads(recorded["Trainer"]["train_args"])["splits"] + json.loads(recorded["Trainer"]["eval_args"])["splits"]
+    )
+    assert trainer_splits == ["train", "validation"]
+    assert json.loads(recorded["Evaluator"]["example_splits"]) == ["eval"]
+    assert json.loads(recorded["Transform"]["splits_config"]) == {
+        "analyze": ["train"], "transform": ["train", "validation"]
+    }
+    (transformed,) = _inputs(store, executions["Trainer"].id)["examples"]
+    assert json.loads(transformed.properties["split_names"].string_value) == ["train", "validation"]
+    assert index.producer(transformed.id) == executions["Transform"].id
+    (raw,) = _inputs(store, executions["Transform"].id)["examples"]
+    assert [a.id for a in _inputs(store, executions["Evaluator"].id)["examples"]] == [raw.id]
+    assert index.producer(raw.id) == executions["ExampleGen"].id
+
+    def keys(rows):
+        return {
+            (f["user_id"].bytes_list.value[0], f["item_id"].bytes_list.value[0], f["timestamp"].int64_list.value[0])
+            for f in rows
+        }
+
+    raw_rows = {split: _split_rows(raw, split) for split in ("train", "validation", "eval")}
+    for split in trainer_splits:  # the Trainer read these rows and only these
+        assert len(_split_rows(transformed, split)) == len(raw_rows[split]) > 0
+    trained_on = keys(raw_rows["train"]) | keys(raw_rows["validation"])
+    assert not trained_on & keys(raw_rows["eval"])
+    stamps = {split: [f["timestamp"].int64_list.value[0] for f in rows] for split, rows in raw_rows.items()}
+    assert max(stamps["train"]) < min(stamps["validation"]) <= max(stamps["validation"]) < min(stamps["eval"])
+    assert [(s.name, s.rows) for s in summary.splits] == [(n, len(r)) for n, r in raw_rows.items()]
+    assert [s.readers for s in summary.splits] == [
+        ("Transform (analyze, transform)", "Trainer (fit)"), ("Transform (transform)", "Trainer (validate)"),
+        ("Evaluator (judge)",),
+    ]
+
+
 def test_the_watcher_saw_only_the_checked_model_and_only_after_its_check(first_run):
     config, summary, _, served, seen = first_run
     (blessing,) = _store(config).get_artifacts_by_type("InfraBlessing")
@@ -208,6 +277,29 @@ def test_a_blessed_model_that_fails_the_serving_check_is_never_published(first_r
     assert "Pusher" not in states
     assert set(seen) == set(served_before)
     assert served_versions(config.serving_dir) == served_before
+
+
+def _examples_of_run(store, run_id):
+    """The URI of the Examples artifact ExampleGen wrote in `run_id`."""
+    index = Index(store)
+    context = store.get_context_by_type_and_name("pipeline_run", run_id)
+    for execution in store.get_executions_by_context(context.id):
+        if index.node_id(execution.id) == "ExampleGen":
+            (examples,) = index.events(execution.id, metadata_store_pb2.Event.OUTPUT)
+            return examples.uri
+    raise LookupError(run_id)
+
+
+def test_the_same_data_config_and_seed_give_the_same_files_and_metrics(first_run, fourth_run):
+    """Runs 1 and 4 share data, configuration and seed: ExampleGen writes the same
+    bytes (split and order), so the Trainer fits the same model."""
+    store = _store(fourth_run[0])
+    first, fourth = (_examples_of_run(store, run[1].run_id) for run in (first_run, fourth_run))
+    for split in ("train", "validation", "eval"):
+        assert tree_digest(os.path.join(first, f"Split-{split}")) == tree_digest(os.path.join(fourth, f"Split-{split}"))
+    for head, values in first_run[1].metrics.items():
+        for name, value in values.items():
+            assert fourth_run[1].metrics[head][name] == pytest.approx(value, abs=1e-4), (head, name)
 
 
 def test_the_rejected_model_is_not_the_next_baseline(first_run, third_run, fourth_run):

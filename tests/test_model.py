@@ -180,3 +180,48 @@ def test_implicit_feedback_adds_the_scaled_sum_of_training_partners():
     assert all("partners" not in v.name and "row_splits" not in v.name for v in model.trainable_variables)
     with pytest.raises(ValueError, match="interactions"):
         build_model(3, 5, dataclasses.replace(config, base_rate_init=False))
+
+
+def test_implicit_history_is_capped_at_a_seeded_sample_of_each_ids_partners():
+    import tensorflow as tf
+
+    # User 0 saw items 1..6, user 1 items 1 and 2; with a cap of 3, user 0 sums three of its six.
+    users = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    items = np.array([1, 2, 3, 4, 5, 6, 1, 2])
+    train_inputs = {USER: users[:, None], ITEM: items[:, None]}
+    train_labels = {head: np.ones((8, 1), np.float32) * 0.5 for head in features.HEADS}
+    config = ModelConfig(hidden_units=(), implicit_feedback=True, implicit_history_cap=3, **FACTORIZED)
+    model = build_model(3, 8, config, _training(train_inputs, train_labels))
+    model({USER: np.array([0]), ITEM: np.array([0])})
+    items_of_user = model.implicit[0]
+    assert items_of_user.row_splits.numpy().tolist() == [0, 3, 5, 5]
+    sample = items_of_user.partners.numpy()[:3]
+    assert set(sample) < set(range(1, 7)) and len(set(sample)) == 3
+    assert sorted(items_of_user.partners.numpy()[3:]) == [1, 2]
+    history = items_of_user.embedding.embeddings.numpy()
+    np.testing.assert_allclose(
+        items_of_user(tf.constant([0])).numpy()[0], history[sample].sum(axis=0) / np.sqrt(3), rtol=1e-5
+    )
+    again = build_model(3, 8, config, _training(train_inputs, train_labels))
+    again({USER: np.array([0]), ITEM: np.array([0])})
+    assert again.implicit[0].partners.numpy().tolist() == items_of_user.partners.numpy().tolist()
+
+
+def test_id_dropout_trains_the_out_of_vocabulary_rows():
+    """Training rows use users 0..9 of 14 rows (4 OOV buckets): only with ID dropout
+    do the OOV rows move from their initial values; serving never drops IDs."""
+    inputs, labels = _batch(n=512, num_users=10)
+    oov_rows = slice(10, 14)
+    moved = {}
+    for rate in (0.0, 0.3):
+        config = ModelConfig(embedding_dim=4, hidden_units=(8,), epochs=2, user_id_dropout=rate, use_bias_terms=True)
+        model = build_model(14, 8, config, _training(inputs, labels))
+        model(inputs)
+        before = model.biases[0].embeddings.numpy()[oov_rows].copy()
+        model.fit(inputs, labels, batch_size=64, epochs=2, verbose=0)
+        moved[rate] = np.abs(model.biases[0].embeddings.numpy()[oov_rows] - before).max()
+        first, second = model(inputs), model(inputs)  # inference: no dropout, so no randomness
+        np.testing.assert_array_equal(first[features.PURCHASE_PROBABILITY], second[features.PURCHASE_PROBABILITY])
+    assert moved[0.0] == 0.0 and moved[0.3] > 1e-4
+    with pytest.raises(ValueError, match="needs OOV buckets"):
+        build_model(10, 8, ModelConfig(embedding_dim=4, user_id_dropout=0.3), _training(inputs, labels))

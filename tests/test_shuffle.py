@@ -1,4 +1,5 @@
-"""BlockShuffle: every record comes out once, in an order unrelated to the input's."""
+"""ShuffleToTFRecords: every record comes out once, in an order unrelated to the input's
+and fixed by the seed."""
 
 import glob
 
@@ -24,16 +25,18 @@ def test_blocks_round_trip_and_compress_repetitive_records():
     assert len(block) < sum(map(len, records)) / 3
 
 
-def _shuffled(records, tmp_path, buckets, flush_bytes):
-    out = str(tmp_path / "out" / "records")
+def _shuffled(records, tmp_path, buckets, flush_bytes, seed=7):
+    """The records as ShuffleToTFRecords writes them: its files in name order."""
+    prefix = str(tmp_path / "out" / "records")
     with beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"])) as p:
         _ = (
             p
             | beam.Create(records, reshuffle=False)
-            | shuffle.BlockShuffle(buckets * shuffle.BUCKET_BYTES, flush_bytes=flush_bytes)
-            | beam.io.WriteToTFRecord(out)
+            | shuffle.ShuffleToTFRecords(prefix, buckets * shuffle.BUCKET_BYTES, seed, flush_bytes=flush_bytes)
         )
-    return [r for f in sorted(glob.glob(out + "*")) for r in tf.data.TFRecordDataset(f).as_numpy_iterator()]
+    files = sorted(glob.glob(prefix + "*"))
+    assert len(files) == buckets and files[0].endswith(f"-00000-of-{buckets:05d}.gz")
+    return [r for f in files for r in tf.data.TFRecordDataset(f, compression_type="GZIP").as_numpy_iterator()]
 
 
 def test_sorted_input_comes_out_as_a_permutation_with_no_trace_of_the_order(tmp_path):
@@ -46,3 +49,13 @@ def test_sorted_input_comes_out_as_a_permutation_with_no_trace_of_the_order(tmp_
         assert abs(np.corrcoef(positions, np.arange(len(positions)))[0, 1]) < 0.05
         # Neighbours in the output are not neighbours in the input.
         assert np.median(np.abs(np.diff(positions))) > 1_000
+
+
+def test_the_order_is_fixed_by_the_seed_not_by_the_input_order(tmp_path):
+    records = [b"%08d" % i for i in range(20_000)]
+    for buckets, flush_bytes in ((1, shuffle.FLUSH_BYTES), (4, 1_000)):
+        first = _shuffled(records, tmp_path / f"a{buckets}", buckets, flush_bytes)
+        again = _shuffled(records[::-1], tmp_path / f"b{buckets}", buckets, flush_bytes)
+        other_seed = _shuffled(records, tmp_path / f"c{buckets}", buckets, flush_bytes, seed=8)
+        assert first == again
+        assert sorted(other_seed) == records and other_seed != first
