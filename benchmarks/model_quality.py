@@ -68,13 +68,13 @@ ABLATION_STEPS = (
     # BCE (~0.5): unweighted, the shared embeddings serve mostly the binary head.
     ("+ purchase_probability loss weight 100",
      {"loss_weights": {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 100.0}}),
-    ("+ per-example L2 0.5, early stopping",
-     {"l2": 0.5, "epochs": 60, "early_stopping_patience": 3}),
+    ("+ per-example L2 0.5, early stopping on the validation split",
+     {"l2": 0.5, "epochs": 40, "early_stopping_patience": 3}),
     ("+ factorised purchase head, no MLP", {"factorized_purchase_head": True, "hidden_units": []}),
     ("+ heads start at base rates, N(0, 0.01) embeddings",
      {"base_rate_init": True, "embedding_init_stddev": 0.01}),
-    ("+ implicit feedback (SVD++-style histories)", {"implicit_feedback": True}),
-    ("+ learning rate 5e-4", {"learning_rate": 5e-4}),
+    ("+ L2 2.0, learning rate 1e-3", {"l2": 2.0, "learning_rate": 1e-3}),
+    ("+ user ID dropout 0.2", {"user_id_dropout": 0.2}),
 )
 
 

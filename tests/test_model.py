@@ -27,9 +27,21 @@ def _training(inputs, labels):
     return TrainingData.from_batches([(inputs, labels)])
 
 
+# A plain MLP model: the structure these tests check, whatever the defaults are.
+MLP = dict(
+    embedding_dim=4, hidden_units=(8,), learning_rate=3e-3, use_bias_terms=False, use_dot_product=False,
+    factorized_purchase_head=False, l2=0.0, user_id_dropout=0.0, early_stopping_patience=None,
+    loss_weights={head: 1.0 for head in features.HEADS},
+)
+
+
+def mlp(**overrides) -> ModelConfig:
+    return ModelConfig(**{**MLP, **overrides})
+
+
 def test_outputs_are_named_after_the_heads_with_batch_by_one_shapes():
     inputs, labels = _batch(n=5)
-    model = build_model(10, 8, ModelConfig(embedding_dim=4, hidden_units=(8,)), _training(inputs, labels))
+    model = build_model(10, 8, mlp(), _training(inputs, labels))
     outputs = model(inputs)
     assert set(outputs) == set(features.HEADS)
     for head in features.HEADS:
@@ -42,7 +54,7 @@ def test_total_loss_is_the_weighted_sum_of_head_losses():
     weights = {features.BINARY_RATING: 2.0, features.PURCHASE_PROBABILITY: 0.5}
     inputs, labels = _batch()
     model = build_model(
-        10, 8, ModelConfig(embedding_dim=4, hidden_units=(8,), loss_weights=weights), _training(inputs, labels)
+        10, 8, mlp(loss_weights=weights), _training(inputs, labels)
     )
     predicted = {k: v.numpy().astype(np.float64) for k, v in model(inputs).items()}
     p = np.clip(predicted[features.BINARY_RATING], 1e-7, 1 - 1e-7)
@@ -57,7 +69,7 @@ def test_training_reduces_the_loss_on_learnable_data():
     inputs, labels = _batch(n=256)
     # Labels that depend on the user only: learnable from the user embedding.
     labels[features.BINARY_RATING] = (inputs[USER] % 2).astype(np.float32)
-    model = build_model(10, 8, ModelConfig(embedding_dim=4, hidden_units=(8,), epochs=1), _training(inputs, labels))
+    model = build_model(10, 8, mlp(epochs=1), _training(inputs, labels))
     before = model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"]
     model.fit(inputs, labels, epochs=30, batch_size=64, verbose=0)
     after = model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"]
@@ -67,10 +79,8 @@ def test_training_reduces_the_loss_on_learnable_data():
 def test_bias_dot_and_regularisation_options_build_what_they_say():
     inputs, labels = _batch(n=4)
     plain = build_model(10, 8, ModelConfig.original(embedding_dim=4))
-    rich = build_model(10, 8, ModelConfig(
-        embedding_dim=4, hidden_units=(8,), use_bias_terms=True, use_dot_product=True,
-        l2=1e-3, dropout=0.2,
-    ), _training(inputs, labels))
+    rich = build_model(10, 8, mlp(use_bias_terms=True, use_dot_product=True, l2=1e-3, dropout=0.2),
+                       _training(inputs, labels))
     plain(inputs, training=True), rich(inputs, training=True)
     def has(model, name):
         return any(f"/{name}/" in v.name for v in model.trainable_variables)
@@ -92,8 +102,7 @@ def test_early_stopping_restores_the_best_epoch():
 
     from components.model import train
 
-    config = ModelConfig(embedding_dim=4, hidden_units=(8,), epochs=40, learning_rate=0.05,
-                         early_stopping_patience=2)
+    config = mlp(epochs=40, learning_rate=0.05, early_stopping_patience=2)
     inputs, labels = _batch(n=64, num_users=50, num_items=50, seed=1)
     model = build_model(50, 50, config, _training(inputs, labels))
     held_inputs, held_labels = _batch(n=64, num_users=50, num_items=50, seed=2)  # unrelated: overfits
@@ -111,6 +120,7 @@ def test_early_stopping_restores_the_best_epoch():
 
 FACTORIZED = dict(
     embedding_dim=4, use_bias_terms=True, use_dot_product=True, factorized_purchase_head=True,
+    user_id_dropout=0.0,
 )
 
 
@@ -140,7 +150,7 @@ def test_heads_start_at_the_training_base_rates():
         training.label_means[features.PURCHASE_PROBABILITY], rel=1e-5
     )
     with pytest.raises(ValueError, match="label means"):
-        build_model(10, 8, ModelConfig(embedding_dim=4))
+        build_model(10, 8, mlp())
 
 
 def test_factorized_purchase_head_is_mean_plus_biases_plus_dot():
@@ -154,7 +164,7 @@ def test_factorized_purchase_head_is_mean_plus_biases_plus_dot():
     mu = model.heads[features.PURCHASE_PROBABILITY].bias.numpy()[0]
     np.testing.assert_allclose(predicted, mu + b_user + b_item + np.sum(p * q, axis=1), rtol=1e-5)
     with pytest.raises(ValueError, match="needs use_bias_terms"):
-        ModelConfig(factorized_purchase_head=True)
+        ModelConfig(factorized_purchase_head=True, use_bias_terms=False)
 
 
 def test_implicit_feedback_adds_the_scaled_sum_of_training_partners():
@@ -214,7 +224,7 @@ def test_id_dropout_trains_the_out_of_vocabulary_rows():
     oov_rows = slice(10, 14)
     moved = {}
     for rate in (0.0, 0.3):
-        config = ModelConfig(embedding_dim=4, hidden_units=(8,), epochs=2, user_id_dropout=rate, use_bias_terms=True)
+        config = mlp(epochs=2, user_id_dropout=rate, use_bias_terms=True)
         model = build_model(14, 8, config, _training(inputs, labels))
         model(inputs)
         before = model.biases[0].embeddings.numpy()[oov_rows].copy()
@@ -224,4 +234,4 @@ def test_id_dropout_trains_the_out_of_vocabulary_rows():
         np.testing.assert_array_equal(first[features.PURCHASE_PROBABILITY], second[features.PURCHASE_PROBABILITY])
     assert moved[0.0] == 0.0 and moved[0.3] > 1e-4
     with pytest.raises(ValueError, match="needs OOV buckets"):
-        build_model(10, 8, ModelConfig(embedding_dim=4, user_id_dropout=0.3), _training(inputs, labels))
+        build_model(10, 8, mlp(user_id_dropout=0.3), _training(inputs, labels))
