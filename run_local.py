@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--embedding-dim", type=int, default=None, help="user and item embeddings"
     )
-    parser.add_argument("--seed", type=int, default=None, help="random seed of training")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the examples' written order and of training")
     parser.add_argument(
         "--model-config", default=None, metavar="JSON|FILE",
         help='ModelConfig fields as JSON or a JSON file (e.g. configs/ml-100k-model.json); '

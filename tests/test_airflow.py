@@ -49,6 +49,9 @@ def deployed(tmp_path_factory):
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{root / 'home' / 'airflow.db'}",
+        # The DAG file imports TFX (tens of seconds on a loaded 2-core machine);
+        # Airflow's default 30 s import timeout would report that as a DAG error.
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "300",
     }
     airflow_cli = Path(sys.executable).parent / "airflow"
     subprocess.run([str(airflow_cli), "db", "migrate"], env=env, check=True, capture_output=True)
