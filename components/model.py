@@ -28,7 +28,7 @@ class ModelConfig:
     The defaults are the configuration chosen on MovieLens 100K's temporal split
     (see benchmarks/model_quality.py and the README): biased matrix
     factorisation as the purchase head, the binary head reading its estimate,
-    per-example L2, early stopping on the validation split, user ID dropout.
+    per-example L2, early stopping on the validation split.
     `original()` is the first design. `loss_weights` maps every head in
     `features.HEADS` to the weight of its loss in the total:
     total = sum(weight[head] * loss[head]).
@@ -79,7 +79,7 @@ class ModelConfig:
     # ID dropout: during training, this share of rows sees its user (item) as
     # unknown, mapped to an out-of-vocabulary bucket, so the OOV rows learn
     # what an unseen ID should predict instead of keeping their initial values.
-    user_id_dropout: float = 0.2
+    user_id_dropout: float = 0.0
     item_id_dropout: float = 0.0
     # Stop when the validation loss has not improved for this many epochs and
     # keep the best epoch's weights; None trains all `epochs`.
