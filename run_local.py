@@ -236,14 +236,21 @@ def run(config: PipelineConfig, run_id: str | None = None):
 
 
 def model_config_fields(value: str | None) -> dict:
-    """ModelConfig fields from inline JSON or a JSON file's path (None: none)."""
+    """ModelConfig fields from inline JSON (it starts with "{") or a JSON file's path (None: none)."""
     if value is None:
         return {}
-    text = Path(value).read_text() if Path(value).is_file() else value
+    if value.lstrip().startswith("{"):
+        text, source = value, "inline JSON"
+    else:
+        # Only a path is looked up on disk: inline JSON can be longer than a file name may be.
+        try:
+            text, source = Path(value).read_text(), value
+        except OSError as error:
+            raise SystemExit(f"--model-config: {value}: neither inline JSON nor a readable file ({error.strerror})") from error
     try:
         fields = json.loads(text)
     except json.JSONDecodeError as error:
-        raise SystemExit(f"--model-config: neither a JSON file nor valid JSON ({error})") from error
+        raise SystemExit(f"--model-config: {source} is not valid JSON ({error})") from error
     if not isinstance(fields, dict):
         raise SystemExit("--model-config: expected a JSON object of ModelConfig fields")
     return fields

@@ -231,7 +231,9 @@ def main() -> int:
     if args.ablation:
         runs = ablation()
     else:
-        text = Path(args.config).read_text() if args.config and Path(args.config).is_file() else args.config
+        # Only a path is looked up on disk: inline JSON can be longer than a file name may be.
+        inline = args.config is None or args.config.lstrip().startswith(("{", "["))
+        text = args.config if inline else Path(args.config).read_text()
         overrides = json.loads(text) if text else {}
         listed = overrides if isinstance(overrides, list) else [overrides]
         runs = {json.dumps(o, sort_keys=True): o for o in listed}

@@ -38,8 +38,20 @@ def test_a_model_config_file_is_read_and_flags_override_it(tmp_path):
     assert config.implicit_feedback and config.factorized_purchase_head
     assert config.learning_rate == 5e-4 and config.hidden_units == ()
     assert config_from_args(parse_args(common + ["--learning-rate", "0.01"])).model.learning_rate == 0.01
-    with pytest.raises(SystemExit, match="neither a JSON file nor valid JSON"):
+    with pytest.raises(SystemExit, match="no-such-file.json: neither inline JSON nor a readable file"):
         config_from_args(parse_args(common[:-1] + ["no-such-file.json"]))
+    with pytest.raises(SystemExit, match="inline JSON is not valid JSON"):
+        config_from_args(parse_args(common[:-1] + ['{"l2": }']))
+
+
+def test_inline_json_longer_than_a_file_name_is_read_as_json(tmp_path):
+    data = tmp_path / "mine.csv"
+    data.write_text("user_id,item_id,timestamp,binary_rating,purchase_probability\n")
+    inline = '{"l2": 0.25, "hidden_units": [' + ", ".join(["8"] * 120) + "]}"
+    assert len(inline) > 300  # past NAME_MAX: looking it up as a path fails with "File name too long"
+    args = parse_args(["--data", str(data), "--output", str(tmp_path / "o"), "--model-config", inline])
+    model = config_from_args(args).model
+    assert model.l2 == 0.25 and model.hidden_units == (8,) * 120
 
 
 def test_a_canonical_parquet_file_is_read_without_a_column_mapping(tmp_path):
