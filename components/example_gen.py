@@ -42,7 +42,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils, proto_utils
 
 from components import features
-from components.shuffle import ShuffleToTFRecords
+from components.shuffle import ShuffleToTFRecords, partial_folder
 
 # custom_config keys: the curated schema's path; how rows are split ("temporal"
 # or "hash"). Either way the output_config's hash buckets give each split's share.
@@ -607,19 +607,19 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
             )
         input_bytes = sum(size for size, _ in before.values())
         seed = int(_custom_config(exec_properties).get(SEED, 0))
+        prefixes = {}
         with self._make_beam_pipeline() as pipeline:
             for name, records in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
-                _ = (
-                    records
-                    | f"ShuffleAndWrite[{name}]" >> ShuffleToTFRecords(
-                        os.path.join(
-                            artifact_utils.get_split_uri(output_dict["examples"], name),
-                            write_split.DEFAULT_TF_RECORD_FILE_NAME,
-                        ),
-                        input_bytes * EXAMPLE_BYTES_PER_CSV_BYTE,
-                        seed,
-                    )
+                prefixes[name] = os.path.join(
+                    artifact_utils.get_split_uri(output_dict["examples"], name),
+                    write_split.DEFAULT_TF_RECORD_FILE_NAME,
                 )
+                _ = records | f"ShuffleAndWrite[{name}]" >> ShuffleToTFRecords(
+                    prefixes[name], input_bytes * EXAMPLE_BYTES_PER_CSV_BYTE, seed
+                )
+        for prefix in prefixes.values():
+            if tf.io.gfile.exists(partial_folder(prefix)):
+                tf.io.gfile.rmtree(partial_folder(prefix))
         after = file_states(
             [p for split in input_config.splits for p in input_paths(exec_properties, split.pattern)]
         )

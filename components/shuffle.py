@@ -91,11 +91,18 @@ def rank(record: bytes, seed: int, purpose: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(record, digest_size=8, key=key).digest(), "little")
 
 
+def partial_folder(prefix: str) -> str:
+    """Where files of `prefix` are written before they are complete (removable after the run)."""
+    return os.path.dirname(prefix) + ".partial"
+
+
 class _WriteBucket(beam.DoFn):
     """Writes one bucket's records, sorted by their keyed hash, to file `prefix-BBBBB-of-NNNNN.gz`.
 
-    The file appears under its name only once complete (written beside it, then
-    renamed), so a retried bundle replaces it whole.
+    The file appears under its name only once complete: it is written in the
+    sibling folder `partial_folder(prefix)`, which no reader of the split globs,
+    then renamed, so a retried bundle replaces it whole and a crashed one leaves
+    nothing a reader could take for data.
     """
 
     def __init__(self, prefix: str, buckets: int, seed: int):
@@ -106,19 +113,14 @@ class _WriteBucket(beam.DoFn):
         records = [record for block in blocks for record in unpack(block)]
         records.sort(key=lambda record: rank(record, self._seed, b"order"))
         path = f"{self._prefix}-{bucket:05d}-of-{self._buckets:05d}.gz"
-        partial = f"{path}.partial-{uuid.uuid4().hex}"
+        partial = os.path.join(partial_folder(self._prefix), f"{os.path.basename(path)}.{uuid.uuid4().hex}")
         tf.io.gfile.makedirs(os.path.dirname(path))
+        tf.io.gfile.makedirs(os.path.dirname(partial))
         with tf.io.TFRecordWriter(partial, options="GZIP") as writer:
             for record in records:
                 writer.write(record)
         tf.io.gfile.rename(partial, path, overwrite=True)
         yield path
-
-
-def rank(record: bytes, seed: int, purpose: bytes) -> int:
-    """A 64-bit keyed hash of `record`: uniform, and fixed by (seed, purpose)."""
-    key = seed.to_bytes(8, "little", signed=True) + purpose
-    return int.from_bytes(hashlib.blake2b(record, digest_size=8, key=key).digest(), "little")
 
 
 @beam.ptransform_fn

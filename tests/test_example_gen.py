@@ -166,6 +166,7 @@ def test_executor_writes_every_row_once_shuffled_into_its_split(tmp_path, split)
     train = np.array(written["train"])
     assert abs(np.corrcoef(train, np.arange(len(train)))[0, 1]) < 0.1
     assert examples.split_names == '["train", "validation", "eval"]'
+    assert sorted(p.name for p in (tmp_path / "examples").iterdir()) == ["Split-eval", "Split-train", "Split-validation"]
     assert examples.span == 3
     assert examples_utils.get_payload_format(examples) == example_gen_pb2.FORMAT_TF_EXAMPLE
     assert examples_utils.get_file_format(examples) == "tfrecords_gzip"

@@ -36,6 +36,7 @@ def _shuffled(records, tmp_path, buckets, flush_bytes, seed=7):
         )
     files = sorted(glob.glob(prefix + "*"))
     assert len(files) == buckets and files[0].endswith(f"-00000-of-{buckets:05d}.gz")
+    assert glob.glob(shuffle.partial_folder(prefix) + "/*") == []  # every file was completed and moved
     return [r for f in files for r in tf.data.TFRecordDataset(f, compression_type="GZIP").as_numpy_iterator()]
 
 
