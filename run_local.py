@@ -235,22 +235,30 @@ def run(config: PipelineConfig, run_id: str | None = None):
         return None, busy
 
 
-def model_config_fields(value: str | None) -> dict:
-    """ModelConfig fields from inline JSON (it starts with "{") or a JSON file's path (None: none)."""
-    if value is None:
-        return {}
-    if value.lstrip().startswith("{"):
+def json_value(value: str, flag: str):
+    """The JSON in `value`: inline when it starts with "{" or "[", else the file at that path.
+
+    Only a path is looked up on disk: inline JSON can be longer than a file name
+    may be. Errors are SystemExit naming `flag`.
+    """
+    if value.lstrip().startswith(("{", "[")):
         text, source = value, "inline JSON"
     else:
-        # Only a path is looked up on disk: inline JSON can be longer than a file name may be.
         try:
             text, source = Path(value).read_text(), value
         except OSError as error:
-            raise SystemExit(f"--model-config: {value}: neither inline JSON nor a readable file ({error.strerror})") from error
+            raise SystemExit(f"{flag}: {value}: neither inline JSON nor a readable file ({error.strerror})") from error
     try:
-        fields = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as error:
-        raise SystemExit(f"--model-config: {source} is not valid JSON ({error})") from error
+        raise SystemExit(f"{flag}: {source} is not valid JSON ({error})") from error
+
+
+def model_config_fields(value: str | None) -> dict:
+    """ModelConfig fields from inline JSON or a JSON file's path (None: none)."""
+    if value is None:
+        return {}
+    fields = json_value(value, "--model-config")
     if not isinstance(fields, dict):
         raise SystemExit("--model-config: expected a JSON object of ModelConfig fields")
     return fields

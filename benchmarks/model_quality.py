@@ -55,6 +55,7 @@ from components.preprocessing import (
 from components.trainer import split_labels, vocabulary_sizes  # noqa: E402
 from data import ratings  # noqa: E402
 from pipeline.config import DEFAULT_SCHEMA  # noqa: E402
+from run_local import json_value  # noqa: E402
 
 NUM_OOV = 10
 
@@ -231,10 +232,7 @@ def main() -> int:
     if args.ablation:
         runs = ablation()
     else:
-        # Only a path is looked up on disk: inline JSON can be longer than a file name may be.
-        inline = args.config is None or args.config.lstrip().startswith(("{", "["))
-        text = args.config if inline else Path(args.config).read_text()
-        overrides = json.loads(text) if text else {}
+        overrides = json_value(args.config, "--config") if args.config else {}
         listed = overrides if isinstance(overrides, list) else [overrides]
         runs = {json.dumps(o, sort_keys=True): o for o in listed}
     per_seed: dict[str, list[dict]] = {name: [] for name in runs}
