@@ -237,16 +237,19 @@ def main() -> int:
         runs = {json.dumps(o, sort_keys=True): o for o in listed}
     per_seed: dict[str, list[dict]] = {name: [] for name in runs}
     rows = {}
+    # tf.Transform outputs by the split's rows: the temporal split is the same for every seed.
+    transformed: dict[bytes, tuple] = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         frame, scale_max = load(args.movielens, workdir)
         for seed in args.seeds:
-            train_rows, validation_rows, test_rows = split(frame, args.split, seed)
-            rows = {"train": len(train_rows), "validation": len(validation_rows), "test": len(test_rows)}
-            seed_dir = workdir / f"seed-{seed}"
-            train_cols, (validation_cols, test_cols), sizes = transform(
-                train_rows, [validation_rows, test_rows], seed_dir
-            )
+            parts = split(frame, args.split, seed)
+            rows = dict(zip(("train", "validation", "test"), map(len, parts)))
+            key = b"|".join(part.index.to_numpy().tobytes() for part in parts)
+            if key not in transformed:
+                train_rows, validation_rows, test_rows = parts
+                transformed[key] = transform(train_rows, [validation_rows, test_rows], workdir / f"seed-{seed}")
+            train_cols, (validation_cols, test_cols), sizes = transformed[key]
             for name, overrides in runs.items():
                 config = ModelConfig.original(seed=seed, **overrides) if args.ablation else ModelConfig(
                     **{"seed": seed, **overrides}
