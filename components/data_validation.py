@@ -155,7 +155,8 @@ def drift(
     return lines
 
 
-def _statistics(uri: str, split: str):
+def read_statistics(uri: str, split: str):
+    """One split's DatasetFeatureStatisticsList, as StatisticsGen wrote it under `uri`."""
     return tfdv.load_stats_binary(os.path.join(uri, f"Split-{split}", STATISTICS_FILE))
 
 
@@ -218,8 +219,8 @@ def DataValidationGate(  # pylint: disable=invalid-name
     curated = tfdv.load_schema_text(os.path.join(schema.uri, "schema.pbtxt"))
     if previous_statistics is not None:
         lines = drift(
-            _statistics(statistics.uri, DRIFT_SPLIT),
-            _statistics(previous_statistics.uri, DRIFT_SPLIT),
+            read_statistics(statistics.uri, DRIFT_SPLIT),
+            read_statistics(previous_statistics.uri, DRIFT_SPLIT),
             curated,
             {name: tuple(value) for name, value in json.loads(drift_thresholds).items()},
         )

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from components import mlmd_names
-from components.data_validation import STATISTICS_FILE
+from components.data_validation import read_statistics
 
 _STATES = {
     metadata_store_pb2.Execution.COMPLETE: "complete",
@@ -214,13 +212,10 @@ def split_roles(properties: dict[str, Any]) -> dict[str, list[str]]:
 
 def split_rows(statistics_uri: str, split_names: str) -> dict[str, int]:
     """split -> examples counted by StatisticsGen (its `split_names` property, JSON)."""
-    rows = {}
-    for split in json.loads(split_names):
-        path = os.path.join(statistics_uri, f"Split-{split}", STATISTICS_FILE)
-        with open(path, "rb") as f:
-            stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(f.read())
-        rows[split] = sum(d.num_examples for d in stats.datasets)
-    return rows
+    return {
+        split: sum(d.num_examples for d in read_statistics(statistics_uri, split).datasets)
+        for split in json.loads(split_names)
+    }
 
 
 def summarize(
