@@ -14,7 +14,7 @@ AIRFLOW_READY := $(VENV)/.airflow-ready
 PLATFORM := x86_64-manylinux_2_39
 PYTEST_ARGS ?=
 
-.PHONY: env run test lock clean
+.PHONY: env run test lint lock clean
 
 env: $(READY)
 
@@ -42,9 +42,13 @@ run: $(READY)
 # The test target also installs the Airflow group (the Airflow DAG is tested
 # against a real Airflow 2). MariaDB (from Debian's packages, where this machine can install them) lets
 # the MySQL ML Metadata test run; without it that one test is skipped.
-test: $(AIRFLOW_READY)
+test: lint $(AIRFLOW_READY)
 	sh tools/install_mariadb.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The lint configuration is pyproject.toml's [tool.ruff].
+lint: $(READY)
+	$(VENV)/bin/ruff check .
 
 # Re-resolve the pinned, hashed closure of requirements/requirements.in.
 lock: $(READY)

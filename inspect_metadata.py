@@ -25,7 +25,7 @@ from pipeline.config import MySQLMetadata
 
 
 def _time(ms: int) -> str:
-    return datetime.datetime.fromtimestamp(ms / 1e3, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.datetime.fromtimestamp(ms / 1e3, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def format_runs(runs: list[queries.Run]) -> str:

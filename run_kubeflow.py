@@ -19,11 +19,10 @@ from pathlib import Path
 
 from tfx import v1 as tfx
 
-from components.model import ModelConfig
 from pipeline.beam import add_beam_flags, beam_args_from_flags
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
-from run_local import model_config_fields
+from pipeline.runner_options import model_config
 
 DEFAULT_FILE = Path("outputs") / "kubeflow" / "recommender_pipeline.json"
 
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     config = PipelineConfig(
         data_path=args.data,
         output_dir=args.output,
-        model=ModelConfig(**model_config_fields(args.model_config)),
+        model=model_config(args.model_config),
         beam_pipeline_args=beam_args_from_flags(args),
     )
     print(compile_pipeline(config, args.image, args.file))

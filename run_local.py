@@ -29,15 +29,16 @@ from tfx.dsl.compiler import constants as compiler_constants
 from tfx.orchestration.portable import runtime_parameter_utils
 
 from components import publish
-from components.example_gen import HASH, TEMPORAL
-from components.model import ModelConfig
+from components.choices import SplitKind
 from data import ratings
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.beam import add_beam_flags, beam_args_from_flags
 from pipeline.config import PipelineConfig
+from pipeline.console import QuietConsole, log_path
 from pipeline.pipeline import create_pipeline
 from pipeline.report import write_report
 from pipeline.run_state import OutputRootBusy, output_root_lock, record_failure_reason, record_unfinished
+from pipeline.runner_options import OptionError, model_config
 from pipeline.summary import format_summary, summarize
 
 
@@ -71,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --movielens/--columns rating: binary_rating = rating >= this",
     )
     parser.add_argument(
-        "--split", choices=(TEMPORAL, HASH), default=TEMPORAL,
+        "--split", choices=list(SplitKind), default=SplitKind.TEMPORAL,
         help="temporal: evaluate on the most recent interactions; hash: a random split",
     )
     parser.add_argument("--eval-fraction", type=float, default=0.2, help="share of rows the Evaluator judges on")
@@ -102,6 +103,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache", action="store_true", help="reuse cached component results")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument(
+        "--verbose", action="store_true",
+        help="show every log (TensorFlow, absl, Beam, the Trainer's epochs) on the console; by default the "
+        "console shows one line per component and the summary, the rest goes to <output>/logs/<run id>.log",
+    )
+    parser.add_argument(
         "--beam-arg", dest="beam_args", action="append", default=None, metavar="ARG",
         help="a Beam pipeline argument, repeatable (e.g. --beam-arg=--direct_num_workers=2); "
         "replaces the --beam-runner settings",
@@ -113,15 +119,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _ratings_source(args: argparse.Namespace) -> ratings.RatingsSource | None:
     if args.movielens is not None:
         if args.data is not None or args.columns is not None:
-            raise SystemExit("--movielens cannot be combined with --data or --columns")
+            raise OptionError("--movielens cannot be combined with --data or --columns")
         source = ratings.movielens_source(args.movielens)
     elif args.data is not None and args.data.suffix == ".parquet" and args.columns is None:
         if not args.data.is_file():
-            raise SystemExit(f"--data {args.data}: no such file")
+            raise OptionError(f"--data {args.data}: no such file")
         source = ratings.canonical_source(args.data)
     elif args.columns is not None:
         if args.data is None or not args.data.is_file():
-            raise SystemExit("--columns needs --data pointing at one CSV or Parquet file")
+            raise OptionError("--columns needs --data pointing at one CSV or Parquet file")
         source = ratings.RatingsSource(
             args.data,
             ratings.parse_column_mapping(args.columns),
@@ -149,16 +155,11 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     else:
         data = write_csv(SyntheticSpec(), output / "data" / "interactions.csv")
     if not data.exists():
-        raise SystemExit(f"--data {data}: no such file or folder")
-    flags = {
-        "embedding_dim": args.embedding_dim, "learning_rate": args.learning_rate,
-        "batch_size": args.batch_size, "epochs": args.epochs,
-        "steps_per_epoch": args.steps_per_epoch, "seed": args.seed,
-    }
-    model = ModelConfig(**{
-        **model_config_fields(args.model_config),
-        **{name: value for name, value in flags.items() if value is not None},
-    })
+        raise OptionError(f"--data {data}: no such file or folder")
+    model = model_config(
+        args.model_config, embedding_dim=args.embedding_dim, learning_rate=args.learning_rate,
+        batch_size=args.batch_size, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+    )
     config = PipelineConfig(
         data_path=data,
         output_dir=output,
@@ -235,35 +236,6 @@ def run(config: PipelineConfig, run_id: str | None = None):
         return None, busy
 
 
-def json_value(value: str, flag: str):
-    """The JSON in `value`: inline when it starts with "{" or "[", else the file at that path.
-
-    Only a path is looked up on disk: inline JSON can be longer than a file name
-    may be. Errors are SystemExit naming `flag`.
-    """
-    if value.lstrip().startswith(("{", "[")):
-        text, source = value, "inline JSON"
-    else:
-        try:
-            text, source = Path(value).read_text(), value
-        except OSError as error:
-            raise SystemExit(f"{flag}: {value}: neither inline JSON nor a readable file ({error.strerror})") from error
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise SystemExit(f"{flag}: {source} is not valid JSON ({error})") from error
-
-
-def model_config_fields(value: str | None) -> dict:
-    """ModelConfig fields from inline JSON or a JSON file's path (None: none)."""
-    if value is None:
-        return {}
-    fields = json_value(value, "--model-config")
-    if not isinstance(fields, dict):
-        raise SystemExit("--model-config: expected a JSON object of ModelConfig fields")
-    return fields
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -272,7 +244,17 @@ def main(argv: list[str] | None = None) -> int:
     except ratings.RatingsFormatError as err:
         print(f"Cannot read the input: {err}", file=sys.stderr)
         return 1
-    summary, error = run(config)
+    except (OptionError, ValueError) as err:
+        print(f"Invalid option: {err}", file=sys.stderr)
+        return 2
+    run_id = new_run_id()
+    log = log_path(config.output_dir, run_id)
+    with QuietConsole(log, verbose=args.verbose) as console:
+        if not args.verbose:
+            print(f"Run {run_id}: one line per component; the full log is {log}", file=console.console)
+        summary, error = run(config, run_id)
+        if error is not None:
+            console.failed(f"{type(error).__name__}: {error}")
     if summary is not None:
         report = write_report(summary, config.output_dir / "reports" / summary.run_id.replace(":", "-"))
         if args.json:
@@ -281,7 +263,11 @@ def main(argv: list[str] | None = None) -> int:
             print(format_summary(summary, config.rating_scale_max))
             print(f"Report: {report}")
     if error is not None:
-        print(f"\nThe run failed: {error}", file=sys.stderr)
+        failed = [c for c in (summary.components if summary else ()) if c.state == "FAILED"]
+        where = f" in {failed[0].component_id}" if failed else ""
+        print(f"\nThe run failed{where}: {error}", file=sys.stderr)
+        if not args.verbose:
+            print(f"Full log: {log}", file=sys.stderr)
         return 1
     return 0
 

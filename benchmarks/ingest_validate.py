@@ -1,8 +1,8 @@
 """Benchmark: ingestion and validation (ExampleGen, StatisticsGen, ExampleValidator,
 the gate) on generated interactions, one fresh process per size.
 
-    python benchmarks/ingest_validate.py                    # 100K and 1M rows
-    python benchmarks/ingest_validate.py --rows 100000 --beam-arg=--direct_num_workers=2
+    python -m benchmarks.ingest_validate                    # 100K and 1M rows
+    python -m benchmarks.ingest_validate --rows 100000 --beam-arg=--direct_num_workers=2
 
 Prints JSON: per size, each component's seconds and rows per second (from ML
 Metadata's execution times), the whole run's wall time, and the peak resident
@@ -22,14 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
 DATA_COMPONENTS = ("ExampleGen", "StatisticsGen", "ExampleValidator", "DataValidationGate")
 # The components that read every row; the other two read statistics only.
 ROW_COMPONENTS = ("ExampleGen", "StatisticsGen")
 
 
 def _worker(rows: int, workdir: Path, beam_args: list[str]) -> dict:
-    sys.path.insert(0, str(REPO))
     from ml_metadata.metadata_store import metadata_store
     from tfx import v1 as tfx
 

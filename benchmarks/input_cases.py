@@ -1,11 +1,11 @@
 """What ExampleGen does with each kind of input file: read (rows, distinct users) or refused (message).
 
-    .venv/bin/python benchmarks/input_cases.py OUT_DIR
+    .venv/bin/python -m benchmarks.input_cases OUT_DIR
 
 Writes one small file per case under OUT_DIR and runs the ExampleGen executor
 (temporal split, in-memory Beam) of whichever `components` package Python
 imports, so the same script shows an older checkout's behaviour beside this
-one's: `PYTHONPATH=/path/to/old/checkout .venv/bin/python benchmarks/input_cases.py OUT`.
+one's: `PYTHONPATH=/path/to/old/checkout .venv/bin/python -m benchmarks.input_cases OUT`.
 Prints one JSON line per case.
 """
 

@@ -1,19 +1,19 @@
 """Benchmark: both heads' quality on MovieLens, with the pipeline's own code.
 
-    python benchmarks/model_quality.py --movielens ../shared/datasets/ml-100k
-    python benchmarks/model_quality.py --movielens PATH --split random --seeds 42 43 44
-    python benchmarks/model_quality.py --movielens PATH --split u1
-    python benchmarks/model_quality.py --movielens PATH --config '{"l2": 1e-4}'
-    python benchmarks/model_quality.py --movielens PATH --config '[{"l2": 1e-4}, {"l2": 1e-3}]'
-    python benchmarks/model_quality.py --movielens PATH --config configs/ml-100k-model.json
-    python benchmarks/model_quality.py --movielens PATH --ablation
+    python -m benchmarks.model_quality --movielens ../shared/datasets/ml-100k
+    python -m benchmarks.model_quality --movielens PATH --split random --seeds 42 43 44
+    python -m benchmarks.model_quality --movielens PATH --split u1
+    python -m benchmarks.model_quality --movielens PATH --config '{"l2": 1e-4}'
+    python -m benchmarks.model_quality --movielens PATH --config '[{"l2": 1e-4}, {"l2": 1e-3}]'
+    python -m benchmarks.model_quality --movielens PATH --config configs/ml-100k-model.json
+    python -m benchmarks.model_quality --movielens PATH --ablation
 
 The ratings go through `data.ratings` (labels: liked = rating >= 4,
 purchase_probability = rating / 5), the IDs through the pipeline's
 `preprocessing_fn` on tf.Transform (analysed on the training rows only), and
 the model through `components.model.build_model` and `train`: the code the
 Trainer runs. `--config` overrides the default ModelConfig (the pipeline's);
-`--ablation` starts from ModelConfig.original() and adds one step at a time.
+`--ablation` starts from configs/original-model.json and adds one step at a time.
 
 Splits are the pipeline's three (see `split`): the model fits the train rows,
 validates and early-stops on the validation rows, and is scored on the test
@@ -34,28 +34,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from sklearn.metrics import log_loss, roc_auc_score
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-import tensorflow_transform.beam as tft_beam  # noqa: E402
-from sklearn.metrics import log_loss, roc_auc_score  # noqa: E402
-from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io  # noqa: E402
-
-from components import example_gen, features  # noqa: E402
-from components.model import ModelConfig, TrainingData, build_model, train  # noqa: E402
+from components import example_gen, features
+from components.model import ModelConfig, TrainingData, build_model, train
+from components.model_config import preset
 from components.preprocessing import (
-    DEFAULT_TIER_THRESHOLDS,
     NUM_OOV_BUCKETS,
     TIER_THRESHOLDS,
     preprocessing_fn,
-)  # noqa: E402
-from components.trainer import split_labels, vocabulary_sizes  # noqa: E402
-from data import ratings  # noqa: E402
-from pipeline.config import DEFAULT_SCHEMA  # noqa: E402
-from run_local import json_value  # noqa: E402
+)
+from components.trainer import split_labels, vocabulary_sizes
+from data import ratings
+from pipeline.config import DEFAULT_SCHEMA
+from pipeline.runner_options import json_value
 
 NUM_OOV = 10
 
@@ -112,7 +108,7 @@ def split(frame: pd.DataFrame, how: str, seed: int) -> tuple[pd.DataFrame, pd.Da
     n = len(frame)
     if how == "u1":
         if n != 100_000:
-            raise SystemExit("--split u1 is ML-100K's: expected its 100,000 ratings")
+            raise ValueError("--split u1 is ML-100K's: expected its 100,000 ratings")
         base = U1_TEST_ROWS + np.random.default_rng(seed).permutation(n - U1_TEST_ROWS)
         cut = len(base) // 8
         return frame.iloc[base[cut:]], frame.iloc[base[:cut]], frame.iloc[:U1_TEST_ROWS]
@@ -141,7 +137,7 @@ def transform(train_rows, other_rows: list, workdir: Path):
     with tft_beam.Context(temp_dir=str(workdir / "tft-tmp")):
         (train_t, _), transform_fn = (_instances(train_rows), metadata) | tft_beam.AnalyzeAndTransformDataset(
             lambda inputs: preprocessing_fn(
-                inputs, {NUM_OOV_BUCKETS: NUM_OOV, TIER_THRESHOLDS: DEFAULT_TIER_THRESHOLDS}
+                inputs, {NUM_OOV_BUCKETS: NUM_OOV, TIER_THRESHOLDS: features.DEFAULT_TIER_THRESHOLDS}
             )
         )
         others = [
@@ -251,7 +247,7 @@ def main() -> int:
                 transformed[key] = transform(train_rows, [validation_rows, test_rows], workdir / f"seed-{seed}")
             train_cols, (validation_cols, test_cols), sizes = transformed[key]
             for name, overrides in runs.items():
-                config = ModelConfig.original(seed=seed, **overrides) if args.ablation else ModelConfig(
+                config = preset("original", seed=seed, **overrides) if args.ablation else ModelConfig(
                     **{"seed": seed, **overrides}
                 )
                 per_seed[name].append({

@@ -1,6 +1,6 @@
 """Benchmark: the whole pipeline at growing sizes of generated interactions.
 
-    python benchmarks/scale.py [--rows 100000 1000000 10000000] [--epochs 1] [--beam-runner ...]
+    python -m benchmarks.scale [--rows 100000 1000000 10000000] [--epochs 1] [--beam-runner ...]
 
 For each size: generates interactions (users = rows/50, items = rows/100, at
 least 600/400), runs `run_local.py` on them in a fresh process and samples the
@@ -23,10 +23,9 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from data.synthetic import SyntheticSpec, write_csv
 
-from data.synthetic import SyntheticSpec, write_csv  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _tree_rss_bytes(root_pid: int) -> int:

@@ -1,7 +1,7 @@
 """Benchmark: in-process serving latency of the exported model's signatures.
 
-    python benchmarks/serving_latency.py [--batch-sizes 1 32 1024] [--calls 300]
-    python benchmarks/serving_latency.py --model-config configs/ml-100k-model.json
+    python -m benchmarks.serving_latency [--batch-sizes 1 32 1024] [--calls 300]
+    python -m benchmarks.serving_latency --model-config configs/ml-100k-model.json
 
 Trains a model on generated interactions with the pipeline's own code
 (`preprocessing_fn` on tf.Transform, `build_model`, `train`,
@@ -30,19 +30,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
+import tensorflow_transform as tft
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-
-import model_quality  # noqa: E402  (its transform(): the pipeline's preprocessing_fn)
-from components import export, features, warmup  # noqa: E402
-from components.model import ModelConfig, TrainingData, build_model, train  # noqa: E402
-from data.synthetic import SyntheticSpec, generate_rows  # noqa: E402
-from run_local import model_config_fields  # noqa: E402
+from benchmarks import model_quality  # its transform(): the pipeline's preprocessing_fn
+from components import export, features, warmup
+from components.model import ModelConfig, TrainingData, build_model, train
+from data.synthetic import SyntheticSpec, generate_rows
+from pipeline.runner_options import model_config_fields
 
 
 def _trained_export(workdir: Path, config: ModelConfig, rows: int):
@@ -135,7 +130,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=30_000, help="generated training interactions")
     parser.add_argument("--model-config", default=None, help="ModelConfig fields: JSON or a JSON file")
     args = parser.parse_args()
-    config = ModelConfig(**{"epochs": 2, **model_config_fields(args.model_config)})
+    config = ModelConfig.from_json_dict({"epochs": 2, **model_config_fields(args.model_config)})
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory() as tmp:
         frame, model, tft_output, path = _trained_export(Path(tmp), config, args.rows)

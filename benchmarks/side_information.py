@@ -1,7 +1,7 @@
 """Benchmark: does ML-100K's side information predict what IDs cannot?
 
-    python benchmarks/side_information.py --movielens ../shared/datasets/ml-100k
-    python benchmarks/side_information.py --movielens PATH --split random --seeds 42 43 44
+    python -m benchmarks.side_information --movielens ../shared/datasets/ml-100k
+    python -m benchmarks.side_information --movielens PATH --split random --seeds 42 43 44
 
 A linear probe, before any of it is carried through the pipeline: a
 regularised bias baseline (global mean + item bias + user bias, the

@@ -13,10 +13,10 @@ and shows one of them, before TFDV's own words.
 """
 
 import copy
-import json
 import math
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Union
 
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
@@ -25,6 +25,7 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from components.choices import DriftComparator, parse
 from components.resolvers import span_of
 
 # Where ExampleValidator and StatisticsGen 1.21 write each split's results.
@@ -32,10 +33,6 @@ ANOMALIES_FILE = "SchemaDiff.pb"
 STATISTICS_FILE = "FeatureStats.pb"
 # The split whose distribution is compared between spans.
 DRIFT_SPLIT = "train"
-# TFDV drift comparators: L-infinity distance for categorical (string)
-# features, Jensen-Shannon divergence for numeric ones.
-INFINITY_NORM = "infinity_norm"
-JENSEN_SHANNON = "jensen_shannon_divergence"
 
 
 class DataValidationError(RuntimeError):
@@ -128,9 +125,8 @@ def schema_with_drift(
     """A copy of `schema` with a drift comparator per feature: {feature: (comparator, threshold)}."""
     out = copy.deepcopy(schema)
     for name, (comparator, threshold) in thresholds.items():
-        if comparator not in (INFINITY_NORM, JENSEN_SHANNON):
-            raise ValueError(f"drift comparator for '{name}' must be {INFINITY_NORM} or {JENSEN_SHANNON}")
-        getattr(tfdv.get_feature(out, name).drift_comparator, comparator).threshold = threshold
+        comparator = parse(DriftComparator, comparator, f"drift comparator for '{name}'")
+        getattr(tfdv.get_feature(out, name).drift_comparator, comparator.value).threshold = threshold
     return out
 
 
@@ -205,14 +201,15 @@ def DataValidationGate(  # pylint: disable=invalid-name
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
     schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
     data_source: tfx.dsl.components.Parameter[str],
-    drift_thresholds: tfx.dsl.components.Parameter[str],
+    # typing.Union, not "str | float": TFX 1.21 recognises only the former as JSON-compatible.
+    drift_thresholds: tfx.dsl.components.Parameter[dict[str, list[Union[str, float]]]],  # noqa: UP007
     previous_statistics: tfx.dsl.components.InputArtifact[
         tfx.types.standard_artifacts.ExampleStatistics
     ] = None,
 ) -> None:
     """Fails the run on any anomaly, or on drift from `previous_statistics` (the previous span).
 
-    `drift_thresholds` is JSON: {feature: [comparator, threshold]}.
+    `drift_thresholds`: {feature: [comparator, threshold]} (see DriftComparator).
     `data_source` names the input in the message.
     """
     drift_problems = []
@@ -222,7 +219,7 @@ def DataValidationGate(  # pylint: disable=invalid-name
             read_statistics(statistics.uri, DRIFT_SPLIT),
             read_statistics(previous_statistics.uri, DRIFT_SPLIT),
             curated,
-            {name: tuple(value) for name, value in json.loads(drift_thresholds).items()},
+            {name: tuple(value) for name, value in drift_thresholds.items()},
         )
         drift_problems = [
             f"span {span_of(previous_statistics)} -> span {span_of(statistics)}, {line}"

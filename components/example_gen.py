@@ -27,7 +27,8 @@ import glob
 import gzip
 import json
 import os
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import apache_beam as beam
 import tensorflow as tf
@@ -41,7 +42,8 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, proto_utils
 
-from components import features
+from components import features, heads
+from components.choices import EVAL, SplitKind
 from components.shuffle import ShuffleToTFRecords, partial_folder
 
 # custom_config keys: the curated schema's path; how rows are split ("temporal"
@@ -50,12 +52,11 @@ SCHEMA_PATH = "schema_path"
 SPLIT = "split"
 # The seed of the written order (and so of the order the Trainer reads).
 SEED = "seed"
-TEMPORAL = "temporal"
-HASH = "hash"
-# Three disjoint splits, oldest first for the temporal split: the Trainer fits
-# `train` and early-stops on `validation`; only the Evaluator reads `eval`.
-TRAIN, VALIDATION, EVAL = "train", "validation", "eval"
-SPLITS = (TRAIN, VALIDATION, EVAL)
+# Three disjoint splits (components.choices.SPLITS), oldest first for the
+# temporal split: the Trainer fits `train` and early-stops on `validation`;
+# only the Evaluator reads `eval`.
+# Binary heads' labels must not be all alike on the eval split (their AUC needs both).
+BINARY_HEADS = tuple(head.name for head in heads.HEADS if head.kind == heads.BINARY)
 # A serialized tf.Example of an interaction is about 3.5 times its CSV line
 # (feature names, framing); the estimate only sizes the shuffle's buckets.
 EXAMPLE_BYTES_PER_CSV_BYTE = 4
@@ -488,33 +489,36 @@ def check_units(counts: Mapping[str, tuple[int, int]], source: str) -> None:
         )
 
 
-def _label_of(record: bytes) -> int | None:
-    values = tf.train.Example.FromString(record).features.feature[features.BINARY_RATING].int64_list.value
-    return values[0] if values else None
+def _labels_of(record: bytes) -> tuple[int | None, ...]:
+    """The record's label of each binary head (None where it has none)."""
+    feature = tf.train.Example.FromString(record).features.feature
+    return tuple(next(iter(feature[name].int64_list.value), None) for name in BINARY_HEADS)
 
 
 class _SplitSummary(beam.CombineFn):
-    """(rows, up to three distinct `binary_rating` labels) of a split."""
+    """(rows, per binary head up to two of its distinct labels) of a split."""
 
     def create_accumulator(self):
-        return 0, frozenset()
+        return 0, tuple(frozenset() for _ in BINARY_HEADS)
 
-    def add_input(self, accumulator, label):
-        rows, labels = accumulator
-        return rows + 1, labels if label is None or len(labels) > 2 else labels | {label}
+    def add_input(self, accumulator, labels):
+        rows, seen = accumulator
+        return rows + 1, tuple(
+            known if label is None or len(known) > 1 else known | {label} for known, label in zip(seen, labels)
+        )
 
     def merge_accumulators(self, accumulators):
-        rows, labels = 0, frozenset()
-        for more, seen in accumulators:
-            rows, labels = rows + more, labels | seen
-        return rows, labels
+        rows, seen = self.create_accumulator()
+        for more, known in accumulators:
+            rows, seen = rows + more, tuple(a | b for a, b in zip(seen, known))
+        return rows, seen
 
     def extract_output(self, accumulator):
         return accumulator
 
 
-def check_splits(summaries: Mapping[str, tuple[int, frozenset]], source: str, split: str) -> None:
-    """Refuses an empty split, and an eval split whose `binary_rating` labels are all alike.
+def check_splits(summaries: Mapping[str, tuple[int, tuple[frozenset, ...]]], source: str, split: str) -> None:
+    """Refuses an empty split, and an eval split where a binary head's labels are all alike.
 
     `summaries` maps each split to its `_SplitSummary`.
     """
@@ -522,15 +526,16 @@ def check_splits(summaries: Mapping[str, tuple[int, frozenset]], source: str, sp
         if rows == 0:
             why = (
                 "no row's timestamp falls in its time range (are all timestamps equal?)"
-                if split == TEMPORAL else "the hash split put no row there (too few rows?)"
+                if split == SplitKind.TEMPORAL else "the hash split put no row there (too few rows?)"
             )
             raise CsvFormatError(f"{source}: the {name} split would be empty: {why}")
-    rows, labels = summaries[EVAL]
-    if len(labels) == 1:
-        raise CsvFormatError(
-            f"{source}: every one of the {rows} rows of the {EVAL} split has {features.BINARY_RATING} = "
-            f"{next(iter(labels))}, so its AUC is undefined; the evaluation needs both labels"
-        )
+    rows, seen = summaries[EVAL]
+    for head, labels in zip(BINARY_HEADS, seen):
+        if len(labels) == 1:
+            raise CsvFormatError(
+                f"{source}: every one of the {rows} rows of the {EVAL} split has {head} = "
+                f"{next(iter(labels))}, so its AUC is undefined; the evaluation needs both labels"
+            )
 
 
 def _temporal_splits(
@@ -643,7 +648,7 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
         """The splits; on the way, refuses timestamps in mixed units, an empty split, and an
         eval split with one `binary_rating` label only."""
         custom = _custom_config(exec_properties)
-        split_kind = custom.get(SPLIT, HASH)
+        split_kind = SplitKind(custom.get(SPLIT, SplitKind.HASH))
         (split,) = _input_config(exec_properties).splits
         source = os.path.join(exec_properties["input_base"], split.pattern)
         buckets = {
@@ -656,7 +661,7 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
             exec_properties, split.pattern, row_parser=parse_timestamp
         )
         units = stamps | "TimestampUnits" >> beam.CombineGlobally(_UnitCounts())
-        if split_kind == TEMPORAL:
+        if split_kind == SplitKind.TEMPORAL:
             total = sum(buckets.values())
             shares = {name: count / total for name, count in buckets.items()}
             splits = _temporal_splits(stamps, pipeline, exec_properties, split.pattern, shares)
@@ -665,7 +670,7 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
         summaries = {
             name: beam.pvalue.AsSingleton(
                 records
-                | f"Labels[{name}]" >> beam.Map(_label_of if name == EVAL else lambda _: None)
+                | f"Labels[{name}]" >> beam.Map(_labels_of if name == EVAL else lambda _: (None,) * len(BINARY_HEADS))
                 | f"Summary[{name}]" >> beam.CombineGlobally(_SplitSummary())
             )
             for name, records in splits.items()

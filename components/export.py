@@ -20,13 +20,13 @@ graph once on load instead of on the first user's request.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from components import features, warmup
+from components import features, heads, warmup
 
 
 def _model_inputs(transformed: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -46,7 +46,7 @@ def serving_signatures(
 
     def predict(raw_ids: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         outputs = model(_model_inputs(model.tft_layer(dict(raw_ids))), training=False)
-        return {head: tf.identity(outputs[head], name=head) for head in features.HEADS}
+        return {head: tf.identity(outputs[head], name=head) for head in heads.NAMES}
 
     @tf.function(
         input_signature=[

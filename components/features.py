@@ -11,18 +11,22 @@ TIMESTAMP = "timestamp"
 # Categorical ID features that get a vocabulary and an embedding.
 ID_FEATURES = (USER_ID, ITEM_ID)
 
-# Each label is named after the model head that predicts it.
+# Each label is named after the model head that predicts it (components.heads declares the heads).
 BINARY_RATING = "binary_rating"
 PURCHASE_PROBABILITY = "purchase_probability"
-HEADS = (BINARY_RATING, PURCHASE_PROBABILITY)
 
 # Evaluation slices computed by the transform graph from training counts:
 # each ID feature gets a tier, "unseen" for IDs not in the training data.
 SLICE_FEATURES = {USER_ID: "user_activity", ITEM_ID: "item_popularity"}
 TIERS = ("unseen", "few", "some", "many")
+# Training counts at which a tier becomes "some" and "many" (PipelineConfig.tier_thresholds).
+DEFAULT_TIER_THRESHOLDS = (10, 50)
 
 # The canonical interaction columns, in the order the generated data writes them.
 COLUMNS = (USER_ID, ITEM_ID, TIMESTAMP, BINARY_RATING, PURCHASE_PROBABILITY)
+
+# The logger of long steps' progress (the Trainer's epochs), which a console may show.
+PROGRESS_LOGGER = "multitask_recommender.progress"
 
 # Names of the exported SavedModel's signatures.
 SERVING_DEFAULT = "serving_default"

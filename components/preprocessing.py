@@ -6,18 +6,18 @@ applies exactly the mapping training saw.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import features
+from components import features, heads
 
 # custom_config keys: out-of-vocabulary buckets per ID; the training counts at
 # which an ID becomes "some" and "many" (below the first it is "few").
 NUM_OOV_BUCKETS = "num_oov_buckets"
 TIER_THRESHOLDS = "tier_thresholds"
-DEFAULT_TIER_THRESHOLDS = (10, 50)
 
 
 def transform_ids(inputs: Mapping[str, tf.Tensor], num_oov_buckets: int) -> dict[str, tf.Tensor]:
@@ -45,7 +45,7 @@ def tiers(inputs: Mapping[str, tf.Tensor], some: int, many: int) -> dict[str, tf
     unseen, few, mid, top = features.TIERS
     out = {}
     for key, name in features.SLICE_FEATURES.items():
-        def kept(threshold: int, suffix: str) -> tf.Tensor:
+        def kept(threshold: int, suffix: str, key: str = key) -> tf.Tensor:
             index = tft.compute_and_apply_vocabulary(
                 inputs[key], default_value=-1, frequency_threshold=threshold,
                 vocab_filename=f"{features.vocabulary_name(key)}_min_{suffix}",
@@ -61,7 +61,7 @@ def tiers(inputs: Mapping[str, tf.Tensor], some: int, many: int) -> dict[str, tf
 
 def pass_labels(inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """Labels keep their names and become float32 (the heads' loss dtype)."""
-    return {head: tf.cast(inputs[head], tf.float32) for head in features.HEADS}
+    return {head: tf.cast(inputs[head], tf.float32) for head in heads.NAMES}
 
 
 def preprocessing_fn(inputs: Mapping[str, tf.Tensor], custom_config: Mapping[str, Any]):

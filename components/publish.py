@@ -29,8 +29,8 @@ import hashlib
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 STAGING_PREFIX = ".staging-"
 LOCK_NAME = ".publish.lock"

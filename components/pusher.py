@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 from absl import logging
 from tfx import types
@@ -26,7 +26,7 @@ from tfx.utils import proto_utils
 from components import mlmd_names, publish
 
 
-def _serving_dir(exec_properties: Dict[str, Any]) -> Path:
+def _serving_dir(exec_properties: dict[str, Any]) -> Path:
     destination = pusher_pb2.PushDestination()
     proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
     if destination.WhichOneof("destination") != "filesystem":
@@ -39,9 +39,9 @@ class Executor(pusher_executor.Executor):
 
     def Do(  # noqa: N802 (TFX's name)
         self,
-        input_dict: Dict[str, List[types.Artifact]],
-        output_dict: Dict[str, List[types.Artifact]],
-        exec_properties: Dict[str, Any],
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
     ) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
         pushed = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])

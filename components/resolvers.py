@@ -13,8 +13,6 @@ the bar for later candidates.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
-
 from ml_metadata.proto import metadata_store_pb2
 from tfx import types
 from tfx.dsl.components.common import resolver
@@ -36,9 +34,9 @@ def span_of(artifact: types.Artifact) -> int:
     return int(artifact.span) if _SPAN in (artifact.PROPERTIES or {}) else 0
 
 
-def newest_per_span(artifacts: List[types.Artifact]) -> Dict[int, types.Artifact]:
+def newest_per_span(artifacts: list[types.Artifact]) -> dict[int, types.Artifact]:
     """Span -> the most recently registered artifact of that span."""
-    newest: Dict[int, types.Artifact] = {}
+    newest: dict[int, types.Artifact] = {}
     for artifact in artifacts:
         span = span_of(artifact)
         if span not in newest or artifact.id > newest[span].id:
@@ -46,13 +44,13 @@ def newest_per_span(artifacts: List[types.Artifact]) -> Dict[int, types.Artifact
     return newest
 
 
-def latest_spans(artifacts: List[types.Artifact], num_spans: int) -> List[types.Artifact]:
+def latest_spans(artifacts: list[types.Artifact], num_spans: int) -> list[types.Artifact]:
     """The newest artifact of each of the `num_spans` highest spans, highest first."""
     newest = newest_per_span(artifacts)
     return [newest[span] for span in sorted(newest, reverse=True)[:num_spans]]
 
 
-def previous_span(artifacts: List[types.Artifact]) -> List[types.Artifact]:
+def previous_span(artifacts: list[types.Artifact]) -> list[types.Artifact]:
     """The newest artifact of the span just below the highest one; [] if there is none."""
     return latest_spans(artifacts, 2)[1:]
 
@@ -66,8 +64,8 @@ class LatestSpansStrategy(resolver.ResolverStrategy):
         self._num_spans = num_spans
 
     def resolve_artifacts(
-        self, store, input_dict: Dict[str, List[types.Artifact]]
-    ) -> Optional[Dict[str, List[types.Artifact]]]:
+        self, store, input_dict: dict[str, list[types.Artifact]]
+    ) -> dict[str, list[types.Artifact]] | None:
         return {key: latest_spans(items, self._num_spans) for key, items in input_dict.items()}
 
 
@@ -75,8 +73,8 @@ class PreviousSpanStrategy(resolver.ResolverStrategy):
     """The span before the newest one (for drift checks); empty on the first span."""
 
     def resolve_artifacts(
-        self, store, input_dict: Dict[str, List[types.Artifact]]
-    ) -> Optional[Dict[str, List[types.Artifact]]]:
+        self, store, input_dict: dict[str, list[types.Artifact]]
+    ) -> dict[str, list[types.Artifact]] | None:
         return {key: previous_span(items) for key, items in input_dict.items()}
 
 
@@ -84,8 +82,8 @@ class NewestArtifactStrategy(resolver.ResolverStrategy):
     """The most recently registered artifact; nothing (not a failure) when there is none yet."""
 
     def resolve_artifacts(
-        self, store, input_dict: Dict[str, List[types.Artifact]]
-    ) -> Optional[Dict[str, List[types.Artifact]]]:
+        self, store, input_dict: dict[str, list[types.Artifact]]
+    ) -> dict[str, list[types.Artifact]] | None:
         return {
             key: [max(items, key=lambda a: a.id)] if items else []
             for key, items in input_dict.items()
@@ -119,8 +117,8 @@ class LatestServedModelStrategy(resolver.ResolverStrategy):
     """The newest model that was published to the serving folder; nothing before the first push."""
 
     def resolve_artifacts(
-        self, store, input_dict: Dict[str, List[types.Artifact]]
-    ) -> Optional[Dict[str, List[types.Artifact]]]:
+        self, store, input_dict: dict[str, list[types.Artifact]]
+    ) -> dict[str, list[types.Artifact]] | None:
         served = served_model_ids(store)
         candidates = [m for m in input_dict[_MODEL_KEY] if m.id in served]
         return {_MODEL_KEY: [max(candidates, key=lambda m: m.id)] if candidates else []}

@@ -37,7 +37,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from components import features, warmup
+from components import features, heads, warmup
 
 # Largest difference allowed between two ways of computing the same output.
 PARITY_TOLERANCE = 1e-6
@@ -46,7 +46,6 @@ DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
 SERVE_TAG = "serve"
 # A check that has not answered by then is treated as a failure (a hung model).
-DEFAULT_TIMEOUT_S = 300.0
 
 
 class ServingCheckError(RuntimeError):
@@ -103,20 +102,21 @@ def _request_inputs(path: str, number: int, name: str, signature, request) -> di
 
 
 def _check_outputs(path: str, name: str, rows: int, outputs: dict[str, np.ndarray]) -> None:
-    for head in features.HEADS:
-        value = outputs.get(head)
+    for head in heads.HEADS:
+        value = outputs.get(head.name)
         if value is None or value.shape != (rows, 1):
             raise ServingCheckError(
-                f"{path}: signature {name!r} answered {rows} rows with {head} of shape "
+                f"{path}: signature {name!r} answered {rows} rows with {head.name} of shape "
                 f"{None if value is None else value.shape}, expected ({rows}, 1)"
             )
         if not np.all(np.isfinite(value)):
-            raise ServingCheckError(f"{path}: signature {name!r} gave a non-finite {head}")
-    liked = outputs[features.BINARY_RATING]
-    if np.any((liked < 0) | (liked > 1)):
-        raise ServingCheckError(
-            f"{path}: signature {name!r} gave a {features.BINARY_RATING} outside [0, 1]"
-        )
+            raise ServingCheckError(f"{path}: signature {name!r} gave a non-finite {head.name}")
+        if head.kind.output_range is not None:
+            low, high = head.kind.output_range
+            if np.any((value < low) | (value > high)):
+                raise ServingCheckError(
+                    f"{path}: signature {name!r} gave a {head.name} outside [{low:g}, {high:g}]"
+                )
 
 
 def _max_gap(a: np.ndarray, b: np.ndarray) -> float:
@@ -171,7 +171,7 @@ def _check_answers(path: str, answers) -> None:
         _check_outputs(path, name, rows, outputs)
         by_signature.setdefault(name, outputs)
     if {features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE} <= set(by_signature):
-        for head in features.HEADS:
+        for head in heads.NAMES:
             a, b = (by_signature[n][head] for n in (features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE))
             if a.shape == b.shape and _max_gap(a, b) > PARITY_TOLERANCE:
                 raise ServingCheckError(
@@ -190,7 +190,7 @@ def _check_tf2_load(path: str, answers) -> None:
         if name not in loaded.signatures:
             raise ServingCheckError(f"{path}: tf.saved_model.load gives no signature {name!r}")
         again = loaded.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
-        for head in features.HEADS:
+        for head in heads.NAMES:
             gap = _max_gap(np.asarray(outputs[head]), again[head].numpy())
             if gap > PARITY_TOLERANCE:
                 raise ServingCheckError(
@@ -216,7 +216,7 @@ def check_saved_model(path: str) -> dict:
     }
 
 
-def check_in_fresh_process(path: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict:
+def check_in_fresh_process(path: str, timeout_s: float) -> dict:
     """`check_saved_model` in a new, isolated Python process; raises ServingCheckError on any failure.
 
     The process is killed after `timeout_s`; it also ends by itself if this

@@ -16,10 +16,10 @@ from tfx.utils import path_utils
 
 from components import mlmd_names
 from components.publish import tree_digest
-from components.serving_check import DEFAULT_TIMEOUT_S, ServingCheckError, check_in_fresh_process
+from components.serving_check import ServingCheckError, check_in_fresh_process
 
 
-def check_model(model_dir: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict:
+def check_model(model_dir: str, timeout_s: float) -> dict:
     """The fresh-process check of `model_dir`, plus the digest of the bytes it checked.
 
     Raises ServingCheckError if the check fails or the files changed while it ran.

@@ -27,7 +27,7 @@ import os
 import pickle
 import uuid
 import zlib
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 import tensorflow as tf

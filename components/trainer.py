@@ -6,14 +6,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from components import export, features
+from components import export, features, heads
 from components.model import ModelConfig, TrainingData, build_model, train
 from components.preprocessing import NUM_OOV_BUCKETS
 
@@ -27,7 +28,7 @@ def split_labels(batch: Mapping[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], 
         features.transformed_name(key): batch[features.transformed_name(key)]
         for key in features.ID_FEATURES
     }
-    labels = {head: batch[head] for head in features.HEADS}
+    labels = {head: batch[head] for head in heads.NAMES}
     return inputs, labels
 
 

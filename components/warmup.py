@@ -5,7 +5,7 @@ imports this, and it should start fast.
 """
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2

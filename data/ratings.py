@@ -21,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import numpy as np
 import pandas as pd

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.config import REPO_ROOT
+from pipeline.runner_options import OptionError
 
 IN_MEMORY, MULTI_PROCESSING, DATAFLOW, FLINK, SPARK = (
     "in-memory", "multi-processing", "dataflow", "flink", "spark"
@@ -88,4 +89,4 @@ def beam_args_from_flags(args: argparse.Namespace, data_path: Path | None = None
             spark_master=args.spark_master,
         )
     except ValueError as error:
-        raise SystemExit(f"--beam-runner {runner}: {error}") from error
+        raise OptionError(f"--beam-runner {runner}: {error}") from error

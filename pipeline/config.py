@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from ml_metadata.proto import metadata_store_pb2
 
-from components import features
-from components.data_validation import INFINITY_NORM, JENSEN_SHANNON
-from components.example_gen import EVAL, HASH, TEMPORAL, TRAIN, VALIDATION
-from components.model import ModelConfig
-from components.preprocessing import DEFAULT_TIER_THRESHOLDS
-from components.serving_check import DEFAULT_TIMEOUT_S as SERVING_CHECK_TIMEOUT_S
+from components import features, heads
+from components.choices import EVAL, TRAIN, VALIDATION, DriftComparator, SplitKind, parse
+from components.heads import HeadThreshold
+from components.model_config import ModelConfig
+
+# The serving check of a blessed model fails if it has not finished by then.
+SERVING_CHECK_TIMEOUT_S = 300.0
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCHEMA = REPO_ROOT / "schemas" / "interactions.pbtxt"
@@ -43,38 +44,17 @@ class MySQLMetadata:
 
 
 @dataclasses.dataclass(frozen=True)
-class HeadThreshold:
-    """When one head's model is good enough to bless.
-
-    `metric` is a TFMA metric class name. The model must reach `bound`
-    (a lower bound when `higher_is_better`, else an upper bound) and may be at
-    most `max_regression` worse than the last blessed model, in the metric's units.
-    """
-
-    metric: str
-    higher_is_better: bool
-    bound: float
-    max_regression: float
-
-    def __post_init__(self) -> None:
-        if self.max_regression < 0:
-            raise ValueError(f"max_regression must be >= 0, got {self.max_regression}")
-
-
-@dataclasses.dataclass(frozen=True)
 class DriftThreshold:
     """How far one feature's distribution may move from the previous span.
 
-    `comparator` is TFDV's: "infinity_norm" (L-infinity distance, for string
-    features) or "jensen_shannon_divergence" (for numeric ones).
+    `comparator` is TFDV's (see DriftComparator).
     """
 
-    comparator: str
+    comparator: DriftComparator
     threshold: float
 
     def __post_init__(self) -> None:
-        if self.comparator not in (INFINITY_NORM, JENSEN_SHANNON):
-            raise ValueError(f"comparator must be {INFINITY_NORM!r} or {JENSEN_SHANNON!r}")
+        object.__setattr__(self, "comparator", parse(DriftComparator, self.comparator, "drift comparator"))
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"drift threshold must be in (0, 1], got {self.threshold}")
 
@@ -82,18 +62,13 @@ class DriftThreshold:
 def default_drift() -> Mapping[str, DriftThreshold]:
     """The labels' distributions, which a broken upstream job shifts first."""
     return types.MappingProxyType({
-        head: DriftThreshold(JENSEN_SHANNON, 0.2) for head in features.HEADS
+        head: DriftThreshold(DriftComparator.JENSEN_SHANNON, 0.2) for head in heads.NAMES
     })
 
 
-def default_thresholds() -> Mapping[str, HeadThreshold]:
-    """Bounds a constant predictor fails on the bundled data (AUC 0.5, RMSE 0.275)."""
-    return types.MappingProxyType({
-        features.BINARY_RATING: HeadThreshold("AUC", True, bound=0.7, max_regression=0.01),
-        features.PURCHASE_PROBABILITY: HeadThreshold(
-            "RootMeanSquaredError", False, bound=0.22, max_regression=0.01
-        ),
-    })
+def default_thresholds(declared: tuple[heads.Head, ...] = heads.HEADS) -> Mapping[str, HeadThreshold]:
+    """Each head's declared gate (components.heads)."""
+    return types.MappingProxyType({head.name: head.threshold for head in declared})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,13 +88,13 @@ class PipelineConfig:
     thresholds: Mapping[str, HeadThreshold] = dataclasses.field(default_factory=default_thresholds)
     num_oov_buckets: int = 10
     # Training counts at which a user/item slice becomes "some" and "many".
-    tier_thresholds: tuple[int, int] = DEFAULT_TIER_THRESHOLDS
+    tier_thresholds: tuple[int, int] = features.DEFAULT_TIER_THRESHOLDS
     # "temporal": the most recent `eval_fraction` of interactions (by timestamp)
     # is the eval split, the `validation_fraction` before it the validation
     # split. "hash": random splits of those sizes, as published benchmarks use.
     # The Trainer early-stops on the validation split; only the Evaluator reads
     # the eval split, so the blessing judges rows the training never chose by.
-    split: str = TEMPORAL
+    split: SplitKind = SplitKind.TEMPORAL
     eval_fraction: float = 0.2
     validation_fraction: float = 0.1
     # Spans: each run ingests the newest span; Transform and Trainer use the
@@ -148,18 +123,15 @@ class PipelineConfig:
         unknown = sorted(set(self.drift) - set(features.COLUMNS))
         if unknown:
             raise ValueError(f"drift names unknown column(s) {unknown}")
-        if set(self.thresholds) != set(features.HEADS):
-            raise ValueError(
-                f"thresholds must name exactly the heads {list(features.HEADS)}, "
-                f"got {sorted(self.thresholds)}"
-            )
+        heads.check_names(self.thresholds, "thresholds")
+        if self.model.loss_weights is not None:
+            heads.check_names(self.model.loss_weights, "model.loss_weights")
         object.__setattr__(self, "tier_thresholds", tuple(int(t) for t in self.tier_thresholds))
         if len(self.tier_thresholds) != 2 or not 1 < self.tier_thresholds[0] < self.tier_thresholds[1]:
             raise ValueError(f"tier_thresholds must be (some, many) with 1 < some < many, got {self.tier_thresholds}")
         if self.num_oov_buckets < 1:
             raise ValueError(f"num_oov_buckets must be >= 1, got {self.num_oov_buckets}")
-        if self.split not in (TEMPORAL, HASH):
-            raise ValueError(f"split must be {TEMPORAL!r} or {HASH!r}, got {self.split!r}")
+        object.__setattr__(self, "split", parse(SplitKind, self.split, "split"))
         for name in ("eval_fraction", "validation_fraction"):
             if not 0.01 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0.01, 1), got {getattr(self, name)}")
@@ -216,7 +188,7 @@ def pipeline_config_from_dict(values: Mapping) -> PipelineConfig:
     if unknown:
         raise ValueError(f"unknown PipelineConfig field(s) {unknown}")
     if "model" in values:
-        values["model"] = ModelConfig(**values["model"])
+        values["model"] = ModelConfig.from_json_dict(values["model"])
     if "thresholds" in values:
         values["thresholds"] = {head: HeadThreshold(**t) for head, t in values["thresholds"].items()}
     if "drift" in values:

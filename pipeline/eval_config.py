@@ -1,27 +1,14 @@
-"""The Evaluator's TFMA config: one label per head, metrics and thresholds per head."""
+"""The Evaluator's TFMA config: one label per head, metrics and thresholds per head (components.heads)."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.proto import config_pb2
 
-from components import features
-from pipeline.config import HeadThreshold
-
-# TFMA metrics reported per head (the thresholded one is added if missing).
-# Calibration is mean prediction over mean label; Precision and Recall use 0.5.
-REPORTED_METRICS = {
-    features.BINARY_RATING: (
-        "ExampleCount", "AUC", "AUCPrecisionRecall", "BinaryCrossentropy", "Calibration",
-        "Precision", "Recall", "BinaryAccuracy",
-    ),
-    features.PURCHASE_PROBABILITY: (
-        "RootMeanSquaredError", "MeanAbsoluteError", "MeanPrediction", "MeanLabel",
-    ),
-}
-
+from components import features, heads
+from components.heads import Head, HeadThreshold
 
 PLOT_BUCKETS = 20
 
@@ -48,17 +35,21 @@ def metric_threshold(threshold: HeadThreshold) -> tfma.MetricThreshold:
     return tfma.MetricThreshold(value_threshold=value, change_threshold=change)
 
 
-def make_eval_config(thresholds: Mapping[str, HeadThreshold]) -> tfma.EvalConfig:
-    """Both heads evaluated on the raw eval split through `serving_tf_example`.
+def make_eval_config(
+    thresholds: Mapping[str, HeadThreshold], declared: tuple[Head, ...] = heads.HEADS
+) -> tfma.EvalConfig:
+    """Every head evaluated on the raw eval split through `serving_tf_example`,
+    with its kind's metrics and its threshold (`thresholds` names every head).
 
     A model is blessed only if every head's thresholded metric passes.
     """
+    heads.check_names(thresholds, "thresholds", declared)
     metrics_specs = []
-    for head in features.HEADS:
-        threshold = thresholds[head]
+    for head in declared:
+        threshold = thresholds[head.name]
         configs = [
             tfma.MetricConfig(class_name=name)
-            for name in REPORTED_METRICS[head]
+            for name in head.kind.tfma_metrics
             if name != threshold.metric
         ]
         # Blessing is decided on the overall slice; slices are reported, not
@@ -72,13 +63,13 @@ def make_eval_config(thresholds: Mapping[str, HeadThreshold]) -> tfma.EvalConfig
         # Binned mean prediction vs mean label: the report's calibration and
         # predicted-vs-actual plots.
         configs.append(tfma.MetricConfig(class_name="CalibrationPlot", config=f'"num_buckets": {PLOT_BUCKETS}'))
-        metrics_specs.append(tfma.MetricsSpec(output_names=[head], metrics=configs))
+        metrics_specs.append(tfma.MetricsSpec(output_names=[head.name], metrics=configs))
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
                 signature_name=features.SERVING_TF_EXAMPLE,
                 preprocessing_function_names=[features.TRANSFORM_FEATURES],
-                label_keys={head: head for head in features.HEADS},
+                label_keys={head.name: head.name for head in declared},
             )
         ],
         # Overall, and by the transform graph's user and item tiers (unseen users

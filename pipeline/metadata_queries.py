@@ -9,7 +9,8 @@ command line over these functions.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from google.protobuf import json_format
 from ml_metadata.metadata_store import metadata_store
@@ -17,10 +18,10 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components import mlmd_names
 from pipeline.summary import (
+    _STATES,
     NODE_CONTEXT_TYPES,
     OVERALL,
     RUN_CONTEXT_TYPES,
-    _STATES,
     candidate_metrics,
     evaluation_metrics,
     node_id_of,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
-import json
 from pathlib import Path
 
 from ml_metadata.proto import metadata_store_pb2
@@ -23,7 +22,7 @@ from tfx import v1 as tfx
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
-from components import example_gen, preprocessing, pusher, trainer
+from components import choices, example_gen, preprocessing, pusher, trainer
 from components.data_validation import DataValidationGate
 from components.resolvers import (
     LatestServedModelStrategy,
@@ -161,9 +160,7 @@ def data_components(config: PipelineConfig, span_resolvers: bool = True) -> Data
         schema=schema_gen.outputs["schema"],
         previous_statistics=previous_statistics.outputs["statistics"] if previous_statistics else None,
         data_source=str(config.data_path),
-        drift_thresholds=json.dumps(
-            {name: [d.comparator, d.threshold] for name, d in sorted(config.drift.items())}
-        ),
+        drift_thresholds={name: [d.comparator.value, d.threshold] for name, d in sorted(config.drift.items())},
     )
 
     return DataComponents(
@@ -248,7 +245,7 @@ def create_pipeline(
         # needs the validation rows transformed; the Evaluator reads raw eval
         # rows through the model's own transform graph.
         splits_config=tfx.proto.SplitsConfig(
-            analyze=[example_gen.TRAIN], transform=[example_gen.TRAIN, example_gen.VALIDATION]
+            analyze=[choices.TRAIN], transform=[choices.TRAIN, choices.VALIDATION]
         ),
         custom_config={
             preprocessing.NUM_OOV_BUCKETS: config.num_oov_buckets,
@@ -265,8 +262,8 @@ def create_pipeline(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=[example_gen.TRAIN]),
-        eval_args=tfx.proto.EvalArgs(splits=[example_gen.VALIDATION]),
+        train_args=tfx.proto.TrainArgs(splits=[choices.TRAIN]),
+        eval_args=tfx.proto.EvalArgs(splits=[choices.VALIDATION]),
         custom_config={
             trainer.MODEL_CONFIG: config.model.to_json_dict(),
             preprocessing.NUM_OOV_BUCKETS: config.num_oov_buckets,
@@ -291,7 +288,7 @@ def create_pipeline(
         model=trainer_.outputs["model"],
         baseline_model=resolver.outputs["model"],
         eval_config=make_eval_config(config.thresholds),
-        example_splits=[example_gen.EVAL],
+        example_splits=[choices.EVAL],
     )
 
     serving_check = ServingCheck(

@@ -1,9 +1,10 @@
 """The run report: one HTML page with PNG plots, written beside the run's outputs.
 
-It shows both heads' metrics (candidate, baseline, difference), the slice
-table, a calibration plot for `binary_rating`, predicted vs. actual for
-`purchase_probability`, and why the model was or was not blessed. Everything
-is read from the Evaluator's output (TFMA metrics, plots, validation result).
+It shows each head's metrics (candidate, baseline, difference) and its kind's
+plot (calibration for a binary head, predicted vs. actual for a regression
+head; see components.heads), the slice table, and why the model was or was
+not blessed. Everything is read from the Evaluator's output (TFMA metrics,
+plots, validation result).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import tensorflow_model_analysis as tfma  # noqa: E402
 
-from components import features  # noqa: E402
+from components import heads  # noqa: E402
+from components.heads import Head  # noqa: E402
 from pipeline.summary import (  # noqa: E402
     BASELINE,
     CANDIDATE,
@@ -26,6 +28,7 @@ from pipeline.summary import (  # noqa: E402
     candidate_metrics,
     evaluation_metrics,
 )
+
 
 def calibration_buckets(evaluation_uri: str, head: str) -> list[tuple[float, float, float]]:
     """Overall slice, candidate model: (mean prediction, mean label, examples) per non-empty bucket."""
@@ -83,12 +86,8 @@ def _head_table(overall: dict, head: str) -> str:
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
 
 
-def _slice_table(table: dict) -> str:
-    shown = (
-        (features.BINARY_RATING, "example_count"), (features.BINARY_RATING, "auc"),
-        (features.PURCHASE_PROBABILITY, "root_mean_squared_error"),
-        (features.PURCHASE_PROBABILITY, "mean_absolute_error"),
-    )
+def _slice_table(table: dict, declared: tuple[Head, ...]) -> str:
+    shown = [(head.name, metric) for head in declared for metric in head.slice_metrics]
     header = "<th>slice</th>" + "".join(f"<th>{h}<br>{m}</th>" for h, m in shown)
     rows = []
     for name in sorted(table, key=lambda s: (s != OVERALL, s)):
@@ -98,14 +97,30 @@ def _slice_table(table: dict) -> str:
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
 
 
-def write_report(summary: RunSummary, out_dir: Path) -> Path:
+def head_section(head: Head, overall: dict, buckets: list[tuple[float, float, float]], out_dir: Path) -> str:
+    """One head's HTML: its overall metrics table and its kind's plot, written as `out_dir/<head>.png`.
+
+    `overall`: {(model, head, metric, is_diff): value}, as `evaluation_metrics` gives
+    the overall slice; `buckets`: (mean prediction, mean label, examples), as
+    `calibration_buckets` gives them.
+    """
+    title, xlabel, ylabel = head.kind.plot
+    png = out_dir / f"{head.name}.png"
+    _plot(buckets, f"{head.name}: {title}", xlabel, ylabel, png)
+    return (
+        f"<h2>{html.escape(head.name)}</h2><div class=row>{_head_table(overall, head.name)}"
+        f"<img src='{png.name}' alt='{title} plot for {html.escape(head.name)}'></div>"
+    )
+
+
+def write_report(summary: RunSummary, out_dir: Path, declared: tuple[Head, ...] = heads.HEADS) -> Path:
     """Writes `out_dir/report.html` (and its PNGs) for `summary`; returns the HTML path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = [f"<h1>Pipeline run {html.escape(summary.run_id)}</h1>"]
     if summary.blessed is None:
         verdict = "The model was not evaluated: the run stopped before the Evaluator."
     elif summary.blessed:
-        verdict = "BLESSED: both heads passed their value thresholds" + (
+        verdict = "BLESSED: every head passed its value threshold" + (
             " and did not regress against the baseline." if summary.failed_thresholds == () else "."
         )
     else:
@@ -123,18 +138,11 @@ def write_report(summary: RunSummary, out_dir: Path) -> Path:
     if summary.evaluation_uri:
         table = evaluation_metrics(summary.evaluation_uri)
         overall = table.get(OVERALL, {})
-        plots = {
-            features.BINARY_RATING: ("Calibration", "mean predicted probability", "observed like rate"),
-            features.PURCHASE_PROBABILITY: ("Predicted vs. actual", "mean prediction", "mean actual"),
-        }
-        for head, (title, xlabel, ylabel) in plots.items():
-            png = out_dir / f"{head}.png"
-            _plot(calibration_buckets(summary.evaluation_uri, head), f"{head}: {title}", xlabel, ylabel, png)
+        for head in declared:
             sections.append(
-                f"<h2>{head}</h2><div class=row>{_head_table(overall, head)}"
-                f"<img src='{png.name}' alt='{title} plot for {head}'></div>"
+                head_section(head, overall, calibration_buckets(summary.evaluation_uri, head.name), out_dir)
             )
-        sections.append("<h2>Slices</h2>" + _slice_table(table))
+        sections.append("<h2>Slices</h2>" + _slice_table(table, declared))
     sections.append("<h2>Components</h2><table><tr><th>component</th><th>state</th><th>seconds</th></tr>"
                     + "".join(f"<tr><td>{c.component_id}</td><td>{c.state}</td><td>{c.seconds:.1f}</td></tr>"
                               for c in summary.components) + "</table>")

@@ -21,8 +21,8 @@ import fcntl
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -93,7 +93,7 @@ def output_root_lock(output_dir: Path, run_id: str) -> Iterator[str | None]:
                 f"took over the run lock of {previous.describe()}, whose process ended without "
                 "releasing it (killed?)"
             )
-        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         _write_holder(fd, LockHolder(os.getpid(), socket.gethostname(), started, run_id))
         try:
             yield note

@@ -10,16 +10,14 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
-from components import example_gen, features
-from components import publish
-from components.publish import tree_digest
+from components import example_gen, features, publish
 from components.model import ModelConfig, TrainingData, build_model
 from components.preprocessing import (
-    DEFAULT_TIER_THRESHOLDS,
     NUM_OOV_BUCKETS,
     TIER_THRESHOLDS,
     preprocessing_fn,
 )
+from components.publish import tree_digest
 from components.trainer import split_labels, vocabulary_sizes
 from pipeline.config import DEFAULT_SCHEMA, HeadThreshold
 
@@ -124,7 +122,7 @@ def transform_and_train(root: Path, rows, train_idx, config: ModelConfig, num_oo
     with tft_beam.Context(temp_dir=str(root / "tmp")):
         (train_t, _), transform_fn = (_instances(rows, train_idx), metadata) | tft_beam.AnalyzeAndTransformDataset(
             lambda inputs: preprocessing_fn(
-                inputs, {NUM_OOV_BUCKETS: num_oov, TIER_THRESHOLDS: DEFAULT_TIER_THRESHOLDS}
+                inputs, {NUM_OOV_BUCKETS: num_oov, TIER_THRESHOLDS: features.DEFAULT_TIER_THRESHOLDS}
             )
         )
         _ = transform_fn | tft_beam.WriteTransformFn(str(root / "transform"))

@@ -48,22 +48,22 @@ def _replace_field(line, column, value):
 def _bad_files():
     """(case id, function of good lines -> bad lines, expected fragments, failing component)."""
     return [
-        ("wrong-field-count", lambda l: l[:9] + [l[9] + ",extra"] + l[10:],
+        ("wrong-field-count", lambda line: line[:9] + [line[9] + ",extra"] + line[10:],
          ["a row has 6 fields but the header has 5"], "ExampleGen"),
-        ("missing-column", lambda l: [",".join(x.split(",")[:4]) for x in l],
+        ("missing-column", lambda line: [",".join(x.split(",")[:4]) for x in line],
          ["missing required column(s) ['purchase_probability']"], "ExampleGen"),
-        ("empty-file", lambda l: [], ["file is empty"], "ExampleGen"),
-        ("empty-id", lambda l: l[:7] + [_replace_field(l[7], features.USER_ID, "")] + l[8:],
+        ("empty-file", lambda line: [], ["file is empty"], "ExampleGen"),
+        ("empty-id", lambda line: line[:7] + [_replace_field(line[7], features.USER_ID, "")] + line[8:],
          ["column 'user_id' is empty in 1 of", "Feature shape dropped"], "DataValidationGate"),
-        ("non-numeric-label", lambda l: l[:4] + [_replace_field(l[4], features.BINARY_RATING, "yes")] + l[5:],
+        ("non-numeric-label", lambda line: line[:4] + [_replace_field(line[4], features.BINARY_RATING, "yes")] + line[5:],
          ["column 'binary_rating': 'yes' is not an integer"], "ExampleGen"),
         ("out-of-range-label",
-         lambda l: l[:4] + [_replace_field(l[4], features.PURCHASE_PROBABILITY, "1.5")] + l[5:],
+         lambda line: line[:4] + [_replace_field(line[4], features.PURCHASE_PROBABILITY, "1.5")] + line[5:],
          ["column 'purchase_probability' is 1.5, above the maximum 1 in 1 of", "Out-of-range"],
          "DataValidationGate"),
-        ("nan-label", lambda l: l[:4] + [_replace_field(l[4], features.PURCHASE_PROBABILITY, "nan")] + l[5:],
+        ("nan-label", lambda line: line[:4] + [_replace_field(line[4], features.PURCHASE_PROBABILITY, "nan")] + line[5:],
          ["column 'purchase_probability' is NaN in 1 of", "NaN"], "DataValidationGate"),
-        ("repeated-header", lambda l: l[:50] + [HEADER] + l[50:],
+        ("repeated-header", lambda line: line[:50] + [HEADER] + line[50:],
          ["appears again inside the data"], "ExampleGen"),
     ]
 

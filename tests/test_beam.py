@@ -9,7 +9,7 @@ from ml_metadata.metadata_store import metadata_store
 from tensorflow_data_validation import load_stats_binary
 from tfx import v1 as tfx
 
-from components import example_gen
+from components import choices
 from components.data_validation import STATISTICS_FILE
 from components.publish import tree_digest
 from data.synthetic import SyntheticSpec, write_csv
@@ -51,7 +51,7 @@ def _example_counts(config):
     (statistics,) = store.get_artifacts_by_type("ExampleStatistics")
     (examples,) = store.get_artifacts_by_type("Examples")
     counts = {}
-    for split in example_gen.SPLITS:
+    for split in choices.SPLITS:
         stats = load_stats_binary(os.path.join(statistics.uri, f"Split-{split}", STATISTICS_FILE))
         # The written files too: the seeded order must not depend on the runner.
         counts[split] = stats.datasets[0].num_examples, tree_digest(os.path.join(examples.uri, f"Split-{split}"))

@@ -1,10 +1,15 @@
 import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from components import features
-from components.model import ModelConfig
-from pipeline.config import HeadThreshold, PipelineConfig
+from components.choices import DriftComparator, Optimizer, SplitKind
+from components.model_config import ModelConfig, preset
+from pipeline.config import DriftThreshold, HeadThreshold, PipelineConfig
 
 
 def test_model_config_json_round_trip():
@@ -24,9 +29,8 @@ def test_model_config_is_frozen():
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    ("kwargs", "message"),
     [
-        ({"loss_weights": {"binary_rating": 1.0}}, "loss_weights must name exactly the heads"),
         ({"loss_weights": {"binary_rating": -1.0, "purchase_probability": 1.0}}, ">= 0"),
         ({"epochs": 0}, "epochs must be > 0"),
         ({"steps_per_epoch": 0}, "steps_per_epoch must be > 0 or None"),
@@ -46,12 +50,61 @@ def test_pipeline_config_puts_every_output_under_the_output_root(tmp_path):
     assert config.schema_path.is_file()
 
 
-def test_pipeline_config_needs_a_threshold_per_head(tmp_path):
+def test_pipeline_config_needs_a_threshold_and_any_loss_weight_per_head(tmp_path):
     only_one = {features.BINARY_RATING: HeadThreshold("AUC", True, 0.7, 0.01)}
     with pytest.raises(ValueError, match="thresholds must name exactly the heads"):
         PipelineConfig(data_path=tmp_path, output_dir=tmp_path, thresholds=only_one)
+    with pytest.raises(ValueError, match="model.loss_weights must name exactly the heads"):
+        PipelineConfig(data_path=tmp_path, output_dir=tmp_path, model=ModelConfig(loss_weights={"binary_rating": 1.0}))
     with pytest.raises(ValueError, match="max_regression"):
         HeadThreshold("AUC", True, 0.7, -0.1)
+
+
+@pytest.mark.parametrize(("metric", "higher_is_better", "message"), [
+    ("AUC", False, "higher AUC is better: the gate would bless the worse model"),
+    ("RootMeanSquaredError", True, "lower RootMeanSquaredError is better"),
+    ("Accuracyish", True, "has no known direction"),
+])
+def test_a_threshold_with_the_wrong_or_an_unknown_direction_is_refused(metric, higher_is_better, message):
+    with pytest.raises(ValueError, match=message):
+        HeadThreshold(metric, higher_is_better, 0.5, 0.01)
+
+
+def test_choices_are_enums_that_read_and_write_plain_strings(tmp_path):
+    config = PipelineConfig(data_path=tmp_path, output_dir=tmp_path, split="hash",
+                            model=ModelConfig(optimizer="adam"))
+    assert config.split is SplitKind.HASH and config.model.optimizer is Optimizer.ADAM
+    assert json.loads(json.dumps(config.model.to_json_dict()))["optimizer"] == "adam"
+    assert DriftThreshold("infinity_norm", 0.1).comparator is DriftComparator.INFINITY_NORM
+    for wrong, message in (
+        (lambda: PipelineConfig(data_path=tmp_path, output_dir=tmp_path, split="random"),
+         r"split must be one of \['temporal', 'hash'\], got 'random'"),
+        (lambda: DriftThreshold("l1", 0.1), "drift comparator must be one of"),
+        (lambda: ModelConfig(optimizer="sgd"), "optimizer must be one of"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            wrong()
+
+
+def test_the_config_layer_imports_no_tensorflow_tfx_or_beam():
+    code = (
+        "import sys, time; started = time.perf_counter(); import pipeline.config, components.model_config; "
+        "print(time.perf_counter() - started); "
+        "print(sorted(m for m in ('tensorflow', 'tfx', 'apache_beam', 'tf_keras', 'tensorflow_model_analysis') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.splitlines()[1] == "[]", out.stdout
+
+
+def test_the_original_design_is_a_preset_file():
+    original = preset("original")
+    assert original.hidden_units == (64,) and original.epochs == 5 and original.optimizer is Optimizer.ADAM
+    assert dict(original.loss_weights) == {"binary_rating": 1.0, "purchase_probability": 1.0}
+    assert preset("original", epochs=2).epochs == 2
+    with pytest.raises(ValueError, match=r"unknown ModelConfig field\(s\) \['epoch'\]"):
+        preset("original", epoch=2)
 
 
 def test_pipeline_config_from_plain_json_values(tmp_path):

@@ -2,6 +2,7 @@ import pytest
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from components import data_validation
+from components.choices import DriftComparator
 
 
 def _anomalies():
@@ -48,7 +49,7 @@ def test_drift_names_the_column_past_its_threshold():
     from pipeline.config import DEFAULT_SCHEMA
 
     schema = tfdv.load_schema_text(str(DEFAULT_SCHEMA))
-    thresholds = {"binary_rating": (data_validation.JENSEN_SHANNON, 0.2)}
+    thresholds = {"binary_rating": (DriftComparator.JENSEN_SHANNON, 0.2)}
     balanced = _stats([0, 1] * 500)
     assert data_validation.drift(_stats([1, 0] * 500), balanced, schema, thresholds) == []
     lines = data_validation.drift(_stats([1] * 1000), balanced, schema, thresholds)

@@ -24,7 +24,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
-from components import features, mlmd_names
+from components import features, heads, mlmd_names
 from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import HeadThreshold, PipelineConfig
@@ -247,7 +247,7 @@ def test_pushed_model_serves_known_and_unknown_ids_in_a_fresh_process(first_run)
         check=True, capture_output=True, text=True,
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    for head in features.HEADS:
+    for head in heads.NAMES:
         by_ids = np.asarray(result["ids"][head])
         by_examples = np.asarray(result["examples"][head])
         assert by_ids.shape == (len(users), 1)
@@ -341,7 +341,7 @@ def test_report_shows_metrics_plots_baseline_and_verdict(first_run, second_run, 
     assert "NOT blessed" in second and "binary_rating/auc" in second
     assert "<th>baseline</th><th>difference</th>" in second  # compared with the blessed model
     assert "user_activity=" in second and "item_popularity=" in second  # slice table
-    for head in features.HEADS:
+    for head in heads.NAMES:
         png = second_path.parent / f"{head}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
 
@@ -377,7 +377,7 @@ def test_inspect_models_gives_blessing_metrics_and_push(first_run, second_run):
     assert pushed["blessed"] is True and rejected["blessed"] is False
     assert pushed["pushed_to"].rstrip("/") == first.pushed_to.rstrip("/")
     assert rejected["pushed_to"] is None
-    for head in features.HEADS:
+    for head in heads.NAMES:
         assert pushed["metrics"][head] == pytest.approx(first.metrics[head])
 
 

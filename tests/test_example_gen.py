@@ -11,7 +11,8 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
-from components import example_gen, features
+from components import choices, example_gen, features
+from components.choices import SplitKind
 from pipeline.config import DEFAULT_SCHEMA
 from pipeline.pipeline import _input_split
 
@@ -62,7 +63,7 @@ def test_serialization_is_deterministic():
 
 
 @pytest.mark.parametrize(
-    "line, message",
+    ("line", "message"),
     [
         ("u1,i1,12,1", "in.csv: a row has 4 fields but the header has 5"),
         ("u1,i1,12,yes,0.5", "in.csv: column 'binary_rating': 'yes' is not an integer"),
@@ -109,7 +110,7 @@ def _run_example_gen(tmp_path, data, split, fingerprint=None, pattern=None):
         splits=[example_gen_pb2.Input.Split(name="single_split", pattern=pattern)]
     )
     output_config = example_gen.output_config(
-        {example_gen.TRAIN: 7, example_gen.VALIDATION: 1, example_gen.EVAL: 2}
+        {choices.TRAIN: 7, choices.VALIDATION: 1, choices.EVAL: 2}
     )
     exec_properties = {
         "input_base": input_base,
@@ -129,7 +130,7 @@ def _run_example_gen(tmp_path, data, split, fingerprint=None, pattern=None):
     )
     example_gen.SchemaCsvExampleGenExecutor(context).Do({}, {"examples": [examples]}, exec_properties)
     timestamps = {}
-    for name in example_gen.SPLITS:
+    for name in choices.SPLITS:
         timestamps[name] = [
             e.features.feature[features.TIMESTAMP].int64_list.value[0] for e in _written(tmp_path, name)
         ]
@@ -144,7 +145,7 @@ def _written(tmp_path, split):
     ]
 
 
-@pytest.mark.parametrize("split", [example_gen.TEMPORAL, example_gen.HASH])
+@pytest.mark.parametrize("split", [SplitKind.TEMPORAL, SplitKind.HASH])
 def test_executor_writes_every_row_once_shuffled_into_its_split(tmp_path, split):
     """Rows come sorted by time, as logs do: the three splits hold every row once,
     the temporal eval split exactly the latest fifth and the validation split the
@@ -155,7 +156,7 @@ def test_executor_writes_every_row_once_shuffled_into_its_split(tmp_path, split)
     data.write_text(",".join(HEADER) + "\n" + "".join(f"u{t % 97},i{t % 89},{t},{t % 2},0.5\n" for t in stamps))
     examples, written = _run_example_gen(tmp_path, data, split)
     assert sorted(written["train"] + written["validation"] + written["eval"]) == stamps
-    if split == example_gen.TEMPORAL:
+    if split == SplitKind.TEMPORAL:
         assert max(written["train"]) < min(written["validation"])
         assert max(written["validation"]) < min(written["eval"])
         assert abs(len(written["eval"]) - 1_000) <= 50  # approximate quantiles
@@ -175,7 +176,7 @@ def test_executor_writes_every_row_once_shuffled_into_its_split(tmp_path, split)
 def _rows(tmp_path):
     """Every written example as (user, item, timestamp, liked, purchase), sorted."""
     out = []
-    for split in example_gen.SPLITS:
+    for split in choices.SPLITS:
         for example in _written(tmp_path, split):
             f = example.features.feature
             out.append((
@@ -188,11 +189,11 @@ def _rows(tmp_path):
 
 EXPECTED = sorted((f"u{i}", f"i,{i}", 1_600_000_000 + i, i % 2, 0.5) for i in range(40))
 PLAIN = ",".join(HEADER) + "\n" + "".join(
-    f'{u},"{i}",{t},{l},{p}\n' for u, i, t, l, p in EXPECTED
+    f'{u},"{i}",{t},{liked},{p}\n' for u, i, t, liked, p in EXPECTED
 )
 
 
-@pytest.mark.parametrize("name, encode", [
+@pytest.mark.parametrize(("name", "encode"), [
     ("bom", lambda text: b"\xef\xbb\xbf" + text.encode()),
     ("crlf", lambda text: text.replace("\n", "\r\n").encode()),
     ("cr-only", lambda text: text.replace("\n", "\r").encode()),
@@ -204,7 +205,7 @@ def test_csv_as_common_tools_export_it_is_read_right(tmp_path, name, encode):
     data = tmp_path / "in" / f"{name}.csv"
     data.parent.mkdir()
     data.write_bytes(encode(PLAIN))
-    _run_example_gen(tmp_path, data, example_gen.HASH)
+    _run_example_gen(tmp_path, data, SplitKind.HASH)
     assert _rows(tmp_path) == EXPECTED
 
 
@@ -216,9 +217,9 @@ def test_gzip_files_and_folders_of_them_are_read(tmp_path):
     lines = PLAIN.splitlines(keepends=True)
     (folder / "a.csv.gz").write_bytes(gzip.compress("".join(lines[:21]).encode()))
     (folder / "b.csv.gz").write_bytes(gzip.compress((lines[0] + "".join(lines[21:])).encode()))
-    _run_example_gen(tmp_path / "folder", folder, example_gen.TEMPORAL)
+    _run_example_gen(tmp_path / "folder", folder, SplitKind.TEMPORAL)
     assert _rows(tmp_path / "folder") == EXPECTED
-    _run_example_gen(tmp_path / "file", folder / "a.csv.gz", example_gen.TEMPORAL)
+    _run_example_gen(tmp_path / "file", folder / "a.csv.gz", SplitKind.TEMPORAL)
     assert _rows(tmp_path / "file") == EXPECTED[:20]
 
 
@@ -230,7 +231,7 @@ def test_a_truncated_gzip_file_is_refused_not_read_short(tmp_path):
     body = "".join(PLAIN.splitlines(keepends=True)[1:]) * 500
     (folder / "x.csv.gz").write_bytes(gzip.compress((PLAIN + body).encode())[:-40])
     with pytest.raises(example_gen.CsvFormatError, match="x.csv.gz: the gzip file is truncated or corrupt"):
-        _run_example_gen(tmp_path, folder / "x.csv.gz", example_gen.HASH)
+        _run_example_gen(tmp_path, folder / "x.csv.gz", SplitKind.HASH)
 
 
 def test_a_path_is_a_path_not_a_glob(tmp_path):
@@ -240,13 +241,13 @@ def test_a_path_is_a_path_not_a_glob(tmp_path):
     real.write_text(PLAIN)
     (tmp_path / "in" / "runs1").mkdir()  # what the glob runs[1] would match
     (tmp_path / "in" / "runs1" / "x.csv").write_text(",".join(HEADER) + "\nwrong,file,1,1,0.5\n")
-    _run_example_gen(tmp_path / "file", real, example_gen.HASH)
+    _run_example_gen(tmp_path / "file", real, SplitKind.HASH)
     assert _rows(tmp_path / "file") == EXPECTED
-    _run_example_gen(tmp_path / "folder", real.parent, example_gen.HASH)
+    _run_example_gen(tmp_path / "folder", real.parent, SplitKind.HASH)
     assert _rows(tmp_path / "folder") == EXPECTED
 
 
-@pytest.mark.parametrize("content, message", [
+@pytest.mark.parametrize(("content", "message"), [
     ((",".join(HEADER) + "\n\n  \n").encode(), "has a header line but no rows"),
     (b"\x89PNG\r\n\x1a\n\x00\x00", "line 1 (the header) is not UTF-8 text (byte 0x89"),
     ("user_id,item_id,timestamp,binary_rating,purchase_probability\nJosé,i,1,1,0.5\n".encode("latin-1"),
@@ -262,7 +263,7 @@ def test_malformed_files_are_refused_naming_the_file_and_problem(tmp_path, conte
     data.parent.mkdir()
     data.write_bytes(content)
     with pytest.raises(Exception) as raised:
-        _run_example_gen(tmp_path, data, example_gen.TEMPORAL)
+        _run_example_gen(tmp_path, data, SplitKind.TEMPORAL)
     assert "bad.csv" in str(raised.value) and message in str(raised.value)
 
 
@@ -281,8 +282,8 @@ def test_a_file_changed_after_it_was_fingerprinted_is_refused(tmp_path):
     with data.open("a") as f:
         f.write("late,row,1700000000,1,0.5\n")
     with pytest.raises(example_gen.CsvFormatError, match="the input changed after it was fingerprinted"):
-        _run_example_gen(tmp_path, data, example_gen.HASH, fingerprint=fingerprint)
-    _run_example_gen(tmp_path / "again", data, example_gen.HASH, fingerprint=_fingerprint(data))
+        _run_example_gen(tmp_path, data, SplitKind.HASH, fingerprint=fingerprint)
+    _run_example_gen(tmp_path / "again", data, SplitKind.HASH, fingerprint=_fingerprint(data))
     assert len(_rows(tmp_path / "again")) == len(EXPECTED) + 1
 
 
@@ -315,7 +316,7 @@ def test_a_file_that_changes_while_it_is_read_is_refused(tmp_path):
     writer.start()
     try:
         with pytest.raises(example_gen.CsvFormatError, match="x.csv: changed while it was being read"):
-            _run_example_gen(tmp_path, data, example_gen.TEMPORAL, fingerprint=fingerprint)
+            _run_example_gen(tmp_path, data, SplitKind.TEMPORAL, fingerprint=fingerprint)
     finally:
         writer.join()
 
@@ -325,21 +326,21 @@ def test_two_span_folders_with_one_number_are_refused(tmp_path):
         (tmp_path / "in" / name).mkdir(parents=True)
         (tmp_path / "in" / name / "x.csv").write_text(PLAIN)
     with pytest.raises(example_gen.CsvFormatError, match="span folders span-09 and span-9 both hold span 9"):
-        _run_example_gen(tmp_path, tmp_path / "in", example_gen.HASH, pattern="span-9/*.csv")
+        _run_example_gen(tmp_path, tmp_path / "in", SplitKind.HASH, pattern="span-9/*.csv")
 
 
 def _lines(rows):
     return ",".join(HEADER) + "\n" + "".join(f"u{i},i{i},{t},{liked},0.5\n" for i, (t, liked) in enumerate(rows))
 
 
-@pytest.mark.parametrize("split, rows, message", [
-    (example_gen.TEMPORAL, [(1_600_000_000, i % 2) for i in range(50)],
+@pytest.mark.parametrize(("split", "rows", "message"), [
+    (SplitKind.TEMPORAL, [(1_600_000_000, i % 2) for i in range(50)],
      "the validation split would be empty: no row's timestamp falls in its time range"),
-    (example_gen.TEMPORAL, [(1_600_000_000 + i, int(i < 35)) for i in range(50)],
+    (SplitKind.TEMPORAL, [(1_600_000_000 + i, int(i < 35)) for i in range(50)],
      "rows of the eval split has binary_rating = 0, so its AUC is undefined"),
-    (example_gen.HASH, [(1_600_000_000 + i, 1) for i in range(50)],
+    (SplitKind.HASH, [(1_600_000_000 + i, 1) for i in range(50)],
      "rows of the eval split has binary_rating = 1"),
-    (example_gen.HASH, [(1_600_000_000 + i, i % 2) for i in range(45)] + [(1_600_000_000_000 + i, 1) for i in range(5)],
+    (SplitKind.HASH, [(1_600_000_000 + i, i % 2) for i in range(45)] + [(1_600_000_000_000 + i, 1) for i in range(5)],
      "column 'timestamp' mixes units: 45 in seconds (e.g. 1600000000), 5 in milliseconds (e.g. 1600000000000"),
 ], ids=["one-timestamp", "eval-all-0", "hash-all-1", "seconds-and-ms"])
 def test_splits_that_cannot_judge_a_model_and_mixed_units_are_refused(tmp_path, split, rows, message):

@@ -23,8 +23,8 @@ import pytest
 import tensorflow as tf
 
 from components import export, features, publish, warmup
-from components.serving_check import ServingCheckError
 from components.model import ModelConfig
+from components.serving_check import ServingCheckError
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.config import REPO_ROOT
 from tests.handoff_child import handoff
@@ -144,15 +144,14 @@ def test_only_the_checked_model_ever_appears_complete_under_a_new_higher_version
     assert _staging(serving) == []
 
 
-@pytest.mark.parametrize("model, expected", [
+@pytest.mark.parametrize(("model", "expected"), [
     ("wrong_input", "warm-up record 1 has inputs ['item_id', 'userid']"),
     ("non_finite", "signature 'serving_default' gave a non-finite"),
 ])
 def test_a_model_that_fails_the_check_is_never_visible(models, serving, tmp_path, model, expected):
     before = served_versions(serving)
-    with Watcher(serving) as watcher:
-        with pytest.raises(ServingCheckError) as raised:
-            handoff(models[model], serving, tmp_path / "work", timeout_s=120)
+    with Watcher(serving) as watcher, pytest.raises(ServingCheckError) as raised:
+        handoff(models[model], serving, tmp_path / "work", timeout_s=120)
     assert expected in str(raised.value) and str(tmp_path / "work") in str(raised.value)  # names the model
     assert not (tmp_path / "work" / "pushed_model").exists()  # never got as far as the Pusher
     assert set(watcher.seen) == set(before)

@@ -7,6 +7,7 @@ import tf_keras
 
 from components.lazy_adam import LazyAdam
 from components.model import ModelConfig, build_model
+from components.model_config import preset
 
 LR, B1, B2, EPS = 0.01, 0.9, 0.999, 1e-7
 
@@ -66,7 +67,7 @@ def test_amsgrad_is_refused():
 
 def test_model_config_chooses_the_optimizer():
     assert isinstance(build_model(10, 8, ModelConfig(base_rate_init=False, user_id_dropout=0.0)).optimizer, LazyAdam)
-    original = build_model(10, 8, ModelConfig.original())
+    original = build_model(10, 8, preset("original"))
     assert type(original.optimizer) is tf_keras.optimizers.Adam
     with pytest.raises(ValueError, match="optimizer must be one of"):
         ModelConfig(optimizer="sgd")

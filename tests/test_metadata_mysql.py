@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from components import features
+from components import heads
 from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import MySQLMetadata, PipelineConfig
@@ -41,11 +41,12 @@ def mariadb(tmp_path_factory):
          "--auth-root-authentication-method=normal", "--skip-test-db"],
         check=True, capture_output=True,
     )
-    server = subprocess.Popen(
-        [SERVER, "--no-defaults", f"--datadir={data}", f"--socket={sock}", f"--port={port}",
-         "--bind-address=127.0.0.1", "--user=root", "--skip-log-bin", f"--pid-file={root / 'pid'}"],
-        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"),
-    )
+    with open(root / "server.log", "w") as log:  # the child keeps its own copy of the descriptor
+        server = subprocess.Popen(
+            [SERVER, "--no-defaults", f"--datadir={data}", f"--socket={sock}", f"--port={port}",
+             "--bind-address=127.0.0.1", "--user=root", "--skip-log-bin", f"--pid-file={root / 'pid'}"],
+            stdout=subprocess.DEVNULL, stderr=log,
+        )
     try:
         for _ in range(120):
             ready = subprocess.run([CLIENT, f"--socket={sock}", "-uroot", "-e", "CREATE DATABASE IF NOT EXISTS mlmd"],
@@ -85,6 +86,6 @@ def test_a_run_recorded_in_mariadb_is_inspected_there(mariadb, tmp_path):
     assert {c["node"] for c in recorded["components"]} == COMPONENT_IDS
     (model,) = inspect("models")
     assert model["blessed"] is True and model["pushed_to"].rstrip("/") == summary.pushed_to.rstrip("/")
-    assert set(model["metrics"]) == set(features.HEADS)
+    assert set(model["metrics"]) == set(heads.NAMES)
     lineage = inspect("lineage", summary.pushed_to)
     assert {"Model", "TransformGraph", "Schema", "Examples", "ExampleStatistics"} <= {s["artifact_type"] for s in lineage}

@@ -3,8 +3,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from components import features
+from components import features, heads
 from components.model import ModelConfig, TrainingData, build_model
+from components.model_config import preset
 
 USER = features.transformed_name(features.USER_ID)
 ITEM = features.transformed_name(features.ITEM_ID)
@@ -31,7 +32,7 @@ def _training(inputs, labels):
 MLP = dict(
     embedding_dim=4, hidden_units=(8,), learning_rate=3e-3, use_bias_terms=False, use_dot_product=False,
     factorized_purchase_head=False, l2=0.0, user_id_dropout=0.0, early_stopping_patience=None,
-    loss_weights={head: 1.0 for head in features.HEADS},
+    loss_weights={head: 1.0 for head in heads.NAMES},
 )
 
 
@@ -43,8 +44,8 @@ def test_outputs_are_named_after_the_heads_with_batch_by_one_shapes():
     inputs, labels = _batch(n=5)
     model = build_model(10, 8, mlp(), _training(inputs, labels))
     outputs = model(inputs)
-    assert set(outputs) == set(features.HEADS)
-    for head in features.HEADS:
+    assert set(outputs) == set(heads.NAMES)
+    for head in heads.NAMES:
         assert outputs[head].shape == (5, 1)
     liked = outputs[features.BINARY_RATING].numpy()
     assert np.all((liked > 0) & (liked < 1))  # sigmoid head
@@ -78,7 +79,7 @@ def test_training_reduces_the_loss_on_learnable_data():
 
 def test_bias_dot_and_regularisation_options_build_what_they_say():
     inputs, labels = _batch(n=4)
-    plain = build_model(10, 8, ModelConfig.original(embedding_dim=4))
+    plain = build_model(10, 8, preset("original", embedding_dim=4))
     rich = build_model(10, 8, mlp(use_bias_terms=True, use_dot_product=True, l2=1e-3, dropout=0.2),
                        _training(inputs, labels))
     plain(inputs, training=True), rich(inputs, training=True)
@@ -93,7 +94,7 @@ def test_bias_dot_and_regularisation_options_build_what_they_say():
     assert len(rich.losses) > 0 and len(plain.losses) == 0  # L2 penalties only when asked
     rich(inputs)
     assert len(rich.losses) == 0  # and only while training
-    for head in features.HEADS:  # dropout is off at inference: predictions are repeatable
+    for head in heads.NAMES:  # dropout is off at inference: predictions are repeatable
         np.testing.assert_array_equal(rich(inputs)[head].numpy(), rich(inputs)[head].numpy())
 
 
@@ -129,7 +130,7 @@ def test_training_data_collects_every_interaction_and_the_label_means():
     data = TrainingData.from_batches([first, second])
     np.testing.assert_array_equal(data.users, np.concatenate([first[0][USER], second[0][USER]]).ravel())
     np.testing.assert_array_equal(data.items, np.concatenate([first[0][ITEM], second[0][ITEM]]).ravel())
-    for head in features.HEADS:
+    for head in heads.NAMES:
         expected = np.concatenate([first[1][head], second[1][head]]).mean()
         assert data.label_means[head] == pytest.approx(expected)
     with pytest.raises(ValueError, match="empty"):
@@ -172,7 +173,7 @@ def test_implicit_feedback_adds_the_scaled_sum_of_training_partners():
 
     # Training interactions: user 0 saw items 1, 2, 3; user 1 saw item 1; user 2 none.
     train_inputs = {USER: np.array([[0], [0], [0], [1]]), ITEM: np.array([[1], [2], [3], [1]])}
-    train_labels = {head: np.ones((4, 1), np.float32) * 0.5 for head in features.HEADS}
+    train_labels = {head: np.ones((4, 1), np.float32) * 0.5 for head in heads.NAMES}
     config = ModelConfig(hidden_units=(), implicit_feedback=True, **FACTORIZED)
     model = build_model(3, 5, config, _training(train_inputs, train_labels))
     model({USER: np.array([0]), ITEM: np.array([0])})
@@ -199,7 +200,7 @@ def test_implicit_history_is_capped_at_a_seeded_sample_of_each_ids_partners():
     users = np.array([0, 0, 0, 0, 0, 0, 1, 1])
     items = np.array([1, 2, 3, 4, 5, 6, 1, 2])
     train_inputs = {USER: users[:, None], ITEM: items[:, None]}
-    train_labels = {head: np.ones((8, 1), np.float32) * 0.5 for head in features.HEADS}
+    train_labels = {head: np.ones((8, 1), np.float32) * 0.5 for head in heads.NAMES}
     config = ModelConfig(hidden_units=(), implicit_feedback=True, implicit_history_cap=3, **FACTORIZED)
     model = build_model(3, 8, config, _training(train_inputs, train_labels))
     model({USER: np.array([0]), ITEM: np.array([0])})

@@ -98,9 +98,9 @@ def test_the_publish_lock_waits_for_a_live_holder_and_is_freed_when_it_is_killed
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(serving)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(publish.PublishError, match="another publisher held"):
-            with publish.publish_lock(serving, timeout_s=0.3):
-                pass
+        with pytest.raises(publish.PublishError, match="another publisher held"), \
+                publish.publish_lock(serving, timeout_s=0.3):
+            pass
         holder.kill()
         holder.wait(timeout=10)
         with publish.publish_lock(serving, timeout_s=5):

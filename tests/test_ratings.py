@@ -101,7 +101,7 @@ def test_unchanged_source_is_not_converted_again(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "content, mapping, message",
+    ("content", "mapping", "message"),
     [
         ("u,i,t,r\n1,2,3,great\n", {"rating": "r"}, "x.csv: column 'r' \\(rating\\): 'great' is not a number"),
         ("u,i,t\n1,2,3\n", {"rating": "r"}, "x.csv: missing column\\(s\\) \\['r'\\]"),

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.runner_options import OptionError
 from run_local import config_from_args, parse_args
 
 
@@ -38,9 +39,9 @@ def test_a_model_config_file_is_read_and_flags_override_it(tmp_path):
     assert config.implicit_feedback and config.factorized_purchase_head
     assert config.learning_rate == 5e-4 and config.hidden_units == ()
     assert config_from_args(parse_args(common + ["--learning-rate", "0.01"])).model.learning_rate == 0.01
-    with pytest.raises(SystemExit, match="no-such-file.json: neither inline JSON nor a readable file"):
+    with pytest.raises(OptionError, match="no-such-file.json: neither inline JSON nor a readable file"):
         config_from_args(parse_args(common[:-1] + ["no-such-file.json"]))
-    with pytest.raises(SystemExit, match="inline JSON is not valid JSON"):
+    with pytest.raises(OptionError, match="inline JSON is not valid JSON"):
         config_from_args(parse_args(common[:-1] + ['{"l2": }']))
 
 

@@ -35,9 +35,8 @@ def holder(tmp_path):
 
 
 def test_a_second_run_fails_at_once_naming_the_running_one(tmp_path, holder):
-    with pytest.raises(OutputRootBusy) as raised:
-        with output_root_lock(tmp_path, "second-run"):
-            pytest.fail("took a lock another process holds")
+    with pytest.raises(OutputRootBusy) as raised, output_root_lock(tmp_path, "second-run"):
+        pytest.fail("took a lock another process holds")
     message = str(raised.value)
     assert f"pid {holder.pid}" in message and "run holder-run" in message and "started 20" in message
 

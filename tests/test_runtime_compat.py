@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools" / "runtime_compat"))
-import patch  # noqa: E402
+from tools.runtime_compat import patch
 
 HOST = {"libc.so.6": frozenset({"GLIBC_2.2.5", "GLIBC_2.36"}), "libstdc++.so.6": frozenset({"GLIBCXX_3.4.30"})}
 

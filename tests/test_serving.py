@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import export, features, serving_check, warmup
+from components import export, features, heads, serving_check, warmup
 from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, generate_rows
+from pipeline.config import SERVING_CHECK_TIMEOUT_S as TIMEOUT_S
 from tests.support import serving_check_pid, transform_and_train
 
 pytestmark = pytest.mark.slow
@@ -93,7 +94,7 @@ def _all_three(path, model, tft_output, users, items):
 
 def _assert_parity(outputs, rows):
     by_ids, by_examples, keras = outputs
-    for head in features.HEADS:
+    for head in heads.NAMES:
         assert by_ids[head].shape == (rows, 1)
         np.testing.assert_allclose(by_ids[head], by_examples[head], rtol=0, atol=TOLERANCE)
         np.testing.assert_allclose(by_ids[head], keras[head], rtol=0, atol=TOLERANCE)
@@ -122,7 +123,7 @@ def test_unknown_ids_are_answered_like_the_keras_model_does(exported):
 def test_an_empty_batch_gives_empty_outputs(exported):
     _, tft_output, model, path = exported
     by_ids, by_examples, _ = _all_three(path, model, tft_output, [], [])
-    for head in features.HEADS:
+    for head in heads.NAMES:
         assert by_ids[head].shape == (0, 1) and by_examples[head].shape == (0, 1)
 
 
@@ -142,7 +143,7 @@ def test_warmup_requests_cover_both_signatures_and_an_unknown_pair(tuned):
     assert names == [features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE]
     users = tf.make_ndarray(requests[0].predict_log.request.inputs[features.USER_ID])
     assert len(users) >= 2 and users[-1] == warmup.UNKNOWN_ID
-    result = serving_check.check_in_fresh_process(path)
+    result = serving_check.check_in_fresh_process(path, TIMEOUT_S)
     assert result["requests"] == 2 and result["signatures"] == sorted(names)
 
 
@@ -167,7 +168,7 @@ def test_saved_model_cli_shows_and_runs_both_signatures(tuned):
         found = re.findall(r"Result for output key (\w+):\n\[\[([^\]]+)\]\]", stdout)
         return {key: float(value) for key, value in found}
 
-    assert set(results(by_ids.stdout)) == set(features.HEADS)
+    assert set(results(by_ids.stdout)) == set(heads.NAMES)
     assert results(by_ids.stdout) == pytest.approx(results(by_examples.stdout), abs=TOLERANCE)
 
 
@@ -210,7 +211,7 @@ def _too_many(records):
     return records * (warmup.TF_SERVING_MAX_RECORDS // len(records) + 1)
 
 
-@pytest.mark.parametrize("mutate, expected", [
+@pytest.mark.parametrize(("mutate", "expected"), [
     (_rename_input, "signature 'serving_default': warm-up record 1 has inputs ['item_id', 'userid'], "
                     "the signature declares ['item_id', 'user_id']"),
     (_float_ids, "signature 'serving_default': input 'user_id' of warm-up record 1 is DT_FLOAT, "
@@ -240,7 +241,7 @@ def test_a_model_with_non_finite_outputs_fails_the_check_in_a_fresh_process(tune
         for weight, value in zip(trainable, saved):
             weight.assign(value)
     with pytest.raises(serving_check.ServingCheckError, match="signature 'serving_default' gave a non-finite"):
-        serving_check.check_in_fresh_process(str(tmp_path / "nan"))
+        serving_check.check_in_fresh_process(str(tmp_path / "nan"), TIMEOUT_S)
 
 
 class _Hangs(tf.Module):
@@ -249,7 +250,7 @@ class _Hangs(tf.Module):
         (forever,) = tf.while_loop(lambda i: i >= 0, lambda i: i + 1, [tf.constant(0, tf.int64)])
         rows = tf.shape(user_id)[0]
         value = tf.fill([rows, 1], tf.cast(forever, tf.float32))
-        return {head: value for head in features.HEADS}
+        return {head: value for head in heads.NAMES}
 
 
 def test_a_hung_model_is_stopped_at_the_timeout(tmp_path):
@@ -278,8 +279,8 @@ def test_a_components_package_in_the_working_directory_does_not_change_the_check
     monkeypatch.chdir(fake)
     monkeypatch.setenv("PYTHONPATH", str(fake))
     with pytest.raises(serving_check.ServingCheckError, match="warm-up record 1 has inputs"):
-        serving_check.check_in_fresh_process(str(broken))
-    assert serving_check.check_in_fresh_process(path)["signatures"] == [
+        serving_check.check_in_fresh_process(str(broken), TIMEOUT_S)
+    assert serving_check.check_in_fresh_process(path, TIMEOUT_S)["signatures"] == [
         features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE
     ]
 
@@ -291,7 +292,7 @@ def test_a_check_process_that_dies_without_a_result_is_a_failure(tuned):
 
     def check():
         try:
-            outcome["result"] = serving_check.check_in_fresh_process(path)
+            outcome["result"] = serving_check.check_in_fresh_process(path, TIMEOUT_S)
         except serving_check.ServingCheckError as error:
             outcome["error"] = str(error)
 

@@ -1,0 +1,152 @@
+"""The model's hyperparameters: a frozen config that imports no TensorFlow.
+
+Runners, the pipeline config and `inspect_metadata.py` validate it without
+loading the model code (`components.model`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from components.choices import Optimizer, parse
+from components.heads import HEADS, Head, check_names
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of the model and its training loop.
+
+    The defaults are the configuration chosen on MovieLens 100K's temporal split
+    (see benchmarks/model_quality.py and the README): biased matrix
+    factorisation as the purchase head, the binary head reading its estimate,
+    per-example L2, early stopping on the validation split.
+    `configs/original-model.json` is the first design (`preset("original")`).
+    `loss_weights` maps every head to the weight of its loss in the total,
+    total = sum(weight[head] * loss[head]); None takes each head's declared
+    `loss_weight` (components.heads).
+    """
+
+    embedding_dim: int = 32
+    # Embeddings start N(0, stddev); None keeps Keras's uniform(-0.05, 0.05).
+    # Small starts matter for the dot product, which multiplies two of them.
+    embedding_init_stddev: float | None = 0.01
+    hidden_units: tuple[int, ...] = ()
+    learning_rate: float = 1e-3
+    optimizer: Optimizer = Optimizer.LAZY_ADAM
+    batch_size: int = 256
+    epochs: int = 40
+    # Training steps per epoch; None means one full pass over the train split.
+    steps_per_epoch: int | None = None
+    seed: int = 42
+    # Beside the shared MLP, the heads also see a per-user and a per-item bias
+    # (the classic matrix-factorisation baseline terms) and the dot product of
+    # the two embeddings (the factorisation interaction).
+    use_bias_terms: bool = True
+    use_dot_product: bool = True
+    # The factorised purchase head predicts mu + b_user + b_item + dot (+ the
+    # MLP's term) with every part at weight one, as matrix factorisation does;
+    # the binary head then also reads that estimate. Needs bias terms and dot product.
+    factorized_purchase_head: bool = True
+    # SVD++-style implicit feedback: a user's vector also sums embeddings of
+    # the items the user interacted with in training (scaled by 1/sqrt(count)),
+    # and an item's vector those of its users. The model carries these
+    # interactions, so serving needs only the two IDs.
+    implicit_feedback: bool = False
+    # At most this many partners per ID in those sums (a seeded sample of a
+    # heavier ID's), so an example costs at most this many lookups however
+    # active its user or popular its item.
+    implicit_history_cap: int = 256
+    # Start each head's bias at the training labels' base rate (the mean for the
+    # purchase head, the like rate's logit for the binary head), so the first
+    # epochs fit interactions rather than a global offset.
+    base_rate_init: bool = True
+    # L2 penalty on the embedding rows each example uses (as in SGD matrix
+    # factorisation: frequent IDs are regularised more), averaged over the
+    # batch; dropout after each hidden layer.
+    l2: float = 2.0
+    dropout: float = 0.0
+    # ID dropout: during training, this share of rows sees its user (item) as
+    # unknown, mapped to an out-of-vocabulary bucket, so the OOV rows learn
+    # what an unseen ID should predict instead of keeping their initial values.
+    user_id_dropout: float = 0.0
+    item_id_dropout: float = 0.0
+    # Stop when the validation loss has not improved for this many epochs and
+    # keep the best epoch's weights; None trains all `epochs`.
+    early_stopping_patience: int | None = 3
+    loss_weights: Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
+        object.__setattr__(self, "optimizer", parse(Optimizer, self.optimizer, "optimizer"))
+        if self.loss_weights is not None:
+            object.__setattr__(self, "loss_weights", types.MappingProxyType(dict(self.loss_weights)))
+            if any(w < 0 for w in self.loss_weights.values()):
+                raise ValueError(f"loss_weights must be >= 0, got {dict(self.loss_weights)}")
+        positive = {
+            "embedding_dim": self.embedding_dim,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "learning_rate": self.learning_rate,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError("early_stopping_patience must be >= 1 or None")
+        if not (0.0 <= self.user_id_dropout < 1.0 and 0.0 <= self.item_id_dropout < 1.0):
+            raise ValueError(
+                f"ID dropout must be in [0, 1), got {self.user_id_dropout}, {self.item_id_dropout}"
+            )
+        if self.implicit_history_cap < 1:
+            raise ValueError(f"implicit_history_cap must be >= 1, got {self.implicit_history_cap}")
+        if self.l2 < 0 or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"need l2 >= 0 and 0 <= dropout < 1, got {self.l2}, {self.dropout}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
+            raise ValueError(f"steps_per_epoch must be > 0 or None, got {self.steps_per_epoch}")
+        if any(u <= 0 for u in self.hidden_units):
+            raise ValueError(f"hidden_units must be positive, got {self.hidden_units}")
+        if self.factorized_purchase_head and not (self.use_bias_terms and self.use_dot_product):
+            raise ValueError("factorized_purchase_head needs use_bias_terms and use_dot_product")
+        if not self.hidden_units and not self.factorized_purchase_head:
+            raise ValueError("hidden_units may be empty only with factorized_purchase_head")
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable form, for TFX `custom_config` and config files."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["hidden_units"] = list(self.hidden_units)
+        out["optimizer"] = self.optimizer.value
+        out["loss_weights"] = None if self.loss_weights is None else dict(self.loss_weights)
+        return out
+
+    @classmethod
+    def from_json_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
+        """From `to_json_dict`'s form (or a config file's subset of it); unknown names are errors."""
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown ModelConfig field(s) {unknown}")
+        return cls(**values)
+
+    def weights_for(self, heads: tuple[Head, ...] = HEADS) -> dict[str, float]:
+        """Each head's loss weight: `loss_weights` if set (naming exactly `heads`), else the declared ones."""
+        if self.loss_weights is None:
+            return {head.name: head.loss_weight for head in heads}
+        check_names(self.loss_weights, "loss_weights", heads)
+        return dict(self.loss_weights)
+
+
+PRESETS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """The ModelConfig saved as `configs/<name>-model.json`, with `overrides` on top.
+
+    "original" is the first design (concatenated embeddings, one Dense(64),
+    Adam, 5 epochs); "ml-100k" the tuned implicit-feedback configuration.
+    """
+    values = json.loads((PRESETS / f"{name}-model.json").read_text())
+    return ModelConfig.from_json_dict({**values, **overrides})
