@@ -20,8 +20,9 @@ from pathlib import Path
 
 from ml_metadata.metadata_store import metadata_store
 
-from pipeline import metadata_queries as queries
 from pipeline.config import MySQLMetadata
+from results import queries
+from results.metadata import sqlite_readonly
 
 
 def _time(ms: int) -> str:
@@ -99,7 +100,7 @@ def store_from_args(args: argparse.Namespace) -> metadata_store.MetadataStore:
     path = args.sqlite or args.output / "metadata.sqlite"
     if not path.is_file():
         raise SystemExit(f"no ML Metadata store at {path} (run the pipeline, or pass --sqlite/--output)")
-    return metadata_store.MetadataStore(queries.sqlite_readonly(str(path)))
+    return metadata_store.MetadataStore(sqlite_readonly(str(path)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,10 +23,6 @@ import sys
 from pathlib import Path
 
 from ml_metadata.metadata_store import metadata_store
-from tfx import v1 as tfx
-from tfx.dsl.compiler import compiler
-from tfx.dsl.compiler import constants as compiler_constants
-from tfx.orchestration.portable import runtime_parameter_utils
 
 from components import publish
 from components.choices import SplitKind
@@ -35,11 +31,8 @@ from data.synthetic import SyntheticSpec, write_csv
 from pipeline.beam import add_beam_flags, beam_args_from_flags
 from pipeline.config import PipelineConfig
 from pipeline.console import QuietConsole, log_path
-from pipeline.pipeline import create_pipeline
-from pipeline.report import write_report
 from pipeline.run_state import OutputRootBusy, output_root_lock, record_failure_reason, record_unfinished
 from pipeline.runner_options import OptionError, model_config
-from pipeline.summary import format_summary, summarize
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -182,6 +175,13 @@ def new_run_id() -> str:
 
 def run_pipeline(config: PipelineConfig, connection, run_id: str) -> None:
     """Compiles the pipeline, fixes its run id to `run_id`, and runs it with LocalDagRunner."""
+    from tfx import v1 as tfx
+    from tfx.dsl.compiler import compiler
+    from tfx.dsl.compiler import constants as compiler_constants
+    from tfx.orchestration.portable import runtime_parameter_utils
+
+    from pipeline.pipeline import create_pipeline
+
     ir = compiler.Compiler().compile(create_pipeline(config, connection))
     runtime_parameter_utils.substitute_runtime_parameter(
         ir, {compiler_constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id}
@@ -210,6 +210,8 @@ def run(config: PipelineConfig, run_id: str | None = None):
     The summary is this run's, found by its run id. OutputRootBusy (another
     run holds the output root) is returned as the error, with no summary.
     """
+    from results.summary import summarize
+
     run_id = run_id or new_run_id()
     connection = config.metadata_connection()
     try:
@@ -236,7 +238,21 @@ def run(config: PipelineConfig, run_id: str | None = None):
         return None, busy
 
 
+def _write_report(config: PipelineConfig, summary) -> Path:
+    """The run's HTML report, with the history of the runs in its metadata store."""
+    from results.report import write_report
+    from results.summary import history
+
+    runs = history(metadata_store.MetadataStore(config.metadata_connection()), config.pipeline_name)
+    return write_report(
+        summary, config.output_dir / "reports" / summary.run_id.replace(":", "-"),
+        history=runs, thresholds=config.thresholds,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    # TensorFlow, TFX and TFMA are imported only inside the quiet console (by
+    # `run` and below), so that even their import-time messages go to the log.
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
@@ -255,12 +271,15 @@ def main(argv: list[str] | None = None) -> int:
         summary, error = run(config, run_id)
         if error is not None:
             console.failed(f"{type(error).__name__}: {error}")
+        if summary is not None:
+            report = _write_report(config, summary)
     if summary is not None:
-        report = write_report(summary, config.output_dir / "reports" / summary.run_id.replace(":", "-"))
+        from results.summary import format_summary
+
         if args.json:
             print(json.dumps({**summary.to_json_dict(), "report": str(report)}, indent=2))
         else:
-            print(format_summary(summary, config.rating_scale_max))
+            print(format_summary(summary, config.rating_scale_max, all_components=args.verbose))
             print(f"Report: {report}")
     if error is not None:
         failed = [c for c in (summary.components if summary else ()) if c.state == "FAILED"]

@@ -10,7 +10,7 @@ setuptools.setup(
     name="tfx-multitask-recommender",
     version="0.1.0",
     description="TFX pipeline for multi-task recommendation models",
-    packages=["pipeline", "components", "data"],
+    packages=["pipeline", "components", "data", "results"],
     package_data={"": ["*.pbtxt"]},
     python_requires=">=3.11,<3.12",
     install_requires=["tfx==1.21.0"],

@@ -34,7 +34,7 @@ def _worker(rows: int, workdir: Path, beam_args: list[str]) -> dict:
     from data.synthetic import SyntheticSpec, write_csv
     from pipeline.config import PipelineConfig
     from pipeline.pipeline import create_data_validation_pipeline
-    from pipeline.summary import summarize
+    from results.summary import summarize
 
     spec = SyntheticSpec(num_users=max(600, rows // 50), num_items=max(400, rows // 100),
                          num_interactions=rows)

@@ -76,8 +76,8 @@ def _run_sampled(command: list[str], log: Path) -> tuple[int, float, list[tuple[
 def measure(rows: int, epochs: int, extra: list[str], workdir: Path) -> dict:
     from ml_metadata.metadata_store import metadata_store
 
-    from pipeline.metadata_queries import sqlite_readonly
-    from pipeline.summary import summarize
+    from results.metadata import sqlite_readonly
+    from results.summary import summarize
 
     spec = SyntheticSpec(num_users=max(600, rows // 50), num_items=max(400, rows // 100),
                          num_interactions=rows)

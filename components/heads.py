@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 
 from components import features
 
@@ -50,6 +51,11 @@ class HeadThreshold:
     higher_is_better: bool
     bound: float
     max_regression: float
+
+    @property
+    def metric_key(self) -> str:
+        """The name TFMA gives the metric's values ("RootMeanSquaredError" -> "root_mean_squared_error")."""
+        return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", self.metric).lower()
 
     def __post_init__(self) -> None:
         if self.metric not in HIGHER_IS_BETTER:

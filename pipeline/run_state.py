@@ -28,8 +28,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components import mlmd_names
-from pipeline.metadata_queries import Index
-from pipeline.summary import run_context
+from results.metadata import MetadataReader
 
 LOCK_NAME = ".run.lock"
 _UNFINISHED = (metadata_store_pb2.Execution.RUNNING, metadata_store_pb2.Execution.NEW)
@@ -113,7 +112,7 @@ def record_unfinished(
     pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
     if pipeline is None:
         return []
-    index = Index(store)
+    index = MetadataReader(store)
     marked, lines = [], []
     for execution in store.get_executions_by_context(pipeline.id):
         if execution.last_known_state not in _UNFINISHED:
@@ -136,7 +135,7 @@ def record_failure_reason(
     """After `run_id` failed: its unfinished executions become FAILED, and each failed one gets `reason`."""
     lines = record_unfinished(store, pipeline_name, reason, run_id)
     try:
-        run = run_context(store, pipeline_name, run_id)
+        run = MetadataReader(store).run_context(pipeline_name, run_id)
     except LookupError:
         return lines
     unexplained = [

@@ -15,7 +15,7 @@ from ml_metadata.metadata_store import metadata_store
 
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import pipeline_config_from_dict
-from pipeline.summary import summarize
+from results.summary import summarize
 from tests.support import COMPONENT_IDS, LOOSE_THRESHOLDS
 from tests.test_pipeline_dag import EXPECTED_UPSTREAM
 

@@ -28,7 +28,7 @@ from components import features, heads, mlmd_names
 from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import HeadThreshold, PipelineConfig
-from pipeline.metadata_queries import Index
+from results.metadata import MetadataReader
 from run_local import run
 from tests.support import COMPONENT_IDS, Watcher, served_versions, tree_digest
 
@@ -185,7 +185,7 @@ def test_no_row_of_the_evaluators_split_reaches_the_trainer(first_run):
     else, the Evaluator reads the eval split, and eval rows are strictly later."""
     config, summary, _, _, _ = first_run
     store = _store(config)
-    index = Index(store)
+    index = MetadataReader(store)
     run_context = store.get_context_by_type_and_name("pipeline_run", summary.run_id)
     executions = {index.node_id(e.id): e for e in store.get_executions_by_context(run_context.id)}
     recorded = {
@@ -281,7 +281,7 @@ def test_a_blessed_model_that_fails_the_serving_check_is_never_published(first_r
 
 def _examples_of_run(store, run_id):
     """The URI of the Examples artifact ExampleGen wrote in `run_id`."""
-    index = Index(store)
+    index = MetadataReader(store)
     context = store.get_context_by_type_and_name("pipeline_run", run_id)
     for execution in store.get_executions_by_context(context.id):
         if index.node_id(execution.id) == "ExampleGen":
@@ -332,7 +332,7 @@ def test_an_anomaly_stops_the_run_before_transform(tmp_path):
 
 
 def test_report_shows_metrics_plots_baseline_and_verdict(first_run, second_run, tmp_path):
-    from pipeline.report import write_report
+    from results.report import write_report
 
     first = write_report(first_run[1], tmp_path / "first").read_text()
     assert "BLESSED" in first and "NOT blessed" not in first
@@ -344,6 +344,27 @@ def test_report_shows_metrics_plots_baseline_and_verdict(first_run, second_run, 
     for head in heads.NAMES:
         png = second_path.parent / f"{head}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
+
+
+def test_report_history_plots_the_thresholded_metrics_and_split_rows_of_every_run(
+    first_run, second_run, third_run, fourth_run, tmp_path
+):
+    from ml_metadata.metadata_store import metadata_store
+
+    from results.report import write_report
+    from results.summary import history
+
+    config = fourth_run[0]
+    runs = history(metadata_store.MetadataStore(config.metadata_connection()), config.pipeline_name)
+    assert [r.run_id for r in runs] == [first_run[1].run_id, second_run[1].run_id,
+                                        third_run[1].run_id, fourth_run[1].run_id]
+    assert [r.blessed for r in runs] == [True, False, True, True]  # the third was blessed, then failed its check
+    page = write_report(fourth_run[1], tmp_path, history=runs, thresholds=config.thresholds).read_text()
+    assert "<h2>History (4 runs)</h2>" in page
+    assert "<th>train rows</th><th>validation rows</th><th>eval rows</th>" in page
+    rows = {s.name: s.rows for s in fourth_run[1].splits}
+    assert page.count(f"<td>{rows['eval']:,}</td>") == 4  # same data in every run
+    assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def _inspect(config, *args):

@@ -11,7 +11,7 @@ from components.model import TrainingData, build_model
 from components.model_config import ModelConfig
 from pipeline.config import default_thresholds
 from pipeline.eval_config import make_eval_config
-from pipeline.report import head_section
+from results.report import head_section
 
 USER = features.transformed_name(features.USER_ID)
 ITEM = features.transformed_name(features.ITEM_ID)

@@ -10,44 +10,25 @@ plots, validation result).
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
-import tensorflow_model_analysis as tfma  # noqa: E402
 
 from components import heads  # noqa: E402
-from components.heads import Head  # noqa: E402
-from pipeline.summary import (  # noqa: E402
+from components.heads import Head, HeadThreshold  # noqa: E402
+from results.evaluation import (  # noqa: E402
     BASELINE,
     CANDIDATE,
     OVERALL,
-    RunSummary,
+    calibration_buckets,
     candidate_metrics,
     evaluation_metrics,
 )
-
-
-def calibration_buckets(evaluation_uri: str, head: str) -> list[tuple[float, float, float]]:
-    """Overall slice, candidate model: (mean prediction, mean label, examples) per non-empty bucket."""
-    out = []
-    for per_slice in tfma.load_plots(evaluation_uri):
-        if per_slice.slice_key.single_slice_keys:
-            continue
-        for kv in per_slice.plot_keys_and_values:
-            if kv.key.output_name != head or kv.key.model_name not in ("", CANDIDATE):
-                continue
-            for bucket in kv.value.calibration_histogram_buckets.buckets:
-                n = bucket.num_weighted_examples.value
-                if n > 0:
-                    out.append((
-                        bucket.total_weighted_refined_prediction.value / n,
-                        bucket.total_weighted_label.value / n,
-                        n,
-                    ))
-    return out
+from results.summary import RunSummary  # noqa: E402
 
 
 def _plot(buckets, title: str, xlabel: str, ylabel: str, path: Path) -> None:
@@ -113,8 +94,60 @@ def head_section(head: Head, overall: dict, buckets: list[tuple[float, float, fl
     )
 
 
-def write_report(summary: RunSummary, out_dir: Path, declared: tuple[Head, ...] = heads.HEADS) -> Path:
-    """Writes `out_dir/report.html` (and its PNGs) for `summary`; returns the HTML path."""
+def history_section(
+    runs: list[RunSummary], thresholds: Mapping[str, HeadThreshold], out_dir: Path,
+    declared: tuple[Head, ...] = heads.HEADS,
+) -> str:
+    """Each head's thresholded metric over `runs` (oldest first) beside its bound, as
+    `out_dir/history.png`, and a table of each run's rows per split."""
+    fig, axes = plt.subplots(1, len(declared), figsize=(4.5 * len(declared), 3.6), dpi=100, squeeze=False)
+    labels = [run.run_id[:19] for run in runs]
+    for ax, head in zip(axes[0], declared):
+        threshold = thresholds[head.name]
+        values = [run.metrics.get(head.name, {}).get(threshold.metric_key) for run in runs]
+        shown = [(i, v) for i, v in enumerate(values) if v is not None]
+        if shown:
+            ax.plot(*zip(*shown), marker="o", label="candidate")
+        blessed = [(i, v) for i, v in shown if runs[i].blessed]
+        if blessed:
+            ax.scatter(*zip(*blessed), s=80, facecolors="none", edgecolors="green", label="blessed")
+        bound = "lower" if threshold.higher_is_better else "upper"
+        ax.axhline(threshold.bound, color="#c00", linestyle="--", linewidth=1, label=f"{bound} bound")
+        ax.set(title=f"{head.name}: {threshold.metric}", xlabel="run")
+        ax.set_xticks(range(len(runs)), labels, rotation=60, fontsize=6, ha="right")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    png = out_dir / "history.png"
+    fig.savefig(png)
+    plt.close(fig)
+    splits = list(dict.fromkeys(split.name for run in runs for split in run.splits))
+    rows = "".join(
+        f"<tr><td>{html.escape(run.run_id)}</td><td>{_verdict_word(run)}</td>" + "".join(
+            f"<td>{'' if rows is None else f'{rows:,}'}</td>"
+            for rows in ({s.name: s.rows for s in run.splits}.get(name) for name in splits)
+        ) + "</tr>"
+        for run in runs
+    )
+    header = "<th>run</th><th>blessing</th>" + "".join(f"<th>{html.escape(s)} rows</th>" for s in splits)
+    return (
+        f"<h2>History ({len(runs)} runs)</h2><img src='{png.name}' alt='thresholded metrics over runs'>"
+        f"<table><tr>{header}</tr>{rows}</table>"
+    )
+
+
+def _verdict_word(run: RunSummary) -> str:
+    return {None: "not evaluated", True: "blessed", False: "not blessed"}[run.blessed]
+
+
+def write_report(
+    summary: RunSummary, out_dir: Path, declared: tuple[Head, ...] = heads.HEADS,
+    history: list[RunSummary] = (), thresholds: Mapping[str, HeadThreshold] | None = None,
+) -> Path:
+    """Writes `out_dir/report.html` (and its PNGs) for `summary`; returns the HTML path.
+
+    With `history` (earlier runs' summaries and this one, oldest first), adds the
+    history section for `thresholds` (default: the heads' declared ones).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = [f"<h1>Pipeline run {html.escape(summary.run_id)}</h1>"]
     if summary.blessed is None:
@@ -143,6 +176,9 @@ def write_report(summary: RunSummary, out_dir: Path, declared: tuple[Head, ...] 
                 head_section(head, overall, calibration_buckets(summary.evaluation_uri, head.name), out_dir)
             )
         sections.append("<h2>Slices</h2>" + _slice_table(table, declared))
+    if history:
+        chosen = thresholds or {head.name: head.threshold for head in declared}
+        sections.append(history_section(list(history), chosen, out_dir, declared))
     sections.append("<h2>Components</h2><table><tr><th>component</th><th>state</th><th>seconds</th></tr>"
                     + "".join(f"<tr><td>{c.component_id}</td><td>{c.state}</td><td>{c.seconds:.1f}</td></tr>"
                               for c in summary.components) + "</table>")

@@ -2,7 +2,7 @@
 
 Works on any MLMD store (SQLite, MySQL/MariaDB) that TFX wrote, by its
 IR-based runners (LocalDagRunner, Kubeflow) or by AirflowDagRunner's legacy
-launcher (see `summary.RUN_CONTEXT_TYPES` / `NODE_CONTEXT_TYPES`). `inspect_metadata.py` at the repository root is the
+launcher (see `results.metadata`). `inspect_metadata.py` at the repository root is the
 command line over these functions.
 """
 
@@ -12,87 +12,21 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from google.protobuf import json_format
-from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components import mlmd_names
-from pipeline.summary import (
-    _STATES,
-    NODE_CONTEXT_TYPES,
-    OVERALL,
+from results.evaluation import OVERALL, candidate_metrics, evaluation_metrics
+from results.metadata import (
+    INPUT,
+    OUTPUT,
     RUN_CONTEXT_TYPES,
-    candidate_metrics,
-    evaluation_metrics,
-    node_id_of,
+    STATES,
+    MetadataReader,
+    Store,
+    is_blessed,
+    properties,
     published_destination,
 )
-
-Store = metadata_store.MetadataStore
-_INPUT, _OUTPUT = metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.OUTPUT
-
-
-def sqlite_readonly(path: str) -> metadata_store_pb2.ConnectionConfig:
-    """A read-only connection to the SQLite store at `path` (readers never create one)."""
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return config
-
-
-def _value(proto_value: metadata_store_pb2.Value) -> Any:
-    kind = proto_value.WhichOneof("value")
-    if kind == "struct_value":
-        return json_format.MessageToDict(proto_value.struct_value)
-    return getattr(proto_value, kind) if kind else None
-
-
-def _properties(artifact: metadata_store_pb2.Artifact) -> dict[str, Any]:
-    values = {k: _value(v) for k, v in artifact.properties.items()}
-    values.update({k: _value(v) for k, v in artifact.custom_properties.items()})
-    return values
-
-
-class Index:
-    """Type names and node contexts, fetched once per query."""
-
-    def __init__(self, store: Store):
-        self.store = store
-        self.artifact_types = {t.id: t.name for t in store.get_artifact_types()}
-        self.context_types = {t.id: t.name for t in store.get_context_types()}
-
-    def contexts(self, execution_id: int, type_name: str) -> list[metadata_store_pb2.Context]:
-        return [
-            c for c in self.store.get_contexts_by_execution(execution_id)
-            if self.context_types.get(c.type_id) == type_name
-        ]
-
-    def node_id(self, execution_id: int) -> str:
-        for type_name in NODE_CONTEXT_TYPES:
-            nodes = self.contexts(execution_id, type_name)
-            if nodes:
-                return node_id_of(type_name, nodes[0].name)
-        return "?"
-
-    def run_id(self, execution_id: int) -> str | None:
-        runs = [c for t in RUN_CONTEXT_TYPES for c in self.contexts(execution_id, t)]
-        return runs[0].name if runs else None
-
-    def events(self, execution_id: int, kind: int) -> list[metadata_store_pb2.Artifact]:
-        ids = [e.artifact_id for e in self.store.get_events_by_execution_ids([execution_id]) if e.type == kind]
-        return self.store.get_artifacts_by_id(ids) if ids else []
-
-    def type_name(self, artifact: metadata_store_pb2.Artifact) -> str:
-        return self.artifact_types.get(artifact.type_id, "?")
-
-    def producer(self, artifact_id: int) -> int | None:
-        for event in self.store.get_events_by_artifact_ids([artifact_id]):
-            if event.type == _OUTPUT:
-                return event.execution_id
-        return None
-
-    def consumers(self, artifact_id: int) -> list[int]:
-        return [e.execution_id for e in self.store.get_events_by_artifact_ids([artifact_id]) if e.type == _INPUT]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +39,7 @@ class Run:
 
 def runs(store: Store) -> list[Run]:
     """Every recorded pipeline run, oldest first."""
-    index = Index(store)
+    index = MetadataReader(store)
     out = []
     contexts = [c for t in RUN_CONTEXT_TYPES for c in store.get_contexts_by_type(t)]
     for context in contexts:
@@ -121,12 +55,9 @@ def runs(store: Store) -> list[Run]:
             components=tuple(
                 {
                     "node": index.node_id(e.id),
-                    "state": _STATES.get(e.last_known_state, "unknown"),
+                    "state": STATES.get(e.last_known_state, "unknown"),
                     "seconds": (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1e3,
-                    "failure_reason": (
-                        e.custom_properties[mlmd_names.FAILURE_REASON].string_value
-                        if mlmd_names.FAILURE_REASON in e.custom_properties else None
-                    ),
+                    "failure_reason": properties(e).get(mlmd_names.FAILURE_REASON),
                 }
                 for e in executions
             ),
@@ -147,26 +78,26 @@ class ModelRecord:
 
 def models(store: Store) -> list[ModelRecord]:
     """Every trained model with its blessing, both heads' metrics and where it was pushed."""
-    index = Index(store)
+    index = MetadataReader(store)
     out = []
     for model in store.get_artifacts_by_type("Model"):
         producer = index.producer(model.id)
         blessed, metrics, pushed_to = None, {}, None
         for execution_id in index.consumers(model.id):
             node = index.node_id(execution_id)
-            outputs = index.events(execution_id, _OUTPUT)
+            outputs = index.events(execution_id, OUTPUT)
             if node == "Evaluator":
                 # The candidate is the Evaluator's `model` input; a baseline input is a later run's.
                 if not _is_candidate(store, execution_id, model.id):
                     continue
                 for artifact in outputs:
                     if index.type_name(artifact) == "ModelBlessing":
-                        blessed = bool(_properties(artifact).get(mlmd_names.BLESSED))
+                        blessed = is_blessed(properties(artifact))
                     elif index.type_name(artifact) == "ModelEvaluation":
                         metrics = candidate_metrics(evaluation_metrics(artifact.uri).get(OVERALL, {}))
             elif node == "Pusher":
                 for pushed in outputs:
-                    pushed_to = published_destination(_properties(pushed)) or pushed_to
+                    pushed_to = published_destination(properties(pushed)) or pushed_to
         out.append(ModelRecord(
             artifact_id=model.id,
             uri=model.uri,
@@ -181,7 +112,7 @@ def models(store: Store) -> list[ModelRecord]:
 
 def _is_candidate(store: Store, execution_id: int, model_id: int) -> bool:
     for event in store.get_events_by_execution_ids([execution_id]):
-        if event.type == _INPUT and event.artifact_id == model_id:
+        if event.type == INPUT and event.artifact_id == model_id:
             return any(step.key == "model" for step in event.path.steps if step.HasField("key"))
     return False
 
@@ -208,7 +139,7 @@ def find_artifact(store: Store, target: str) -> metadata_store_pb2.Artifact:
         raise LookupError(f"no artifact with id {target}")
     wanted = target.rstrip("/")
     for artifact in store.get_artifacts_by_type("PushedModel"):
-        if str(_properties(artifact).get(mlmd_names.PUSHED_DESTINATION, "")).rstrip("/") == wanted:
+        if str(properties(artifact).get(mlmd_names.PUSHED_DESTINATION, "")).rstrip("/") == wanted:
             return artifact
     for artifact in store.get_artifacts():
         if artifact.uri.rstrip("/") == wanted:
@@ -224,7 +155,7 @@ _SKIP_INPUTS = {"baseline_model", "analyzer_cache", "previous_statistics"}
 # Artifacts that are not on the producer chain but belong in the answer: the
 # Evaluator's evaluation beside its blessing; the statistics and anomalies
 # computed from the ingested examples (the gate orders the DAG, it passes no artifact).
-_SIBLING_OUTPUTS = {"ModelBlessing": ("ModelEvaluation",)}
+_SIBLINGOUTPUTS = {"ModelBlessing": ("ModelEvaluation",)}
 _DERIVED_FROM_INPUT = ("ExampleStatistics", "ExampleAnomalies")
 # ExampleGen's execution properties that say where the data came from.
 _INPUT_PROPERTIES = ("input_base", "input_config")
@@ -238,7 +169,7 @@ def lineage(store: Store, target: str) -> list[LineageStep]:
     graph, schema, examples (with their span, and ExampleGen's input path),
     and the statistics and anomalies computed from those examples.
     """
-    index = Index(store)
+    index = MetadataReader(store)
     start = find_artifact(store, target)
     steps, seen, frontier = [], {start.id}, [(start, 0)]
 
@@ -252,15 +183,15 @@ def lineage(store: Store, target: str) -> list[LineageStep]:
         type_name = index.type_name(artifact)
         execution_id = index.producer(artifact.id)
         node = index.node_id(execution_id) if execution_id else None
-        properties = _properties(artifact)
+        recorded = properties(artifact)
         if node == "ExampleGen":
             ran = execution_properties(store, [execution_id])[execution_id]
-            properties.update({k: ran[k] for k in _INPUT_PROPERTIES if k in ran})
-        steps.append(LineageStep(depth, artifact.id, type_name, artifact.uri, properties, node, execution_id))
+            recorded.update({k: ran[k] for k in _INPUT_PROPERTIES if k in ran})
+        steps.append(LineageStep(depth, artifact.id, type_name, artifact.uri, recorded, node, execution_id))
         if execution_id is None:
             continue
-        for sibling in index.events(execution_id, _OUTPUT):
-            if index.type_name(sibling) in _SIBLING_OUTPUTS.get(type_name, ()):
+        for sibling in index.events(execution_id, OUTPUT):
+            if index.type_name(sibling) in _SIBLINGOUTPUTS.get(type_name, ()):
                 visit(sibling.id, depth)
         if node == "ExampleGen":
             derived = [artifact.id]
@@ -268,7 +199,7 @@ def lineage(store: Store, target: str) -> list[LineageStep]:
                 consumers = [c for a in derived for c in index.consumers(a)]
                 derived = []
                 for consumer in consumers:
-                    outputs = index.events(consumer, _OUTPUT)
+                    outputs = index.events(consumer, OUTPUT)
                     # Validation steps only (Transform also writes statistics, beside its graph).
                     if outputs and all(index.type_name(o) in _DERIVED_FROM_INPUT for o in outputs):
                         for output in outputs:
@@ -277,7 +208,7 @@ def lineage(store: Store, target: str) -> list[LineageStep]:
                                 derived.append(output.id)
         for event in store.get_events_by_execution_ids([execution_id]):
             keys = {step.key for step in event.path.steps if step.HasField("key")}
-            if event.type == _INPUT and not keys & _SKIP_INPUTS:
+            if event.type == INPUT and not keys & _SKIP_INPUTS:
                 visit(event.artifact_id, depth + 1)
     return steps
 
@@ -286,7 +217,5 @@ def execution_properties(store: Store, execution_ids: Iterable[int]) -> dict[int
     """Each execution's (custom) properties, e.g. ExampleGen's input_base."""
     out = {}
     for execution in store.get_executions_by_id(list(execution_ids)):
-        values = {k: _value(v) for k, v in execution.properties.items()}
-        values.update({k: _value(v) for k, v in execution.custom_properties.items()})
-        out[execution.id] = values
+        out[execution.id] = properties(execution)
     return out
