@@ -20,7 +20,9 @@ from pathlib import Path
 
 from ml_metadata.metadata_store import metadata_store
 
+from components import mlmd_names
 from pipeline.config import MySQLMetadata
+from pipeline.runner_options import OptionError
 from results import queries
 from results.metadata import sqlite_readonly
 
@@ -54,7 +56,7 @@ def format_models(models: list[queries.ModelRecord]) -> str:
 
 
 # Properties worth a line in the human-readable lineage.
-_SHOWN = ("input_base", "input_config", "span", "split_names", "pushed_destination", "blessed")
+_SHOWN = ("input_base", "input_config", "span", "split_names", mlmd_names.PUSHED_DESTINATION, mlmd_names.BLESSED)
 
 
 def format_lineage(steps: list[queries.LineageStep]) -> str:
@@ -99,13 +101,17 @@ def store_from_args(args: argparse.Namespace) -> metadata_store.MetadataStore:
         return metadata_store.MetadataStore(mysql.connection_config())
     path = args.sqlite or args.output / "metadata.sqlite"
     if not path.is_file():
-        raise SystemExit(f"no ML Metadata store at {path} (run the pipeline, or pass --sqlite/--output)")
+        raise OptionError(f"no ML Metadata store at {path} (run the pipeline, or pass --sqlite/--output)")
     return metadata_store.MetadataStore(sqlite_readonly(str(path)))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    store = store_from_args(args)
+    try:
+        store = store_from_args(args)
+    except OptionError as error:
+        print(error, file=sys.stderr)
+        return 2
     if args.command == "runs":
         result, text = queries.runs(store), format_runs
     elif args.command == "models":

@@ -1,8 +1,12 @@
-"""What the Evaluator wrote: TFMA metrics, plots and the validation result."""
+"""What the Evaluator wrote: TFMA metrics, plots and the validation result.
+
+TFMA (and with it TensorFlow) is imported by the functions that read its
+files, not by this module: `inspect_metadata.py runs` and `lineage`, which
+read only ML Metadata, start without it.
+"""
 
 from __future__ import annotations
 
-import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 
 # TFMA's model names: "" when a model is evaluated alone, these with a baseline.
@@ -22,6 +26,8 @@ def slice_name(slice_key) -> str:
 
 def evaluation_metrics(evaluation_uri: str) -> dict[str, dict[tuple[str, str, str, bool], float]]:
     """slice -> (model, head, metric, is_diff) -> value, for every scalar TFMA metric."""
+    import tensorflow_model_analysis as tfma
+
     table: dict[str, dict] = {}
     for per_slice in tfma.load_metrics(evaluation_uri):
         for kv in per_slice.metric_keys_and_values:
@@ -42,6 +48,8 @@ def candidate_metrics(table_slice: dict[tuple[str, str, str, bool], float]) -> d
 
 def failed_thresholds(evaluation_uri: str) -> tuple[str, ...]:
     """One line per threshold the candidate failed: head/metric (kind) = value, threshold."""
+    import tensorflow_model_analysis as tfma
+
     result = tfma.load_validation_result(evaluation_uri)
     failures = []
     for per_slice in result.metric_validations_per_slice:
@@ -58,6 +66,8 @@ def failed_thresholds(evaluation_uri: str) -> tuple[str, ...]:
 
 def calibration_buckets(evaluation_uri: str, head: str) -> list[tuple[float, float, float]]:
     """Overall slice, candidate model: (mean prediction, mean label, examples) per non-empty bucket."""
+    import tensorflow_model_analysis as tfma
+
     out = []
     for per_slice in tfma.load_plots(evaluation_uri):
         if per_slice.slice_key.single_slice_keys:
