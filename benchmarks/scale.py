@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from data.synthetic import SyntheticSpec, write_csv
 
 REPO = Path(__file__).resolve().parent.parent
@@ -128,11 +130,46 @@ def growth(results: list[dict]) -> list[dict]:
     return out
 
 
+def fixed_and_per_row(results: list[dict]) -> dict:
+    """Per component (and the wall time): the least-squares fit seconds = a + b * rows over the sizes.
+
+    `fixed_seconds` is a (start-up, graph building, model loading: what a
+    component costs whatever the data), `microseconds_per_row` is b, and
+    `r2` says how well a straight line describes the sizes measured.
+    """
+    rows = np.array([r["rows"] for r in results], dtype=float)
+    series = {"wall": [r["wall_seconds"] for r in results]}
+    for name in results[0]["component_seconds"]:
+        if all(name in r["component_seconds"] for r in results):
+            series[name] = [r["component_seconds"][name] for r in results]
+    out = {}
+    for name, seconds in series.items():
+        y = np.array(seconds, dtype=float)
+        b, a = np.polyfit(rows, y, 1)
+        residual = float(np.sum((y - (a + b * rows)) ** 2))
+        total = float(np.sum((y - y.mean()) ** 2))
+        out[name] = {
+            "fixed_seconds": round(float(a), 2),
+            "microseconds_per_row": round(float(b) * 1e6, 2),
+            "r2": round(1 - residual / total, 4) if total > 0 else None,
+        }
+    return out
+
+
+def only(result: dict, components: list[str]) -> dict:
+    """`result` with its per-component figures restricted to `components`."""
+    keyed = ("component_seconds", "component_peak_tree_rss_gib", "rows_per_second")
+    return {k: ({c: v for c, v in result[k].items() if c in components} if k in keyed else result[k])
+            for k in result}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--keep", type=Path, default=None, help="keep each size's outputs under this folder")
+    parser.add_argument("--components", nargs="+", default=None, metavar="ID",
+                        help="report only these components (e.g. Evaluator Transform); the pipeline runs whole")
     args, extra = parser.parse_known_args()  # the rest goes to run_local.py (e.g. --beam-runner)
     if args.keep:
         # A kept store from an earlier run would make this one a second run
@@ -151,7 +188,10 @@ def main() -> int:
             with tempfile.TemporaryDirectory(prefix=f"scale-{rows}-") as tmp:
                 results.append(measure(rows, args.epochs, extra, Path(tmp)))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress
-    print(json.dumps({"sizes": results, "growth": growth(results)}, indent=2))
+    if args.components:
+        results = [only(result, args.components) for result in results]
+    fit = fixed_and_per_row(results) if len(results) > 1 else None
+    print(json.dumps({"sizes": results, "growth": growth(results), "fixed_and_per_row": fit}, indent=2))
     return 0
 
 
