@@ -64,7 +64,7 @@ def test_make_run_prints_a_line_per_component_and_names_the_failure_and_the_log(
     assert [c[0] for c in components][:2] == ["ExampleGen", "ImportSchemaGen"]
     assert {"Transform", "Trainer", "Evaluator", "ServingCheck", "Pusher"} <= {c[0] for c in components}
     assert all(c[1] == "complete" for c in components)
-    assert "Blessing: BLESSED" in lines and lines[-1].startswith("Report: ")
+    assert any(line.startswith("Blessing: ") for line in lines) and lines[-1].startswith("Report: ")
     assert len(lines) < 45 and good.stderr == ""  # TensorFlow's, absl's and Beam's lines are in the log
     kept = log.read_text()
     assert "Component Trainer is running." in kept and "Epoch 2/2" in kept
