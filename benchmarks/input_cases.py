@@ -5,7 +5,8 @@
 Writes one small file per case under OUT_DIR and runs the ExampleGen executor
 (temporal split, in-memory Beam) of whichever `components` package Python
 imports, so the same script shows an older checkout's behaviour beside this
-one's: `PYTHONPATH=/path/to/old/checkout .venv/bin/python -m benchmarks.input_cases OUT`.
+one's when run as a file (then PYTHONPATH comes before the installed package):
+`PYTHONPATH=/path/to/old/checkout .venv/bin/python benchmarks/input_cases.py OUT`.
 Prints one JSON line per case.
 """
 
