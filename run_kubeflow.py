@@ -52,12 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", type=Path, default=DEFAULT_FILE, help="where to write the definition")
     add_beam_flags(parser)
     args = parser.parse_args(argv)
-    config = PipelineConfig(
-        data_path=args.data,
-        output_dir=args.output,
-        model=model_config(args.model_config),
-        beam_pipeline_args=beam_args_from_flags(args),
-    )
+    try:
+        config = PipelineConfig(
+            data_path=args.data,
+            output_dir=args.output,
+            model=model_config(args.model_config),
+            beam_pipeline_args=beam_args_from_flags(args),
+        )
+    except ValueError as error:  # OptionError included
+        print(f"Invalid option: {error}", file=sys.stderr)
+        return 2
     print(compile_pipeline(config, args.image, args.file))
     return 0
 
