@@ -82,7 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mysql-port", type=int, default=3306)
     parser.add_argument("--mysql-database", default=None)
     parser.add_argument("--mysql-user", default="root")
-    parser.add_argument("--mysql-password", default="")
+    parser.add_argument("--mysql-password-env", default=None, metavar="NAME",
+                        help="the environment variable holding the MySQL password")
+    parser.add_argument("--mysql-password-file", type=Path, default=None, metavar="PATH",
+                        help="a file holding the MySQL password")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     if args.command == "lineage" and not args.target:
@@ -96,9 +99,12 @@ def store_from_args(args: argparse.Namespace) -> metadata_store.MetadataStore:
     if args.mysql_host:
         mysql = MySQLMetadata(
             host=args.mysql_host, port=args.mysql_port, database=args.mysql_database,
-            user=args.mysql_user, password=args.mysql_password,
+            user=args.mysql_user, password_env=args.mysql_password_env, password_file=args.mysql_password_file,
         )
-        return metadata_store.MetadataStore(mysql.connection_config())
+        try:
+            return metadata_store.MetadataStore(mysql.connection_config())
+        except ValueError as error:
+            raise OptionError(str(error)) from error
     path = args.sqlite or args.output / "metadata.sqlite"
     if not path.is_file():
         raise OptionError(f"no ML Metadata store at {path} (run the pipeline, or pass --sqlite/--output)")

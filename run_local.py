@@ -30,7 +30,7 @@ from data import ratings
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.beam import add_beam_flags, beam_args_from_flags
 from pipeline.config import PipelineConfig
-from pipeline.console import QuietConsole, log_path
+from pipeline.console import QuietConsole, log_path, redacting
 from pipeline.run_state import OutputRootBusy, output_root_lock, record_failure_reason, record_unfinished
 from pipeline.runner_options import OptionError, model_config
 
@@ -213,9 +213,13 @@ def run(config: PipelineConfig, run_id: str | None = None):
     from results.summary import summarize
 
     run_id = run_id or new_run_id()
-    connection = config.metadata_connection()
     try:
-        with output_root_lock(config.output_dir, run_id) as takeover:
+        connection = config.metadata_connection()
+    except ValueError as error:  # a MySQL password that cannot be read
+        return None, error
+    secrets = [connection.mysql.password] if connection.HasField("mysql") else []
+    try:
+        with redacting(secrets), output_root_lock(config.output_dir, run_id) as takeover:
             store = metadata_store.MetadataStore(connection)
             notes = ([takeover] if takeover else []) + _housekeeping(config, store, run_id)
             for note in notes:

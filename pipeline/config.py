@@ -7,6 +7,7 @@ pass it to `create_pipeline`; nothing here reads the environment.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,19 +28,45 @@ DEFAULT_SCHEMA = REPO_ROOT / "schemas" / "interactions.pbtxt"
 
 @dataclasses.dataclass(frozen=True)
 class MySQLMetadata:
-    """A MySQL/MariaDB database holding ML Metadata, instead of the default SQLite file."""
+    """A MySQL/MariaDB database holding ML Metadata, instead of the default SQLite file.
+
+    The password is never a value in the config: it is read when a connection
+    is made, from the environment variable named by `password_env` or the file
+    at `password_file` (at most one; neither: no password).
+    """
 
     host: str
     database: str
     port: int = 3306
     user: str = "root"
-    password: str = ""
+    password_env: str | None = None
+    password_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.password_env and self.password_file:
+            raise ValueError("metadata_mysql: give password_env or password_file, not both")
+        if self.password_file is not None:
+            object.__setattr__(self, "password_file", Path(self.password_file))
+
+    def password(self) -> str:
+        """The password, read now; ValueError naming the variable or file when it cannot be."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ValueError(f"metadata_mysql: environment variable {self.password_env} is not set")
+            return value
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text().rstrip("\r\n")
+            except OSError as error:
+                raise ValueError(f"metadata_mysql: password file {self.password_file}: {error.strerror}") from error
+        return ""
 
     def connection_config(self) -> metadata_store_pb2.ConnectionConfig:
         config = metadata_store_pb2.ConnectionConfig()
         config.mysql.host, config.mysql.port = self.host, int(self.port)
         config.mysql.database, config.mysql.user = self.database, self.user
-        config.mysql.password = self.password
+        config.mysql.password = self.password()
         return config
 
 
@@ -194,6 +221,11 @@ def pipeline_config_from_dict(values: Mapping) -> PipelineConfig:
     if "drift" in values:
         values["drift"] = {column: DriftThreshold(**d) for column, d in values["drift"].items()}
     if values.get("metadata_mysql") is not None:
+        if "password" in values["metadata_mysql"]:
+            raise ValueError(
+                "metadata_mysql.password: a password is never read from a config file; "
+                "name an environment variable (password_env) or a file (password_file) instead"
+            )
         values["metadata_mysql"] = MySQLMetadata(**values["metadata_mysql"])
     for name in ("tier_thresholds", "beam_pipeline_args"):
         if name in values:

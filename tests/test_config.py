@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,34 @@ def test_pipeline_config_from_plain_json_values(tmp_path):
     assert connection.mysql.host == "db" and connection.mysql.port == 3307
     with pytest.raises(ValueError, match=r"unknown PipelineConfig field\(s\) \['epochs'\]"):
         pipeline_config_from_dict({"data_path": "d", "output_dir": "o", "epochs": 3})
+
+
+def test_a_mysql_password_comes_from_the_environment_or_a_file_never_from_the_config(tmp_path, monkeypatch):
+    from pipeline.config import MySQLMetadata, pipeline_config_from_dict
+
+    monkeypatch.setenv("MLMD_TEST_PASSWORD", "from-env")
+    by_env = MySQLMetadata(host="db", database="m", password_env="MLMD_TEST_PASSWORD")
+    assert by_env.connection_config().mysql.password == "from-env" and "from-env" not in repr(by_env)
+    (tmp_path / "pw").write_text("from-file\n")
+    by_file = MySQLMetadata(host="db", database="m", password_file=tmp_path / "pw")
+    assert by_file.connection_config().mysql.password == "from-file"
+    monkeypatch.delenv("MLMD_TEST_PASSWORD")
+    with pytest.raises(ValueError, match="environment variable MLMD_TEST_PASSWORD is not set"):
+        by_env.connection_config()
+    with pytest.raises(ValueError, match=r"password file .*missing: No such file"):
+        MySQLMetadata(host="db", database="m", password_file=tmp_path / "missing").connection_config()
+    with pytest.raises(ValueError, match="metadata_mysql.password: a password is never read from a config file"):
+        pipeline_config_from_dict({"data_path": "d", "output_dir": "o",
+                                   "metadata_mysql": {"host": "db", "database": "m", "password": "x"}})
+    with pytest.raises(TypeError):
+        MySQLMetadata(host="db", database="m", password="x")
+
+
+def test_log_records_are_redacted_while_a_secret_is_in_use(caplog):
+    from pipeline.console import redacting
+
+    caplog.set_level(logging.INFO)
+    with redacting(["hunter2"]):
+        logging.getLogger("absl").info("Using connection config:\n %s", 'mysql { password: "hunter2" }')
+    logging.getLogger("absl").info("after: %s", "hunter2")
+    assert 'password: "***"' in caplog.text and caplog.text.count("hunter2") == 1  # only the line logged after
