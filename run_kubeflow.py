@@ -14,21 +14,43 @@ KFP SDK or `gcloud`; see the README.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from tfx import v1 as tfx
 
 from pipeline.beam import add_beam_flags, beam_args_from_flags
-from pipeline.config import PipelineConfig
+from pipeline.config import REPO_ROOT, PipelineConfig
 from pipeline.pipeline import create_pipeline
 from pipeline.runner_options import model_config
 
 DEFAULT_FILE = Path("outputs") / "kubeflow" / "recommender_pipeline.json"
+# Where the Dockerfile puts the project in the image (its WORKDIR).
+IMAGE_ROOT = Path("/pipeline")
 
 
-def compile_pipeline(config: PipelineConfig, image: str, output_file: Path) -> Path:
-    """Writes the KFP v2 pipeline definition for `config`, each component in `image`."""
+def in_image(path: Path, image_root: Path) -> Path:
+    """`path` as the image sees it: a file of this checkout moves under `image_root`; others stay."""
+    return image_root / path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+
+
+def compile_pipeline(config: PipelineConfig, image: str, output_file: Path, image_root: Path = IMAGE_ROOT) -> Path:
+    """Writes the KFP v2 pipeline definition for `config`, each component in `image`.
+
+    The project's own files (the curated schema, `setup.py` in remote Beam
+    arguments) are named by their place in the image, under `image_root`, so
+    the definition holds no path of the machine that compiled it.
+    """
+    config = dataclasses.replace(
+        config,
+        schema_path=in_image(config.schema_path, image_root),
+        beam_pipeline_args=tuple(
+            f"--setup_file={in_image(Path(arg.split('=', 1)[1]), image_root)}" if arg.startswith("--setup_file=")
+            else arg
+            for arg in config.beam_pipeline_args
+        ),
+    )
     output_file.parent.mkdir(parents=True, exist_ok=True)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
@@ -50,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="output root, as the containers see it")
     parser.add_argument("--model-config", default=None, help="ModelConfig fields: JSON or a JSON file")
     parser.add_argument("--file", type=Path, default=DEFAULT_FILE, help="where to write the definition")
+    parser.add_argument("--image-root", type=Path, default=IMAGE_ROOT,
+                        help="where the image holds this project (the Dockerfile's WORKDIR)")
     add_beam_flags(parser)
     args = parser.parse_args(argv)
     try:
@@ -62,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # OptionError included
         print(f"Invalid option: {error}", file=sys.stderr)
         return 2
-    print(compile_pipeline(config, args.image, args.file))
+    print(compile_pipeline(config, args.image, args.file, args.image_root))
     return 0
 
 

@@ -71,3 +71,41 @@ def test_span_windows_need_the_span_resolvers(tmp_path):
     config = PipelineConfig(data_path=tmp_path, output_dir=tmp_path / "o", window_spans=3)
     with pytest.raises(ValueError, match="window_spans must be 1"):
         create_pipeline(config, span_resolvers=False)
+
+
+def test_a_definition_compiled_elsewhere_holds_no_path_of_that_machine_and_loads_in_vertex(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import aiplatform
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    repo = Path(__file__).resolve().parent.parent
+    unusual = tmp_path / "a very unusual place-31337" / "checkout copy"
+    shutil.copytree(repo, unusual, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "outputs", "__pycache__", "*.egg-info", ".ruff_cache", ".pytest_cache"))
+    target = tmp_path / "definition.json"
+    subprocess.run(
+        [sys.executable, "run_kubeflow.py", "--image", IMAGE, "--data", "/gcs/b/d", "--output", "/gcs/b/o",
+         "--file", str(target), "--beam-runner", "flink", "--flink-master", "flink:8081"],
+        cwd=unusual, check=True, capture_output=True, text=True, timeout=600,
+    )
+    text = target.read_text()
+    assert "very unusual place-31337" not in text and str(repo) not in text
+    doc = json.loads(text)
+    tasks = doc["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert _constant(tasks["ImportSchemaGen"], "schema_file") == "/pipeline/schemas/interactions.pbtxt"
+    assert json.loads(_constant(tasks["ExampleGen"], "custom_config"))["schema_path"] == (
+        "/pipeline/schemas/interactions.pbtxt")
+    assert "--setup_file=/pipeline/setup.py" in text
+    spec = json_format.Parse(json.dumps(doc["pipelineSpec"]), pipeline_spec_pb2.PipelineSpec())  # strict
+    assert spec.pipeline_info.name == "multitask-recommender"
+    job = aiplatform.PipelineJob(
+        display_name="recommender", template_path=str(target), pipeline_root="gs://bucket/root",
+        project="my-project", location="us-central1", credentials=AnonymousCredentials(), enable_caching=False,
+    )
+    assert job._gca_resource.display_name == "recommender" and job._gca_resource.pipeline_spec
