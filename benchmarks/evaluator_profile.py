@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ml_metadata.metadata_store import metadata_store
 
+from pipeline.config import IN_MEMORY_BEAM_ARGS
 from results.metadata import INPUT, MetadataReader, properties, sqlite_readonly
 
 # Phases by the path of the module a function lives in; the first match wins.
@@ -118,7 +119,7 @@ def profile(output: Path, eval_config: str | None, top: int) -> dict:
         "eval_config": eval_config or recorded["eval_config"],
         "example_splits": recorded["example_splits"],
     }
-    beam_args = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    beam_args = list(IN_MEMORY_BEAM_ARGS)
     with tempfile.TemporaryDirectory() as tmp:
         evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
         evaluation.uri, blessing.uri = str(Path(tmp) / "evaluation"), str(Path(tmp) / "blessing")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.config import REPO_ROOT
+from pipeline.config import IN_MEMORY_BEAM_ARGS, LOCAL_BEAM_RUNNER, REPO_ROOT
 from pipeline.runner_options import OptionError
 
 IN_MEMORY, MULTI_PROCESSING, DATAFLOW, FLINK, SPARK = (
@@ -34,11 +34,14 @@ def beam_pipeline_args(
     setup_file: Path = SETUP_FILE,
 ) -> tuple[str, ...]:
     """The arguments for `runner` (one of RUNNERS); raises ValueError naming what is missing."""
+    # The local runners name Beam's FnApiRunner: Beam 2.77's "DirectRunner" first
+    # tries to download and run Prism (github.com), and runs the pipeline there
+    # when it can, so the chosen mode and workers would not be what runs.
     if runner == IN_MEMORY:
-        return ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+        return IN_MEMORY_BEAM_ARGS
     if runner == MULTI_PROCESSING:
         # 0: one worker per CPU core.
-        return ("--direct_running_mode=multi_processing", f"--direct_num_workers={workers or 0}")
+        return (LOCAL_BEAM_RUNNER, "--direct_running_mode=multi_processing", f"--direct_num_workers={workers or 0}")
     remote = (f"--setup_file={setup_file}",)
     if runner == DATAFLOW:
         missing = [name for name, value in

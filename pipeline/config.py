@@ -19,6 +19,10 @@ from components.choices import EVAL, TRAIN, VALIDATION, DriftComparator, SplitKi
 from components.heads import HeadThreshold
 from components.model_config import ModelConfig
 
+# Beam's in-process runner, one worker; named explicitly because Beam 2.77's
+# "DirectRunner" first tries to download and run Prism (see pipeline/beam.py).
+LOCAL_BEAM_RUNNER = "--runner=FnApiRunner"
+IN_MEMORY_BEAM_ARGS = (LOCAL_BEAM_RUNNER, "--direct_running_mode=in_memory", "--direct_num_workers=1")
 # The serving check of a blessed model fails if it has not finished by then.
 SERVING_CHECK_TIMEOUT_S = 300.0
 
@@ -131,7 +135,7 @@ class PipelineConfig:
     # Ratings' maximum when the labels came from a rating scale (e.g. 5 stars):
     # the summary then also reports RMSE on that scale.
     rating_scale_max: float | None = None
-    beam_pipeline_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+    beam_pipeline_args: tuple[str, ...] = IN_MEMORY_BEAM_ARGS
     # ML Metadata in this MySQL/MariaDB database; None: SQLite at `metadata_path`.
     metadata_mysql: MySQLMetadata | None = None
     enable_cache: bool = False

@@ -20,7 +20,7 @@ from pipeline.pipeline import create_data_validation_pipeline
 
 def test_arguments_per_runner():
     assert beam.beam_pipeline_args(beam.MULTI_PROCESSING, workers=2) == (
-        "--direct_running_mode=multi_processing", "--direct_num_workers=2"
+        "--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"
     )
     dataflow = beam.beam_pipeline_args(
         beam.DATAFLOW, project="p", region="europe-west4", temp_location="gs://b/tmp", workers=8
@@ -74,3 +74,23 @@ def test_data_components_run_on_two_worker_processes(tmp_path):
         counts[runner] = _example_counts(config)
     assert counts[beam.MULTI_PROCESSING] == counts[beam.IN_MEMORY]
     assert sum(rows for rows, _ in counts[beam.IN_MEMORY].values()) == 5_000
+
+
+def test_the_local_runner_is_the_one_chosen_and_prism_is_never_tried(caplog):
+    """Beam 2.77's "DirectRunner" tries to download Prism and runs there when it can; ours names FnApiRunner."""
+    import logging
+
+    import apache_beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    caplog.set_level(logging.INFO)
+    for runner in (beam.IN_MEMORY, beam.MULTI_PROCESSING):
+        args = beam.beam_pipeline_args(runner, workers=2)
+        with apache_beam.Pipeline(argv=list(args)) as p:
+            assert type(p.runner) is FnApiRunner
+            _ = p | apache_beam.Create([1, 2, 3]) | apache_beam.Map(lambda x: x * 2)
+    assert "Prism" not in caplog.text
+    with apache_beam.Pipeline(argv=["--direct_num_workers=1"]) as p:  # what an unnamed runner does
+        _ = p | apache_beam.Create([1])
+    assert "Running pipeline with PrismRunner" in caplog.text
+    assert PipelineConfig(data_path=".", output_dir="o").beam_pipeline_args[0] == "--runner=FnApiRunner"
