@@ -13,10 +13,10 @@ from pathlib import Path
 from pipeline.config import IN_MEMORY_BEAM_ARGS, LOCAL_BEAM_RUNNER, REPO_ROOT
 from pipeline.runner_options import OptionError
 
-IN_MEMORY, MULTI_PROCESSING, DATAFLOW, FLINK, SPARK = (
-    "in-memory", "multi-processing", "dataflow", "flink", "spark"
+IN_MEMORY, MULTI_PROCESSING, DATAFLOW, FLINK, SPARK, PORTABLE = (
+    "in-memory", "multi-processing", "dataflow", "flink", "spark", "portable"
 )
-RUNNERS = (IN_MEMORY, MULTI_PROCESSING, DATAFLOW, FLINK, SPARK)
+RUNNERS = (IN_MEMORY, MULTI_PROCESSING, DATAFLOW, FLINK, SPARK, PORTABLE)
 SETUP_FILE = REPO_ROOT / "setup.py"
 # Above this much input, the local default is the DirectRunner's multi-processing
 # mode: in-memory mode runs every bundle in one Python process.
@@ -32,6 +32,9 @@ def beam_pipeline_args(
     flink_master: str | None = None,
     spark_master: str | None = None,
     setup_file: Path = SETUP_FILE,
+    job_endpoint: str | None = None,
+    environment_type: str | None = None,
+    environment_config: str | None = None,
 ) -> tuple[str, ...]:
     """The arguments for `runner` (one of RUNNERS); raises ValueError naming what is missing."""
     # The local runners name Beam's FnApiRunner: Beam 2.77's "DirectRunner" first
@@ -60,6 +63,18 @@ def beam_pipeline_args(
         if not spark_master:
             raise ValueError("the Spark runner needs spark_master (spark://host:port)")
         return ("--runner=SparkRunner", f"--spark_master_url={spark_master}") + remote
+    if runner == PORTABLE:
+        # Beam's Job API: any job server (Beam's Python one, Flink's, Spark's) at
+        # `job_endpoint`; workers as `environment_type` says (EXTERNAL: a worker
+        # pool at `environment_config`, with this project installed there).
+        if not job_endpoint:
+            raise ValueError("the portable runner needs job_endpoint (host:port)")
+        args = ("--runner=PortableRunner", f"--job_endpoint={job_endpoint}")
+        if environment_type:
+            args += (f"--environment_type={environment_type}",)
+        if environment_config:
+            args += (f"--environment_config={environment_config}",)
+        return args
     raise ValueError(f"unknown Beam runner {runner!r}; choose from {list(RUNNERS)}")
 
 
@@ -81,6 +96,11 @@ def add_beam_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beam-temp-location", default=None, help="Dataflow, e.g. gs://bucket/tmp")
     parser.add_argument("--flink-master", default=None, help="Flink, host:port")
     parser.add_argument("--spark-master", default=None, help="Spark, spark://host:port")
+    parser.add_argument("--job-endpoint", default=None, help="portable: the Beam job server, host:port")
+    parser.add_argument("--environment-type", default=None,
+                        help="portable: how workers run, e.g. EXTERNAL (a worker pool), DOCKER, PROCESS, LOOPBACK")
+    parser.add_argument("--environment-config", default=None,
+                        help="portable: e.g. the worker pool's host:port for EXTERNAL, an image for DOCKER")
 
 
 def beam_args_from_flags(args: argparse.Namespace, data_path: Path | None = None) -> tuple[str, ...]:
@@ -89,7 +109,8 @@ def beam_args_from_flags(args: argparse.Namespace, data_path: Path | None = None
         return beam_pipeline_args(
             runner, workers=args.beam_workers, project=args.gcp_project, region=args.gcp_region,
             temp_location=args.beam_temp_location, flink_master=args.flink_master,
-            spark_master=args.spark_master,
+            spark_master=args.spark_master, job_endpoint=args.job_endpoint,
+            environment_type=args.environment_type, environment_config=args.environment_config,
         )
     except ValueError as error:
         raise OptionError(f"--beam-runner {runner}: {error}") from error
