@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_id = new_run_id()
     log = log_path(config.output_dir, run_id)
-    with QuietConsole(log, verbose=args.verbose) as console:
+    with QuietConsole(log, verbose=args.verbose, on_stderr=args.json) as console:
         if not args.verbose:
             print(f"Run {run_id}: one line per component; the full log is {log}", file=console.console)
         summary, error = run(config, run_id)

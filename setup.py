@@ -10,8 +10,11 @@ setuptools.setup(
     name="tfx-multitask-recommender",
     version="0.1.0",
     description="TFX pipeline for multi-task recommendation models",
-    packages=["pipeline", "components", "data", "results"],
-    package_data={"": ["*.pbtxt"]},
+    packages=["pipeline", "components", "data", "results", "schemas", "configs"],
+    # The files the code reads: the curated schema and the config presets.
+    package_data={"schemas": ["*.pbtxt"], "configs": ["*.json"]},
+    # The runners, so an installed project runs with `python -m run_local` from any folder.
+    py_modules=["run_local", "inspect_metadata"],
     python_requires=">=3.11,<3.12",
     install_requires=["tfx==1.21.0"],
 )

@@ -104,12 +104,13 @@ class QuietConsole:
     """A context: inside it, fds 1 and 2 write to `log`; `console` writes to the terminal.
 
     With `verbose`, nothing is redirected and the console is stdout, as before.
-    On leaving, the descriptors are restored; `failed(reason)` prints the failed
-    component's line first.
+    With `on_stderr`, the console is the terminal's stderr (stdout stays for
+    machine-readable output). On leaving, the descriptors are restored;
+    `failed(reason)` prints the failed component's line first.
     """
 
-    def __init__(self, log: Path, verbose: bool = False):
-        self.log, self.verbose = log, verbose
+    def __init__(self, log: Path, verbose: bool = False, on_stderr: bool = False):
+        self.log, self.verbose, self.on_stderr = log, verbose, on_stderr
         self.console: TextIO = sys.stdout
         self._saved: tuple[int, int] | None = None
         self._lines: _ComponentLines | None = None
@@ -121,7 +122,7 @@ class QuietConsole:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         sys.stdout.flush()
         sys.stderr.flush()
-        self.console = os.fdopen(os.dup(1), "w", buffering=1)
+        self.console = os.fdopen(os.dup(2 if self.on_stderr else 1), "w", buffering=1)
         self._saved = (os.dup(1), os.dup(2))
         with open(self.log, "ab") as log:
             os.dup2(log.fileno(), 1)

@@ -1,5 +1,7 @@
 """Helpers shared by the tests."""
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +22,35 @@ from components.preprocessing import (
 from components.publish import tree_digest
 from components.trainer import split_labels, vocabulary_sizes
 from pipeline.config import DEFAULT_SCHEMA, HeadThreshold
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VENV_SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+
+
+def installed_project(root: Path) -> Path:
+    """A virtual environment under `root` with this project installed from its wheel (not editable).
+
+    Its other dependencies are this environment's, reached by a path (not by its
+    .pth files, so the editable install of the checkout is not there). Returns
+    the environment's folder; its `bin/python` imports the project from its own
+    site-packages, whatever the working directory.
+    """
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "-w", str(root / "dist"), str(REPO_ROOT)], check=True, capture_output=True)
+    (wheel,) = (root / "dist").glob("*.whl")
+    base = getattr(sys, "_base_executable", None) or "python3"
+    subprocess.run([base, "-m", "venv", "--without-pip", str(root / "env")], check=True)
+    site = next((root / "env" / "lib").glob("python3*/site-packages"))
+    (site / "project-dependencies.pth").write_text(f"{VENV_SITE}\n")
+    subprocess.run([str(Path(sys.prefix) / "bin" / "uv"), "pip", "install", "--quiet", "--python",
+                    str(root / "env" / "bin" / "python"), "--no-deps", str(wheel)], check=True)
+    found = subprocess.run(
+        [str(root / "env" / "bin" / "python"), "-c", "import components, run_local; print(components.__file__)"],
+        cwd=root, check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    assert Path(found).is_relative_to(site), found  # from the wheel, not the checkout
+    return root / "env"
+
 
 # Every node of the full pipeline, as create_pipeline names them.
 COMPONENT_IDS = {

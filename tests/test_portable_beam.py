@@ -21,11 +21,9 @@ from pipeline import beam
 from pipeline.config import PipelineConfig
 from results.evaluation import OVERALL, candidate_metrics, evaluation_metrics
 from run_local import run
-from tests.support import LOOSE_THRESHOLDS
+from tests.support import LOOSE_THRESHOLDS, installed_project
 
 pytestmark = pytest.mark.slow
-REPO_ROOT = Path(__file__).resolve().parent.parent
-VENV_SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 
 
 def _free_port() -> int:
@@ -48,23 +46,8 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: flo
 
 @pytest.fixture(scope="module")
 def worker_env(tmp_path_factory):
-    """A Python environment whose `components`, `pipeline`, `data`, `results` come from the
-    project's wheel; its other dependencies are this environment's (a path, not its .pth files,
-    so the editable install of the checkout is not there)."""
-    root = tmp_path_factory.mktemp("worker-env")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "-w", str(root / "dist"), str(REPO_ROOT)], check=True, capture_output=True)
-    (wheel,) = (root / "dist").glob("*.whl")
-    base = getattr(sys, "_base_executable", None) or "python3"
-    subprocess.run([base, "-m", "venv", "--without-pip", str(root / "env")], check=True)
-    site = next((root / "env" / "lib").glob("python3*/site-packages"))
-    (site / "project-dependencies.pth").write_text(f"{VENV_SITE}\n")
-    subprocess.run([str(Path(sys.prefix) / "bin" / "uv"), "pip", "install", "--quiet", "--python",
-                    str(root / "env" / "bin" / "python"), "--no-deps", str(wheel)], check=True)
-    found = subprocess.run([str(root / "env" / "bin" / "python"), "-c", "import components; print(components.__file__)"],
-                           cwd=root, check=True, capture_output=True, text=True).stdout.strip()
-    assert Path(found).is_relative_to(site), found  # from the wheel, not the checkout
-    return root / "env"
+    """The workers' environment: the project installed from its wheel."""
+    return installed_project(tmp_path_factory.mktemp("worker-env"))
 
 
 @pytest.fixture(scope="module")

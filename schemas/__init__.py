@@ -1,0 +1,1 @@
+"""The curated schema (interactions.pbtxt), installed with the code that enforces it."""
