@@ -1,13 +1,13 @@
-"""The Airflow DAG against a real Airflow 2 (the optional group `make test` installs):
-it imports with no DagBag errors, has one task per component with the
-pipeline's dependencies, and `airflow dags test` runs it to success on small
-data with SQLite."""
+"""The Airflow DAG against a real Airflow 2 (the optional group `make test` installs),
+deployed as the README says: the project installed as a package (from its wheel, not
+the checkout), the DAG file and its config copied into a DAGs folder elsewhere. It
+imports with no DagBag errors, has one task per component with the pipeline's
+dependencies, and `airflow dags test` runs it to success on small data with SQLite."""
 
 import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from ml_metadata.metadata_store import metadata_store
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import pipeline_config_from_dict
 from results.summary import summarize
-from tests.support import COMPONENT_IDS, LOOSE_THRESHOLDS
+from tests.support import COMPONENT_IDS, LOOSE_THRESHOLDS, installed_project
 from tests.test_pipeline_dag import EXPECTED_UPSTREAM
 
 airflow = pytest.importorskip("airflow", reason="the Airflow group is not installed (make test installs it)")
@@ -29,6 +29,7 @@ DAG_ID = "recommender-test"
 def deployed(tmp_path_factory):
     """An Airflow home with the DAG file and its config in the DAGs folder, as the README deploys it."""
     root = tmp_path_factory.mktemp("airflow")
+    python = str(installed_project(root / "install") / "bin" / "python")
     dags = root / "dags"
     dags.mkdir()
     shutil.copy(REPO / "airflow_dag.py", dags / "airflow_dag.py")
@@ -44,7 +45,7 @@ def deployed(tmp_path_factory):
                      "model": {"epochs": 2}, "thresholds": thresholds},
     }))
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         "AIRFLOW_HOME": str(root / "home"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -53,13 +54,13 @@ def deployed(tmp_path_factory):
         # Airflow's default 30 s import timeout would report that as a DAG error.
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "300",
     }
-    airflow_cli = Path(sys.executable).parent / "airflow"
-    subprocess.run([str(airflow_cli), "db", "migrate"], env=env, check=True, capture_output=True)
-    return root, dags, env, airflow_cli
+    airflow_cli = [python, "-m", "airflow"]
+    subprocess.run([*airflow_cli, "db", "migrate"], env=env, cwd=root, check=True, capture_output=True)
+    return root, dags, env, airflow_cli, python
 
 
 def _dagbag(deployed):
-    root, dags, env, _ = deployed
+    root, dags, env, _, python = deployed
     script = (
         "import json, sys\n"
         "from airflow.models import DagBag\n"
@@ -69,7 +70,7 @@ def _dagbag(deployed):
         "  'tasks': {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks} if dag else None,\n"
         "  'schedule': str(dag.schedule_interval) if dag else None}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run([python, "-c", script], env=env, cwd=root, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -82,9 +83,9 @@ def test_the_dag_imports_with_one_task_per_component_and_the_dependencies(deploy
 
 
 def test_airflow_dags_test_runs_the_pipeline_to_success(deployed):
-    root, _, env, airflow_cli = deployed
+    root, _, env, airflow_cli, python = deployed
     run = subprocess.run(
-        [str(airflow_cli), "dags", "test", DAG_ID, "2026-01-02"], env=env, capture_output=True, text=True,
+        [*airflow_cli, "dags", "test", DAG_ID, "2026-01-02"], env=env, cwd=root, capture_output=True, text=True,
         timeout=900,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -99,8 +100,8 @@ def test_airflow_dags_test_runs_the_pipeline_to_success(deployed):
     assert len(versions) == 1 and summary.pushed_to.rstrip("/") == str(versions[0])
     # The inspection tool reads the store the Airflow tasks wrote.
     out = subprocess.run(
-        [sys.executable, str(REPO / "inspect_metadata.py"), "models", "--sqlite", str(config.metadata_path), "--json"],
-        check=True, capture_output=True, text=True,
+        [python, "-m", "inspect_metadata", "models", "--sqlite", str(config.metadata_path), "--json"],
+        env=env, cwd=root, check=True, capture_output=True, text=True,
     )
     (model,) = json.loads(out.stdout)
     assert model["blessed"] is True and model["pushed_to"] == summary.pushed_to
