@@ -82,12 +82,13 @@ def test_a_run_recorded_in_mariadb_is_inspected_there_and_its_password_shows_now
         data_path=data, output_dir=tmp_path / "out", model=ModelConfig(epochs=2),
         thresholds=LOOSE_THRESHOLDS, metadata_mysql=database,
     )
+    verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.INFO)  # TFX logs the connection config at INFO
     caplog.set_level(logging.INFO)
     try:
         summary, error = run(config)
     finally:
-        absl_logging.set_verbosity(absl_logging.WARNING)
+        absl_logging.set_verbosity(verbosity)
     assert error is None, error
     assert not config.metadata_path.exists()  # nothing went to SQLite
     assert summary.blessed is True and summary.pushed_to
