@@ -15,7 +15,7 @@ the model through `components.model.build_model` and `train`: the code the
 Trainer runs. `--config` overrides the default ModelConfig (the pipeline's);
 `--ablation` starts from configs/original-model.json and adds one step at a time.
 
-Splits are the pipeline's three (see `split`): the model fits the train rows,
+Splits are the pipeline's three (see `benchmarks.splits.split`): the model fits the train rows,
 validates and early-stops on the validation rows, and is scored on the test
 rows, which nothing before saw. Each seed splits (random, u1), initialises and
 shuffles anew. Prints JSON: per configuration, RMSE on the star scale,
@@ -40,6 +40,8 @@ import tensorflow_transform.beam as tft_beam
 from sklearn.metrics import log_loss, roc_auc_score
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
+from benchmarks import splits
+from benchmarks.splits import HOW, split
 from components import example_gen, features
 from components.model import ModelConfig, TrainingData, build_model, train
 from components.model_config import preset
@@ -90,35 +92,6 @@ def load(movielens: Path, workdir: Path) -> tuple[pd.DataFrame, float]:
     ratings.convert(source, path)
     frame = pd.read_csv(path, dtype={features.USER_ID: str, features.ITEM_ID: str})
     return frame, source.scale_max
-
-
-# Shares of the rows, as the pipeline's default PipelineConfig splits them.
-VALIDATION_SHARE, TEST_SHARE = 0.1, 0.2
-# ML-100K's u1.test: the first 20,000 lines of u.data (the release's mku.sh).
-U1_TEST_ROWS = 20_000
-
-
-def split(frame: pd.DataFrame, how: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(train, validation, test) as the pipeline splits: 70/10/20.
-
-    "temporal": oldest 70%, the next 10%, the most recent 20% (the pipeline's
-    default). "random": a seeded permutation (the hash split's kind). "u1":
-    ML-100K's u1.test as the test rows, a seeded eighth of u1.base as validation.
-    """
-    n = len(frame)
-    if how == "u1":
-        if n != 100_000:
-            raise ValueError("--split u1 is ML-100K's: expected its 100,000 ratings")
-        base = U1_TEST_ROWS + np.random.default_rng(seed).permutation(n - U1_TEST_ROWS)
-        cut = len(base) // 8
-        return frame.iloc[base[cut:]], frame.iloc[base[:cut]], frame.iloc[:U1_TEST_ROWS]
-    if how == "random":
-        order = np.random.default_rng(seed).permutation(n)
-    else:
-        order = np.argsort(frame[features.TIMESTAMP].to_numpy(), kind="stable")
-    train_end = int((1 - VALIDATION_SHARE - TEST_SHARE) * n)
-    test_start = int((1 - TEST_SHARE) * n)
-    return frame.iloc[order[:train_end]], frame.iloc[order[train_end:test_start]], frame.iloc[order[test_start:]]
 
 
 def _instances(frame: pd.DataFrame) -> list[dict]:
@@ -204,20 +177,15 @@ def evaluate(
 _AVERAGED = ("rmse_stars", "rmse", "like_auc", "like_log_loss", "epochs_run", "train_seconds", "seconds_per_epoch")
 
 
-def mean_and_std(per_seed: list[dict]) -> dict:
+def seed_statistics(per_seed: list[dict]) -> dict:
     """{figure: {"mean", "std"}} over seeds (sample standard deviation; 0 for one seed)."""
-    out = {}
-    for name in _AVERAGED:
-        values = np.array([r[name] for r in per_seed], dtype=float)
-        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        out[name] = {"mean": round(float(values.mean()), 4), "std": round(std, 4)}
-    return out
+    return {name: splits.mean_and_std([r[name] for r in per_seed]) for name in _AVERAGED}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--movielens", type=Path, required=True)
-    parser.add_argument("--split", choices=("temporal", "random", "u1"), default="temporal")
+    parser.add_argument("--split", choices=HOW, default="temporal")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument(
         "--config", default=None,
@@ -258,7 +226,7 @@ def main() -> int:
     print(json.dumps({
         "dataset": str(args.movielens), "split": args.split, "seeds": args.seeds, "rows": rows,
         "results": [
-            {"name": name, "overrides": runs[name], **mean_and_std(results), "per_seed": results}
+            {"name": name, "overrides": runs[name], **seed_statistics(results), "per_seed": results}
             for name, results in per_seed.items()
         ],
     }, indent=2))

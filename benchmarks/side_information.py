@@ -18,7 +18,7 @@ residual on one group of features at a time:
 The ridge strength is chosen on the validation rows; the test rows score it.
 Rows of users the train rows never saw get baseline + probe; others get the
 baseline alone (they have a user bias), and `all_rows` adds the probe to every
-row. Splits are `model_quality.split`'s (the pipeline's 70/10/20). Prints JSON:
+row. Splits are `benchmarks.splits.split`'s (the pipeline's 70/10/20). Prints JSON:
 per feature group, RMSE in stars and like-AUC (rating >= 4), mean and sample
 standard deviation over the seeds.
 """
@@ -33,14 +33,14 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from benchmarks.splits import HOW, mean_and_std, split
+
 AGE_BANDS = [0, 18, 25, 35, 45, 50, 56, 200]
 RIDGE_STRENGTHS = (1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0)
 BIAS_SHRINKAGE = 10.0
 LIKE_STARS = 4
 GROUPS = ("none", "demographics", "item", "recency", "all")
 
-# The pipeline's shares and ML-100K's u1 test rows (model_quality.split's, which imports TensorFlow).
-VALIDATION_SHARE, TEST_SHARE, U1_TEST_ROWS = 0.1, 0.2, 20_000
 
 
 def load(movielens: Path) -> pd.DataFrame:
@@ -64,22 +64,6 @@ def load(movielens: Path) -> pd.DataFrame:
     frame["gap_hours"] = (gap / 3600).reindex(frame.index)
     frame["item_age_years"] = (frame["timestamp"] - frame["released"]) / (365.25 * 86_400)
     return frame
-
-
-def split(frame: pd.DataFrame, how: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(train, validation, test), as `model_quality.split` cuts them."""
-    n = len(frame)
-    if how == "u1":
-        base = U1_TEST_ROWS + np.random.default_rng(seed).permutation(n - U1_TEST_ROWS)
-        cut = len(base) // 8
-        return frame.iloc[base[cut:]], frame.iloc[base[:cut]], frame.iloc[:U1_TEST_ROWS]
-    if how == "random":
-        order = np.random.default_rng(seed).permutation(n)
-    else:
-        order = np.argsort(frame["timestamp"].to_numpy(), kind="stable")
-    train_end = int((1 - VALIDATION_SHARE - TEST_SHARE) * n)
-    test_start = int((1 - TEST_SHARE) * n)
-    return frame.iloc[order[:train_end]], frame.iloc[order[train_end:test_start]], frame.iloc[order[test_start:]]
 
 
 class Baseline:
@@ -169,32 +153,31 @@ def probe(train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame, gro
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--movielens", type=Path, required=True)
-    parser.add_argument("--split", choices=("temporal", "random", "u1"), default="temporal")
+    parser.add_argument("--split", choices=HOW, default="temporal")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     args = parser.parse_args()
     frame = load(args.movielens)
     per_seed = {group: [] for group in GROUPS}
+    new_user_share = None
     for seed in args.seeds:
         train, validation, test = split(frame, args.split, seed)
+        if new_user_share is None:
+            new_user_share = round(float(1 - Baseline(train).knows_user(test).mean()), 4)
         for group in GROUPS:
             per_seed[group].append(probe(train, validation, test, group))
     summary = {}
     for group, runs in per_seed.items():
         summary[group] = {
             rows: {
-                figure: {
-                    "mean": round(float(np.mean([r[rows][figure] for r in runs])), 4),
-                    "std": round(float(np.std([r[rows][figure] for r in runs], ddof=1)) if len(runs) > 1 else 0.0, 4),
-                }
+                figure: mean_and_std([r[rows][figure] for r in runs])
                 for figure in ("rmse_stars", "like_auc")
             }
             for rows in ("new_users", "all_rows")
         }
-    train, _, test = split(frame, args.split, args.seeds[0])
     print(json.dumps({
         "split": args.split,
         "seeds": args.seeds,
-        "test_rows_of_users_new_to_train": round(float(1 - Baseline(train).knows_user(test).mean()), 4),
+        "test_rows_of_users_new_to_train": new_user_share,
         "groups": summary,
     }, indent=2))
     return 0
