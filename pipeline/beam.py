@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.config import IN_MEMORY_BEAM_ARGS, LOCAL_BEAM_RUNNER, REPO_ROOT
+from pipeline.config import IN_MEMORY_BEAM_ARGS, LOCAL_BEAM_RUNNER, LOCAL_DEPENDENCIES, REPO_ROOT
 from pipeline.runner_options import OptionError
 
 IN_MEMORY, MULTI_PROCESSING, DATAFLOW, FLINK, SPARK, PORTABLE = (
@@ -44,7 +44,8 @@ def beam_pipeline_args(
         return IN_MEMORY_BEAM_ARGS
     if runner == MULTI_PROCESSING:
         # 0: one worker per CPU core.
-        return (LOCAL_BEAM_RUNNER, "--direct_running_mode=multi_processing", f"--direct_num_workers={workers or 0}")
+        return (LOCAL_BEAM_RUNNER, "--direct_running_mode=multi_processing", f"--direct_num_workers={workers or 0}",
+                LOCAL_DEPENDENCIES)
     remote = (f"--setup_file={setup_file}",)
     if runner == DATAFLOW:
         missing = [name for name, value in

@@ -19,14 +19,22 @@ from components.choices import EVAL, TRAIN, VALIDATION, DriftComparator, SplitKi
 from components.heads import HeadThreshold
 from components.model_config import ModelConfig
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 # Beam's in-process runner, one worker; named explicitly because Beam 2.77's
 # "DirectRunner" first tries to download and run Prism (see pipeline/beam.py).
+# Local workers run in this Python environment and nothing is staged for them.
+# Without a dependency flag TFX would pack its own sources into an sdist in a
+# new temporary folder for every Beam component, and never delete it; the
+# project's setup.py is the dependency a remote runner would be given.
 LOCAL_BEAM_RUNNER = "--runner=FnApiRunner"
-IN_MEMORY_BEAM_ARGS = (LOCAL_BEAM_RUNNER, "--direct_running_mode=in_memory", "--direct_num_workers=1")
+LOCAL_DEPENDENCIES = f"--setup_file={REPO_ROOT / 'setup.py'}"
+IN_MEMORY_BEAM_ARGS = (
+    LOCAL_BEAM_RUNNER, "--direct_running_mode=in_memory", "--direct_num_workers=1", LOCAL_DEPENDENCIES
+)
 # The serving check of a blessed model fails if it has not finished by then.
 SERVING_CHECK_TIMEOUT_S = 300.0
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCHEMA = REPO_ROOT / "schemas" / "interactions.pbtxt"
 
 

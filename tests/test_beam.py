@@ -3,6 +3,7 @@ DirectRunner in multi-processing mode with 2 workers (separate processes
 that import the installed `components` package), writing the same files as in memory."""
 
 import os
+import tempfile
 
 import pytest
 from ml_metadata.metadata_store import metadata_store
@@ -20,7 +21,8 @@ from pipeline.pipeline import create_data_validation_pipeline
 
 def test_arguments_per_runner():
     assert beam.beam_pipeline_args(beam.MULTI_PROCESSING, workers=2) == (
-        "--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"
+        "--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2",
+        f"--setup_file={beam.SETUP_FILE}",
     )
     dataflow = beam.beam_pipeline_args(
         beam.DATAFLOW, project="p", region="europe-west4", temp_location="gs://b/tmp", workers=8
@@ -59,8 +61,13 @@ def _example_counts(config):
 
 
 @pytest.mark.slow
-def test_data_components_run_on_two_worker_processes(tmp_path):
+def test_data_components_run_on_two_worker_processes(tmp_path, monkeypatch):
     data = write_csv(SyntheticSpec(num_users=150, num_items=100, num_interactions=5_000), tmp_path / "d" / "i.csv")
+    # TFX packs its own sources into a temporary folder for every Beam component
+    # unless the Beam arguments name the dependencies; the local runners stage nothing.
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     counts = {}
     for runner in (beam.IN_MEMORY, beam.MULTI_PROCESSING):
         config = PipelineConfig(
@@ -73,6 +80,7 @@ def test_data_components_run_on_two_worker_processes(tmp_path):
         )
         counts[runner] = _example_counts(config)
     assert counts[beam.MULTI_PROCESSING] == counts[beam.IN_MEMORY]
+    assert not list(temp.rglob("*ephemeral*"))
     assert sum(rows for rows, _ in counts[beam.IN_MEMORY].values()) == 5_000
 
 
