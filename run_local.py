@@ -26,13 +26,14 @@ from ml_metadata.metadata_store import metadata_store
 
 from components import publish
 from components.choices import SplitKind
+from components.ranking import RankingThreshold
 from data import ratings
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.beam import add_beam_flags, beam_args_from_flags
 from pipeline.config import PipelineConfig
 from pipeline.console import QuietConsole, log_path, redacting
 from pipeline.run_state import OutputRootBusy, output_root_lock, record_failure_reason, record_unfinished
-from pipeline.runner_options import OptionError, model_config
+from pipeline.runner_options import OptionError, json_value, model_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -93,6 +94,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help='ModelConfig fields as JSON or a JSON file (e.g. configs/ml-100k-model.json); '
         "the flags above override it",
     )
+    parser.add_argument(
+        "--ranking-threshold", default=None, metavar="JSON|FILE",
+        help='gate on ranking quality too, e.g. \'{"metric": "ndcg", "bound": 0.05, "max_regression": 0.01}\'',
+    )
+    parser.add_argument(
+        "--recommendations", type=int, default=None, metavar="K",
+        help="after publishing, write the top K items of every training user to <output>/recommendations/<version>/",
+    )
+    parser.add_argument(
+        "--recommend-users", type=Path, default=None, metavar="FILE",
+        help="with --recommendations: only these users (one ID per line)",
+    )
     parser.add_argument("--cache", action="store_true", help="reuse cached component results")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument(
@@ -134,6 +147,16 @@ def _ratings_source(args: argparse.Namespace) -> ratings.RatingsSource | None:
     )
 
 
+def _ranking_threshold(value: str | None) -> RankingThreshold | None:
+    if value is None:
+        return None
+    fields = json_value(value, "--ranking-threshold")
+    try:
+        return RankingThreshold(**fields)
+    except (TypeError, ValueError) as error:
+        raise OptionError(f"--ranking-threshold: {error}") from error
+
+
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     """The run's config; converts rating data or generates the default set as needed."""
     output = args.output.resolve()
@@ -162,6 +185,9 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         validation_fraction=args.validation_fraction,
         rating_scale_max=scale_max,
         enable_cache=args.cache,
+        ranking_threshold=_ranking_threshold(args.ranking_threshold),
+        batch_recommendations_k=args.recommendations,
+        recommend_users=args.recommend_users,
     )
     beam_args = tuple(args.beam_args) if args.beam_args else beam_args_from_flags(args, config.data_path)
     config = dataclasses.replace(config, beam_pipeline_args=beam_args)

@@ -13,6 +13,9 @@ side by side in one process, for each batch size:
 - `serving_default`: raw string IDs in, through the transform graph;
 - `serving_tf_example`: serialized tf.Examples in (parse + transform + model).
 
+Then, per catalogue size (`--catalogues`, generated data with that many
+items), `recommend`'s latency for the top `--k` of the whole catalogue.
+
 Each call gets a different batch (drawn from the data's IDs, 5% unknown);
 latencies are wall-clock per call after warm-up. Prints JSON: p50/p99 ms,
 rows per second, and each signature's p50 as a multiple of the floor's.
@@ -21,6 +24,7 @@ rows per second, and each signature's p50 as a multiple of the floor's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -40,20 +44,27 @@ from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.runner_options import model_config_fields
 
 
-def _trained_export(workdir: Path, config: ModelConfig, rows: int):
-    frame = pd.DataFrame(generate_rows(SyntheticSpec(num_interactions=rows, seed=11)))
+def _trained_export(workdir: Path, config: ModelConfig, rows: int, spec: SyntheticSpec | None = None):
+    """Generated interactions (every item of `spec` at least once), a model trained on them, its export."""
+    spec = spec or SyntheticSpec(num_interactions=rows, seed=11)
+    frame = pd.DataFrame(generate_rows(spec))
+    missing = np.setdiff1d(np.arange(spec.num_items), frame[features.ITEM_ID].astype(int).unique())
+    if len(missing):
+        # The long tail leaves some items unseen; one copied row each puts them in the catalogue.
+        extra = frame.iloc[np.random.default_rng(spec.seed).integers(0, len(frame), len(missing))].copy()
+        extra[features.ITEM_ID] = missing
+        frame = pd.concat([frame, extra], ignore_index=True)
     frame[features.USER_ID] = frame[features.USER_ID].astype(str)
     frame[features.ITEM_ID] = frame[features.ITEM_ID].astype(str)
     train_cols, _, sizes = model_quality.transform(frame, frame.iloc[:1], workdir)
     everything = np.arange(len(frame))
     batches = model_quality._dataset(train_cols, everything, config, shuffle=False)
-    model = build_model(
-        sizes[features.USER_ID], sizes[features.ITEM_ID], config, TrainingData.from_batches(batches)
-    )
+    training = TrainingData.from_batches(batches)
+    model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training)
     train(model, model_quality._dataset(train_cols, everything, config, shuffle=True), batches, config, verbose=0)
     path = str(workdir / "model")
     tft_output = tft.TFTransformOutput(str(workdir / "transform"))
-    export.export_model(model, tft_output, path)
+    export.export_model(model, tft_output, path, training, config)
     return frame, model, tft_output, path
 
 
@@ -123,22 +134,53 @@ def measure(frame, model, tft_output, path, batch_sizes, calls: int, warmup: int
     return results
 
 
+def measure_recommend(frame, path, k: int, batch_sizes, calls: int, warmup: int = 20) -> list[dict]:
+    """p50/p99 of `recommend` for `k` items over the model's whole catalogue, per batch size (5% unknown users)."""
+    recommend = tf.saved_model.load(path).signatures[features.RECOMMEND]
+    catalogue = int(recommend(user_id=tf.constant([b""]), k=tf.constant(2**31 - 1))[features.ITEM_ID].shape[1])
+    results = []
+    top = tf.constant(k, tf.int32)
+    for batch in batch_sizes:
+        requests = [tf.constant(u) for u, _ in _requests(frame, batch, calls + warmup, seed=batch)]
+        seconds = _time(lambda users: recommend(user_id=users, k=top), requests, warmup)
+        results.append({
+            "catalogue": catalogue, "k": k, "batch": batch,
+            "p50_ms": round(float(np.percentile(seconds, 50)) * 1e3, 3),
+            "p99_ms": round(float(np.percentile(seconds, 99)) * 1e3, 3),
+            "users_per_second": round(batch * len(seconds) / sum(seconds)),
+        })
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32, 1024])
     parser.add_argument("--calls", type=int, default=300, help="timed calls per batch size and path")
     parser.add_argument("--rows", type=int, default=30_000, help="generated training interactions")
     parser.add_argument("--model-config", default=None, help="ModelConfig fields: JSON or a JSON file")
+    parser.add_argument(
+        "--catalogues", type=int, nargs="*", default=[1_682, 100_000],
+        help="item catalogue sizes to time `recommend` over (a model trained on generated data each)",
+    )
+    parser.add_argument("--k", type=int, default=10, help="`recommend`'s k")
+    parser.add_argument("--recommend-batch-sizes", type=int, nargs="+", default=[1, 32])
     args = parser.parse_args()
     config = ModelConfig.from_json_dict({"epochs": 2, **model_config_fields(args.model_config)})
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    recommend_results = []
     with tempfile.TemporaryDirectory() as tmp:
         frame, model, tft_output, path = _trained_export(Path(tmp), config, args.rows)
         results = measure(frame, model, tft_output, path, args.batch_sizes, args.calls)
+        for items in args.catalogues:
+            # ML-100K's shape for its 1,682 items (943 users, 100K ratings); more rows for larger catalogues.
+            spec = SyntheticSpec(num_users=943, num_items=items, num_interactions=max(100_000, 2 * items), seed=12)
+            frame, _, _, path = _trained_export(Path(tmp) / f"catalogue-{items}", dataclasses.replace(config, epochs=1),
+                                                0, spec)
+            recommend_results += measure_recommend(frame, path, args.k, args.recommend_batch_sizes, args.calls)
     print(json.dumps({
         "model_config": config.to_json_dict(), "training_rows": args.rows,
         "calls_per_point": args.calls, "cpu_count": os.cpu_count(),
-        "results": results,
+        "results": results, "recommend": recommend_results,
     }, indent=2))
     return 0
 

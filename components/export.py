@@ -10,10 +10,15 @@ gives three signatures (names in `components.features`):
   of full (labelled) tf.Examples, which TFMA uses to evaluate.
 
 The first two return `{'binary_rating': float32 [batch, 1],
-'purchase_probability': float32 [batch, 1]}`.
+'purchase_probability': float32 [batch, 1]}`. With the training data given,
+a fourth:
+
+- `recommend(user_id: string [batch], k: int32 scalar)`: each user's top `k`
+  items with both heads' predictions and the ranking score
+  (`components.recommend`).
 
 The model also carries TF Serving warm-up requests
-(`assets.extra/tf_serving_warmup_requests`): both serving signatures called on
+(`assets.extra/tf_serving_warmup_requests`): every serving signature called on
 the most frequent training IDs and on one unknown pair, so a server runs every
 graph once on load instead of on the first user's request.
 """
@@ -26,7 +31,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from components import features, heads, warmup
+from components import features, heads, recommend, warmup
+from components.model import TrainingData
+from components.model_config import ModelConfig
 
 
 def _model_inputs(transformed: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -37,9 +44,11 @@ def _model_inputs(transformed: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
 
 
 def serving_signatures(
-    model: tf_keras.Model, tf_transform_output: tft.TFTransformOutput
+    model: tf_keras.Model, tf_transform_output: tft.TFTransformOutput,
+    tables: recommend.RecommendTables | None = None,
 ) -> dict[str, tf.types.experimental.ConcreteFunction]:
-    """The three signatures; attaches the transform layer to `model` so it is saved with it."""
+    """The signatures (`recommend` only with `tables`); attaches the transform
+    layer and the tables to `model` so they are saved with it."""
     model.tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = tf_transform_output.raw_feature_spec()
     id_spec = {key: raw_spec[key] for key in features.ID_FEATURES}
@@ -68,11 +77,26 @@ def serving_signatures(
     def transform_features(examples):
         return model.tft_layer(tf.io.parse_example(examples, raw_spec))
 
-    return {
+    signatures = {
         features.SERVING_DEFAULT: serve_ids.get_concrete_function(),
         features.SERVING_TF_EXAMPLE: serve_tf_examples.get_concrete_function(),
         features.TRANSFORM_FEATURES: transform_features.get_concrete_function(),
     }
+    if tables is None:
+        return signatures
+    model.recommend_tables = tables
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name=features.USER_ID), tf.TensorSpec([], tf.int32, name="k"),
+    ])
+    def serve_recommendations(user_id, k):
+        user_id = tf.reshape(user_id, [-1, 1])
+        # The transform graph maps both IDs; the item is a placeholder.
+        transformed = model.tft_layer({features.USER_ID: user_id, features.ITEM_ID: tf.zeros_like(user_id)})
+        return recommend.recommend(model, tables, transformed[features.transformed_name(features.USER_ID)], k)
+
+    signatures[recommend.RECOMMEND] = serve_recommendations.get_concrete_function()
+    return signatures
 
 
 def sample_ids(tf_transform_output: tft.TFTransformOutput, count: int = 8) -> dict[str, list[bytes]]:
@@ -89,9 +113,19 @@ def sample_ids(tf_transform_output: tft.TFTransformOutput, count: int = 8) -> di
 
 
 def export_model(
-    model: tf_keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str
+    model: tf_keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str,
+    training: TrainingData | None = None, config: ModelConfig | None = None,
 ) -> None:
-    """Saves `model` with its transform graph and signatures to `export_dir`."""
-    signatures = serving_signatures(model, tf_transform_output)
+    """Saves `model` with its transform graph and signatures to `export_dir`.
+
+    With `training` (the data `model` was fitted on) and `config`, it also gets
+    the `recommend` signature.
+    """
+    tables = None
+    if training is not None:
+        items = tf_transform_output.vocabulary_by_name(features.vocabulary_name(features.ITEM_ID))
+        num_users = tf_transform_output.vocabulary_size_by_name(features.vocabulary_name(features.USER_ID))
+        tables = recommend.build_tables(model, items, num_users, training, config or ModelConfig())
+    signatures = serving_signatures(model, tf_transform_output, tables)
     tf.saved_model.save(model, export_dir, signatures=signatures)
-    warmup.write_requests(export_dir, sample_ids(tf_transform_output))
+    warmup.write_requests(export_dir, sample_ids(tf_transform_output), recommend=tables is not None)

@@ -32,6 +32,9 @@ PROGRESS_LOGGER = "multitask_recommender.progress"
 SERVING_DEFAULT = "serving_default"
 SERVING_TF_EXAMPLE = "serving_tf_example"
 TRANSFORM_FEATURES = "transform_features"
+RECOMMEND = "recommend"
+# The `recommend` signature's ranking score output (its other outputs: ITEM_ID and the heads).
+SCORE = "score"
 
 
 def transformed_name(key: str) -> str:

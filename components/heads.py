@@ -119,7 +119,9 @@ class Head:
     `threshold` is the default gate (PipelineConfig.thresholds overrides it),
     `loss_weight` the default weight of its loss in the total
     (ModelConfig.loss_weights overrides it), `slice_metrics` the TFMA metric
-    keys the report's slice table shows for it.
+    keys the report's slice table shows for it, `ranking_weight` its default
+    exponent in the `recommend` signature's score (ModelConfig.ranking_weights
+    overrides it; see components.recommend).
     """
 
     name: str
@@ -127,6 +129,7 @@ class Head:
     threshold: HeadThreshold
     loss_weight: float
     slice_metrics: tuple[str, ...]
+    ranking_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.threshold.metric not in self.kind.tfma_metrics:
@@ -137,7 +140,7 @@ HEADS: tuple[Head, ...] = (
     # Would the user like the item. Bound: a constant predictor's AUC is 0.5.
     Head(
         features.BINARY_RATING, BINARY, HeadThreshold("AUC", True, bound=0.7, max_regression=0.01),
-        loss_weight=1.0, slice_metrics=("example_count", "auc"),
+        loss_weight=1.0, slice_metrics=("example_count", "auc"), ranking_weight=1.0,
     ),
     # The purchase estimate. Bound: a constant predictor's RMSE on the bundled data is 0.275.
     # Its MSE on the [0, 1] scale is ~15 times smaller than the like cross-entropy:
@@ -146,6 +149,7 @@ HEADS: tuple[Head, ...] = (
         features.PURCHASE_PROBABILITY, REGRESSION,
         HeadThreshold("RootMeanSquaredError", False, bound=0.22, max_regression=0.01),
         loss_weight=100.0, slice_metrics=("root_mean_squared_error", "mean_absolute_error"),
+        ranking_weight=1.0,
     ),
 )
 NAMES = tuple(head.name for head in HEADS)

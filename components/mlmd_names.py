@@ -21,3 +21,14 @@ CHECK_SECONDS = "check_seconds"
 NOT_CHECKED_REASON = "not_checked_reason"
 # Execution: why it failed (the error, or that its run was killed and left it running).
 FAILURE_REASON = "failure_reason"
+# RankingEvaluation: why the ranking gate refused the model (JSON list; empty when it passed).
+RANKING_FAILURES = "ranking_failures"
+# Recommendations (BatchRecommender): where the published table is, its version, users and rows.
+RECOMMENDATIONS_DESTINATION = "recommendations_destination"
+RECOMMENDED_USERS = "recommended_users"
+RECOMMENDED_ROWS = "recommended_rows"
+# This project's artifact types (<namespace>.<Name>: the form Kubeflow Pipelines v2
+# requires of a custom type), and the file a RankingEvaluation holds its slices in.
+RANKING_EVALUATION_TYPE = "recommender.RankingEvaluation"
+RANKING_FILE = "ranking.json"
+RECOMMENDATIONS_TYPE = "recommender.Recommendations"

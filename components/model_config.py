@@ -79,14 +79,25 @@ class ModelConfig:
     # keep the best epoch's weights; None trains all `epochs`.
     early_stopping_patience: int | None = 3
     loss_weights: Mapping[str, float] | None = None
+    # The `recommend` signature ranks items by popularity ** ranking_popularity_weight
+    # x prod(max(head, 0) ** weight) (components.recommend); None takes each
+    # head's declared `ranking_weight` (components.heads).
+    ranking_weights: Mapping[str, float] | None = None
+    ranking_popularity_weight: float = 1.0
+    # `recommend` leaves out the items each user interacted with in training.
+    exclude_training_items: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
         object.__setattr__(self, "optimizer", parse(Optimizer, self.optimizer, "optimizer"))
-        if self.loss_weights is not None:
-            object.__setattr__(self, "loss_weights", types.MappingProxyType(dict(self.loss_weights)))
-            if any(w < 0 for w in self.loss_weights.values()):
-                raise ValueError(f"loss_weights must be >= 0, got {dict(self.loss_weights)}")
+        for name in ("loss_weights", "ranking_weights"):
+            weights = getattr(self, name)
+            if weights is not None:
+                object.__setattr__(self, name, types.MappingProxyType(dict(weights)))
+                if any(w < 0 for w in weights.values()):
+                    raise ValueError(f"{name} must be >= 0, got {dict(weights)}")
+        if self.ranking_popularity_weight < 0:
+            raise ValueError(f"ranking_popularity_weight must be >= 0, got {self.ranking_popularity_weight}")
         positive = {
             "embedding_dim": self.embedding_dim,
             "batch_size": self.batch_size,
@@ -120,7 +131,8 @@ class ModelConfig:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["hidden_units"] = list(self.hidden_units)
         out["optimizer"] = self.optimizer.value
-        out["loss_weights"] = None if self.loss_weights is None else dict(self.loss_weights)
+        for name in ("loss_weights", "ranking_weights"):
+            out[name] = None if getattr(self, name) is None else dict(getattr(self, name))
         return out
 
     @classmethod
@@ -137,6 +149,13 @@ class ModelConfig:
             return {head.name: head.loss_weight for head in heads}
         check_names(self.loss_weights, "loss_weights", heads)
         return dict(self.loss_weights)
+
+    def ranking_weights_for(self, heads: tuple[Head, ...] = HEADS) -> dict[str, float]:
+        """Each head's exponent in the ranking score: `ranking_weights` if set, else the declared ones."""
+        if self.ranking_weights is None:
+            return {head.name: head.ranking_weight for head in heads}
+        check_names(self.ranking_weights, "ranking_weights", heads)
+        return dict(self.ranking_weights)
 
 
 PRESETS = Path(__file__).resolve().parent.parent / "configs"

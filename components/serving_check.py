@@ -9,10 +9,13 @@
    predict signature, whose input names are exactly the signature's and whose
    dtypes are the ones it declares, run by tensor name in that session;
 3. checks the answers: one row per request row for each head, finite values,
-   `binary_rating` in [0, 1], and the two serving signatures agreeing on the
-   same rows;
+   each head in its kind's range, and the two serving signatures agreeing on
+   the same rows; `recommend` answers at most `k` items per user, best score
+   first, padding only at the end;
 4. loads the same folder with TF2's `tf.saved_model.load` (the README's way)
-   and requires the same answers from its signatures.
+   and requires the same answers from its signatures, and the same
+   predictions from `serving_default` for every (known user, recommended
+   item) pair.
 
 A failure raises `ServingCheckError` naming the model, the signature and
 what was wrong. `check_in_fresh_process(path, timeout_s)` runs
@@ -101,13 +104,13 @@ def _request_inputs(path: str, number: int, name: str, signature, request) -> di
     return arrays
 
 
-def _check_outputs(path: str, name: str, rows: int, outputs: dict[str, np.ndarray]) -> None:
+def _check_outputs(path: str, name: str, rows: int, outputs: dict[str, np.ndarray], columns: int = 1) -> None:
     for head in heads.HEADS:
         value = outputs.get(head.name)
-        if value is None or value.shape != (rows, 1):
+        if value is None or value.shape != (rows, columns):
             raise ServingCheckError(
                 f"{path}: signature {name!r} answered {rows} rows with {head.name} of shape "
-                f"{None if value is None else value.shape}, expected ({rows}, 1)"
+                f"{None if value is None else value.shape}, expected ({rows}, {columns})"
             )
         if not np.all(np.isfinite(value)):
             raise ServingCheckError(f"{path}: signature {name!r} gave a non-finite {head.name}")
@@ -163,10 +166,34 @@ def _replay_in_session(path: str, logs) -> list[tuple[str, dict, dict]]:
     return answers
 
 
+def _check_recommendations(path: str, inputs: dict, outputs: dict) -> None:
+    """`recommend`'s answer: the same [rows, <= k] shape everywhere, sorted, padded only at the end."""
+    rows, k = len(inputs[features.USER_ID]), int(inputs["k"])
+    items = outputs.get(features.ITEM_ID)
+    if items is None or items.ndim != 2 or items.shape[0] != rows or items.shape[1] > max(k, 0):
+        raise ServingCheckError(
+            f"{path}: signature {features.RECOMMEND!r} answered {rows} users and k={k} with item_id of shape "
+            f"{None if items is None else items.shape}, expected ({rows}, at most {k})"
+        )
+    _check_outputs(path, features.RECOMMEND, rows, {**outputs}, columns=items.shape[1])
+    score = outputs.get(features.SCORE)
+    if score is None or score.shape != items.shape or not np.all(np.isfinite(score)):
+        raise ServingCheckError(f"{path}: signature {features.RECOMMEND!r} gave no finite score of item_id's shape")
+    padding = items == b""
+    if np.any(padding[:, :-1] & ~padding[:, 1:]):
+        raise ServingCheckError(f"{path}: signature {features.RECOMMEND!r} gave an item after an empty one")
+    ranked = np.where(padding, -np.inf, score)
+    if np.any(ranked[:, 1:] > ranked[:, :-1]):
+        raise ServingCheckError(f"{path}: signature {features.RECOMMEND!r} did not rank items by score")
+
+
 def _check_answers(path: str, answers) -> None:
     """Each answer's shapes and ranges; the two serving signatures agree on the same rows."""
     by_signature = {}
     for name, inputs, outputs in answers:
+        if name == features.RECOMMEND:
+            _check_recommendations(path, inputs, outputs)
+            continue
         rows = len(next(iter(inputs.values())))
         _check_outputs(path, name, rows, outputs)
         by_signature.setdefault(name, outputs)
@@ -197,6 +224,30 @@ def _check_tf2_load(path: str, answers) -> None:
                     f"{path}: signature {name!r}: tf.saved_model.load and the session loader "
                     f"differ by {gap:g} on {head}"
                 )
+        if name == features.RECOMMEND:
+            _check_recommended_pairs(path, loaded, inputs, outputs)
+
+
+def _check_recommended_pairs(path: str, loaded, inputs: dict, outputs: dict) -> None:
+    """`serving_default` predicts what `recommend` said for each (known user, recommended item) pair.
+
+    The warm-up's unknown user gets the average user's predictions, which no single pair has.
+    """
+    items = outputs[features.ITEM_ID]
+    users = np.repeat(inputs[features.USER_ID], items.shape[1]).reshape(items.shape)
+    pairs = (items != b"") & (users != warmup.UNKNOWN_ID)
+    if not pairs.any():
+        return
+    answer = loaded.signatures[features.SERVING_DEFAULT](
+        user_id=tf.constant(users[pairs]), item_id=tf.constant(items[pairs])
+    )
+    for head in heads.NAMES:
+        gap = _max_gap(np.asarray(outputs[head])[pairs], answer[head].numpy().ravel())
+        if gap > PARITY_TOLERANCE:
+            raise ServingCheckError(
+                f"{path}: signature {features.RECOMMEND!r} and {features.SERVING_DEFAULT!r} differ by "
+                f"{gap:g} on {head} for the same (user, item) pairs"
+            )
 
 
 def check_saved_model(path: str) -> dict:

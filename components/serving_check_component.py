@@ -5,10 +5,11 @@ root, where no server looks) with `components.serving_check` in a fresh,
 isolated process with a timeout. Its `InfraBlessing` records the digest of
 the exact bytes it checked; the Pusher publishes only a model whose staged
 copy has that digest. A model the Evaluator did not bless is not checked
-(blessing 0, with the reason); a blessed model that fails the check fails
+(blessing 0, with the reason), nor is one the ranking gate refused; a blessed model that fails the check fails
 the component, and so the run, before anything reaches the serving folder.
 """
 
+import json
 from pathlib import Path
 
 from tfx import v1 as tfx
@@ -16,6 +17,7 @@ from tfx.utils import path_utils
 
 from components import mlmd_names
 from components.publish import tree_digest
+from components.ranking_evaluator import RankingEvaluation
 from components.serving_check import ServingCheckError, check_in_fresh_process
 
 
@@ -37,17 +39,25 @@ def ServingCheck(  # pylint: disable=invalid-name
     model_blessing: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelBlessing],
     blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.InfraBlessing],
     timeout_seconds: tfx.dsl.components.Parameter[float],
+    ranking: tfx.dsl.components.InputArtifact[RankingEvaluation] = None,
 ) -> None:
     """Checks a blessed `model` as TF Serving would load it; `blessing` is 1 only if it passed.
 
-    Raises ServingCheckError (naming the model, the signature and the problem)
-    when a blessed model fails, so the Pusher never runs.
+    A model the Evaluator did not bless, or whose `ranking` (RankingEvaluator)
+    the ranking gate refused, is not checked. Raises ServingCheckError (naming
+    the model, the signature and the problem) when a blessed model fails, so
+    the Pusher never runs.
     """
+    refused = None
     if not model_blessing.get_int_custom_property(mlmd_names.BLESSED):
-        blessing.set_int_custom_property(mlmd_names.BLESSED, 0)
-        blessing.set_string_custom_property(
-            mlmd_names.NOT_CHECKED_REASON, "the Evaluator did not bless the model"
+        refused = "the Evaluator did not bless the model"
+    elif ranking is not None and not ranking.get_int_custom_property(mlmd_names.BLESSED):
+        refused = "the ranking gate refused the model: " + "; ".join(
+            json.loads(ranking.get_string_custom_property(mlmd_names.RANKING_FAILURES) or "[]")
         )
+    if refused:
+        blessing.set_int_custom_property(mlmd_names.BLESSED, 0)
+        blessing.set_string_custom_property(mlmd_names.NOT_CHECKED_REASON, refused)
         return
     model_dir = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
     result = check_model(model_dir, timeout_seconds)

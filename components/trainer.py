@@ -87,4 +87,4 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config, shuffle=False
     )
     train(model, train_data, eval_data, config)
-    export.export_model(model, tf_transform_output, fn_args.serving_model_dir)
+    export.export_model(model, tf_transform_output, fn_args.serving_model_dir, training, config)

@@ -31,8 +31,12 @@ def id_examples(ids: Mapping[str, list[bytes]]) -> list[bytes]:
     ]
 
 
-def requests(ids: Mapping[str, list[bytes]]) -> list[prediction_log_pb2.PredictionLog]:
-    """One PredictRequest per serving signature over the same rows of `ids`."""
+# The `recommend` warm-up request's k (components.recommend).
+RECOMMEND_K = 10
+
+
+def requests(ids: Mapping[str, list[bytes]], recommend: bool = False) -> list[prediction_log_pb2.PredictionLog]:
+    """One PredictRequest per serving signature over the same rows of `ids` (`recommend`: its users, top 10)."""
     def request(signature: str, inputs: Mapping[str, tf.Tensor]) -> prediction_log_pb2.PredictionLog:
         predict = predict_pb2.PredictRequest(
             model_spec=model_pb2.ModelSpec(signature_name=signature)
@@ -43,18 +47,23 @@ def requests(ids: Mapping[str, list[bytes]]) -> list[prediction_log_pb2.Predicti
             predict_log=prediction_log_pb2.PredictLog(request=predict)
         )
 
-    return [
+    logs = [
         request(features.SERVING_DEFAULT, {key: ids[key] for key in features.ID_FEATURES}),
         request(features.SERVING_TF_EXAMPLE, {"examples": id_examples(ids)}),
     ]
+    if recommend:
+        logs.append(request(features.RECOMMEND, {
+            features.USER_ID: ids[features.USER_ID], "k": tf.constant(RECOMMEND_K, tf.int32),
+        }))
+    return logs
 
 
-def write_requests(export_dir: str, ids: Mapping[str, list[bytes]]) -> None:
-    """Writes `requests(ids)` to the SavedModel at `export_dir`."""
+def write_requests(export_dir: str, ids: Mapping[str, list[bytes]], recommend: bool = False) -> None:
+    """Writes `requests(ids, recommend)` to the SavedModel at `export_dir`."""
     path = os.path.join(export_dir, WARMUP_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
-        for log in requests(ids):
+        for log in requests(ids, recommend):
             writer.write(log.SerializeToString())
 
 

@@ -18,6 +18,7 @@ from components import features, heads
 from components.choices import EVAL, TRAIN, VALIDATION, DriftComparator, SplitKind, parse
 from components.heads import HeadThreshold
 from components.model_config import ModelConfig
+from components.ranking import DEFAULT_K, RankingThreshold
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,6 +150,15 @@ class PipelineConfig:
     enable_cache: bool = False
     # The serving check of a blessed model fails if it has not finished by then.
     serving_check_timeout_s: float = SERVING_CHECK_TIMEOUT_S
+    # Ranking quality (RankingEvaluator) is measured at this k; with a
+    # threshold it also gates the publication, like the heads' thresholds.
+    ranking_k: int = DEFAULT_K
+    ranking_threshold: RankingThreshold | None = None
+    # After a publication, write top `batch_recommendations_k` items for every
+    # user seen in training (or the users listed one per line in
+    # `recommend_users`) under `recommendations_dir`; None: no batch job.
+    batch_recommendations_k: int | None = None
+    recommend_users: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_path", Path(self.data_path).resolve())
@@ -181,6 +191,13 @@ class PipelineConfig:
             )
         if not self.serving_check_timeout_s > 0:
             raise ValueError(f"serving_check_timeout_s must be > 0, got {self.serving_check_timeout_s}")
+        for name in ("ranking_k", "batch_recommendations_k"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.recommend_users is not None:
+            object.__setattr__(self, "recommend_users", Path(self.recommend_users).resolve())
+            if self.batch_recommendations_k is None:
+                raise ValueError("recommend_users needs batch_recommendations_k")
 
     @property
     def split_buckets(self) -> dict[str, int]:
@@ -213,13 +230,19 @@ class PipelineConfig:
     def serving_dir(self) -> Path:
         return self.output_dir / "serving"
 
+    @property
+    def recommendations_dir(self) -> Path:
+        """Batch recommendations, one folder per published model version."""
+        return self.output_dir / "recommendations"
+
 
 def pipeline_config_from_dict(values: Mapping) -> PipelineConfig:
     """A PipelineConfig from plain JSON values (a scheduler's config file).
 
     Field names as in PipelineConfig; `model` holds ModelConfig fields,
     `thresholds` {head: HeadThreshold fields}, `drift` {column: DriftThreshold
-    fields}, `metadata_mysql` MySQLMetadata fields. Unknown names are errors.
+    fields}, `ranking_threshold` RankingThreshold fields, `metadata_mysql`
+    MySQLMetadata fields. Unknown names are errors.
     """
     values = dict(values)
     known = {f.name for f in dataclasses.fields(PipelineConfig)}
@@ -230,6 +253,8 @@ def pipeline_config_from_dict(values: Mapping) -> PipelineConfig:
         values["model"] = ModelConfig.from_json_dict(values["model"])
     if "thresholds" in values:
         values["thresholds"] = {head: HeadThreshold(**t) for head, t in values["thresholds"].items()}
+    if values.get("ranking_threshold") is not None:
+        values["ranking_threshold"] = RankingThreshold(**values["ranking_threshold"])
     if "drift" in values:
         values["drift"] = {column: DriftThreshold(**d) for column, d in values["drift"].items()}
     if values.get("metadata_mysql") is not None:

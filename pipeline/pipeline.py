@@ -4,10 +4,13 @@ ExampleGen (newest span) -> StatisticsGen -> ExampleValidator (against
 ImportSchemaGen's curated schema) -> DataValidationGate (also drift against the
 previous span) -> Transform (over the last `window_spans` spans, reusing its
 analyzer cache) -> Trainer -> Evaluator (on the newest span, against the model
-being served) -> ServingCheck (the blessed model, loaded as TF Serving loads it
-in a fresh process, answers its warm-up requests; otherwise the run fails) ->
-Pusher (stages the checked bytes where TF Serving does not look, then renames
-them to a new version: a server only ever sees checked models).
+being served) and RankingEvaluator (top-k quality against popularity and that
+model, optionally gated) -> ServingCheck (the blessed model, loaded as TF
+Serving loads it in a fresh process, answers its warm-up requests; otherwise
+the run fails) -> Pusher (stages the checked bytes where TF Serving does not
+look, then renames them to a new version: a server only ever sees checked
+models) -> optionally BatchRecommender (top k for every user, from the
+published model, as Parquet).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
 from components import choices, example_gen, preprocessing, pusher, trainer
+from components.batch_recommend import BatchRecommender
 from components.data_validation import DataValidationGate
+from components.ranking_evaluator import RankingEvaluator
 from components.resolvers import (
     LatestServedModelStrategy,
     LatestSpansStrategy,
@@ -291,9 +296,19 @@ def create_pipeline(
         example_splits=[choices.EVAL],
     )
 
+    ranking_evaluator = RankingEvaluator(
+        examples=example_gen_.outputs["examples"],
+        model=trainer_.outputs["model"],
+        baseline_model=resolver.outputs["model"],
+        k=config.ranking_k,
+        tier_thresholds=list(config.tier_thresholds),
+        threshold=dataclasses.asdict(config.ranking_threshold) if config.ranking_threshold else {},
+    )
+
     serving_check = ServingCheck(
         model=trainer_.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        ranking=ranking_evaluator.outputs["evaluation"],
         timeout_seconds=float(config.serving_check_timeout_s),
     )
 
@@ -310,6 +325,14 @@ def create_pipeline(
     )
 
     components = [
-        *data.all(), *nodes, transform, trainer_, resolver, evaluator, serving_check, pusher_,
+        *data.all(), *nodes, transform, trainer_, resolver, evaluator, ranking_evaluator, serving_check, pusher_,
     ]
+    if config.batch_recommendations_k is not None:
+        components.append(BatchRecommender(
+            pushed_model=pusher_.outputs["pushed_model"],
+            transform_graph=transform.outputs["transform_graph"],
+            k=config.batch_recommendations_k,
+            output_dir=str(config.recommendations_dir),
+            users_file=str(config.recommend_users or ""),
+        ))
     return _pipeline(config, components, metadata_connection_config)

@@ -2,9 +2,10 @@
 
 It shows each head's metrics (candidate, baseline, difference) and its kind's
 plot (calibration for a binary head, predicted vs. actual for a regression
-head; see components.heads), the slice table, and why the model was or was
-not blessed. Everything is read from the Evaluator's output (TFMA metrics,
-plots, validation result).
+head; see components.heads), the slice table, the ranking metrics against
+popularity per user-activity slice, and why the model was or was not
+blessed. Everything is read from the Evaluator's output (TFMA metrics, plots,
+validation result) and the RankingEvaluator's.
 """
 
 from __future__ import annotations
@@ -135,6 +136,29 @@ def history_section(
     )
 
 
+def ranking_section(ranking: dict) -> str:
+    """The ranking metrics of every ranker (model, popularity, baseline model) per slice (users by activity)."""
+    k = ranking["k"]
+    slices = ranking["slices"]
+    rankers = list(dict.fromkeys(r for by_ranker in slices.values() for r in by_ranker))
+    metrics = sorted({m for by_ranker in slices.values() for v in by_ranker.values() for m in v if m != "users"})
+    header = "<th>slice</th><th>users</th>" + "".join(
+        f"<th>{html.escape(r)}<br>{html.escape(m)}</th>" for r in rankers for m in metrics
+    )
+    rows = []
+    for name in sorted(slices, key=lambda s: (s != "overall", s)):
+        by_ranker = slices[name]
+        users = next(iter(by_ranker.values()), {}).get("users", 0)
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{users:,}</td>" + "".join(
+            f"<td>{_cell(by_ranker.get(r, {}).get(m))}</td>" for r in rankers for m in metrics
+        ) + "</tr>")
+    return (
+        f"<h2>Ranking (top {k})</h2><p>Users with a liked item in the eval split, ranked over the whole "
+        f"catalogue with their training items left out; popularity ranks by training interactions.</p>"
+        f"<table><tr>{header}</tr>{''.join(rows)}</table>"
+    )
+
+
 def _verdict_word(run: RunSummary) -> str:
     return {None: "not evaluated", True: "blessed", False: "not blessed"}[run.blessed]
 
@@ -176,6 +200,8 @@ def write_report(
                 head_section(head, overall, calibration_buckets(summary.evaluation_uri, head.name), out_dir)
             )
         sections.append("<h2>Slices</h2>" + _slice_table(table, declared))
+    if summary.ranking:
+        sections.append(ranking_section(summary.ranking))
     if history:
         chosen = thresholds or {head.name: head.threshold for head in declared}
         sections.append(history_section(list(history), chosen, out_dir, declared))

@@ -2,14 +2,16 @@
 
 `summarize(store, pipeline_name, run_id)` gives each component's outcome and
 seconds (and why it failed), the blessing with both heads' metrics (and failed
-thresholds), and where the model was published; `format_summary` renders it
-for people.
+thresholds), the ranking quality against popularity, where the model was
+published and where its batch recommendations are; `format_summary` renders
+it for people.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 from components import mlmd_names
@@ -53,15 +55,20 @@ class SplitUse:
 class RunSummary:
     run_id: str
     components: tuple[ComponentRun, ...]
-    blessed: bool | None  # None when the Evaluator did not run
+    # The Evaluator's blessing, and the ranking gate's where one is set; None
+    # when the Evaluator did not run.
+    blessed: bool | None
     metrics: dict[str, dict[str, float]]  # head -> metric -> value (overall slice)
-    failed_thresholds: tuple[str, ...]
+    failed_thresholds: tuple[str, ...]  # the heads' and the ranking gate's
     pushed_to: str | None  # the published version, only ever a checked model
     evaluation_uri: str | None = None
     # What the run cleaned up or took over before it started (stale staging
     # folders, a dead run's lock, executions a killed run left running).
     notes: tuple[str, ...] = ()
     splits: tuple[SplitUse, ...] = ()
+    # RankingEvaluator's ranking.json: {"k", "slices": {slice: {ranker: metrics}}}.
+    ranking: dict | None = None
+    recommendations_at: str | None = None  # BatchRecommender's published table
 
     def to_json_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -110,6 +117,7 @@ def summarize(store: Store, pipeline_name: str, run_id: str | None = None) -> Ru
     evaluation_uri = None
     rows: dict[str, int] = {}
     readers: dict[str, list[str]] = {}
+    ranking, ranking_failures, ranking_blessed, recommendations_at = None, (), True, None
     for execution in reader.executions(run):
         node = reader.node_id(execution.id)
         recorded = properties(execution)
@@ -132,13 +140,43 @@ def summarize(store: Store, pipeline_name: str, run_id: str | None = None) -> Ru
                 rows = split_rows(artifact.uri, artifact.properties["split_names"].string_value)
             elif type_name == "PushedModel":
                 pushed_to = published_destination(properties(artifact))
+            elif type_name == mlmd_names.RANKING_EVALUATION_TYPE:
+                recorded_ranking = properties(artifact)
+                ranking = read_ranking(artifact.uri)
+                ranking_blessed = is_blessed(recorded_ranking)
+                ranking_failures = tuple(
+                    f"ranking: {f}" for f in json.loads(recorded_ranking.get(mlmd_names.RANKING_FAILURES) or "[]")
+                )
+            elif type_name == mlmd_names.RECOMMENDATIONS_TYPE:
+                recommendations_at = properties(artifact).get(mlmd_names.RECOMMENDATIONS_DESTINATION)
     splits = tuple(
         SplitUse(name, rows.get(name), tuple(readers.get(name, ())))
         for name in [*rows, *(name for name in readers if name not in rows)]
     )
+    if blessed is not None:
+        blessed = blessed and ranking_blessed
     return RunSummary(
-        run.name, tuple(components), blessed, metrics, failed, pushed_to, evaluation_uri, splits=splits
+        run.name, tuple(components), blessed, metrics, failed + ranking_failures, pushed_to, evaluation_uri,
+        splits=splits, ranking=ranking, recommendations_at=recommendations_at,
     )
+
+
+def read_ranking(uri: str) -> dict | None:
+    """A RankingEvaluation artifact's ranking.json, None if it wrote none."""
+    path = Path(uri) / mlmd_names.RANKING_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def format_ranking(ranking: dict) -> list[str]:
+    """The overall ranking metrics, one line per ranker."""
+    k = ranking["k"]
+    overall = ranking["slices"].get("overall", {})
+    lines = [f"Ranking (top {k} of the catalogue, training items left out, "
+             f"{overall.get('model', {}).get('users', 0):,} users with a liked eval item):"]
+    for ranker, values in overall.items():
+        shown = ", ".join(f"{name}={value:.4f}" for name, value in sorted(values.items()) if name != "users")
+        lines.append(f"  {ranker}: {shown}")
+    return lines
 
 
 def history(store: Store, pipeline_name: str, last: int = 30) -> list[RunSummary]:
@@ -180,5 +218,9 @@ def format_summary(
         lines.append(f"  {head}: {shown}")
     for failure in summary.failed_thresholds:
         lines.append(f"  failed threshold: {failure}")
+    if summary.ranking:
+        lines.extend(format_ranking(summary.ranking))
     lines.append(f"Pushed model: {summary.pushed_to or 'none'}")
+    if summary.recommendations_at:
+        lines.append(f"Recommendations: {summary.recommendations_at}")
     return "\n".join(lines)

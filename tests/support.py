@@ -57,7 +57,7 @@ COMPONENT_IDS = {
     "ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
     "previous_span_statistics_resolver", "DataValidationGate", "span_window_resolver",
     "analyzer_cache_resolver", "Transform", "Trainer", "latest_served_model_resolver",
-    "Evaluator", "ServingCheck", "Pusher",
+    "Evaluator", "RankingEvaluator", "ServingCheck", "Pusher",
 }
 
 # Bounds any trained model passes: for tests about data and plumbing, not quality.

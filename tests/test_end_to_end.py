@@ -1,14 +1,17 @@
-"""Four real LocalDagRunner runs on small generated data, checked through ML Metadata.
+"""Five real LocalDagRunner runs on small generated data, checked through ML Metadata.
 
 Run 1 must bless and publish a model that loads without project code and
 serves known and unknown IDs from both signatures; a watcher polling the
 serving folder every 20 ms sees it appear only after its serving check passed,
-with the checked bytes. Run 2 demands an AUC no model can reach: it must not
-be blessed. Run 3's blessed model fails the serving check (its timeout is too
-short): nothing is published and the run fails naming why. Run 4 is judged
-against run 1's model, the one being served, not run 3's rejected one.
-In runs 2 and 3 the serving folder is left as is. `inspect_metadata.py` then
-answers runs, models and lineage from their store.
+with the checked bytes; its ranking is measured against popularity and its
+batch recommendations are the published model's. Run 2 demands an AUC no
+model can reach: it must not be blessed, and writes no recommendations. Run
+3's blessed model fails the serving check (its timeout is too short): nothing
+is published and the run fails naming why. Run 4 is judged against run 1's
+model, the one being served, not run 3's rejected one. Run 5 demands an NDCG
+no model reaches: the ranking gate refuses it. In runs 2, 3 and 5 the serving
+folder is left as is. `inspect_metadata.py` answers runs, models and lineage
+from the store of the first four.
 """
 
 import dataclasses
@@ -20,17 +23,22 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_transform as tft
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
-from components import features, heads, mlmd_names
+from components import features, heads, mlmd_names, ranking
 from components.model import ModelConfig
+from components.ranking import RankingThreshold
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import HeadThreshold, PipelineConfig
 from results.metadata import MetadataReader
 from run_local import run
 from tests.support import COMPONENT_IDS, Watcher, served_versions, tree_digest
+
+# The runs here also write batch recommendations after each publication.
+NODES = COMPONENT_IDS | {"BatchRecommender"}
 
 pytestmark = pytest.mark.slow
 
@@ -86,6 +94,7 @@ def first_run(tmp_path_factory):
         output_dir=root / "out",
         model=ModelConfig(epochs=10),
         thresholds=THRESHOLDS,
+        batch_recommendations_k=5,
     )
     with Watcher(config.serving_dir) as watcher:
         summary, error = run(config)
@@ -145,8 +154,8 @@ def _evaluator_baseline(store, run_id):
 
 def test_every_component_executed_once(first_run):
     _, summary, executions, _, _ = first_run
-    assert executions == {node: 1 for node in COMPONENT_IDS}
-    assert {c.component_id for c in summary.components} == COMPONENT_IDS
+    assert executions == {node: 1 for node in NODES}
+    assert {c.component_id for c in summary.components} == NODES
     assert {c.state for c in summary.components} == {"complete"}
 
 
@@ -159,6 +168,57 @@ def test_model_is_blessed_and_pushed_with_both_heads_measured(first_run):
     (version,) = served
     assert summary.pushed_to == str(config.serving_dir / version)
     assert (config.serving_dir / version / "saved_model.pb").is_file()
+
+
+def test_ranking_is_measured_against_popularity_and_recorded(first_run, fourth_run):
+    config, summary, _, _, _ = first_run
+    overall = summary.ranking["slices"]["overall"]
+    assert summary.ranking["k"] == 10 and set(overall) == {"model", "popularity"}
+    assert overall["model"]["users"] == overall["popularity"]["users"] > 100
+    assert 0 < overall["model"]["hit_rate_at_10"] <= 1
+    assert any(name.startswith("user_activity:") for name in summary.ranking["slices"])
+    store = _store(config)
+    (evaluation, *_) = store.get_artifacts_by_type(mlmd_names.RANKING_EVALUATION_TYPE)
+    recorded = evaluation.custom_properties
+    assert recorded["ndcg_at_10"].double_value == pytest.approx(overall["model"]["ndcg_at_10"])
+    assert recorded["popularity_recall_at_10"].double_value == pytest.approx(overall["popularity"]["recall_at_10"])
+    assert recorded[mlmd_names.BLESSED].int_value == 1
+    # Run 4 is also ranked against the model being served (run 1's).
+    assert set(fourth_run[1].ranking["slices"]["overall"]) == {"model", "popularity", "baseline_model"}
+
+
+def test_batch_recommendations_are_the_published_models_top_k(first_run, second_run):
+    import pyarrow.parquet as pq
+
+    config, summary, _, _, _ = first_run
+    version = os.path.basename(summary.pushed_to.rstrip("/"))
+    assert summary.recommendations_at == str(config.recommendations_dir / version)
+    table = pq.read_table(summary.recommendations_at).to_pandas()
+    assert table.groupby("user_id")["rank"].apply(list).map(lambda r: r == [1, 2, 3, 4, 5]).all()
+    store = _store(config)
+    (transform_graph,) = store.get_artifacts_by_type("TransformGraph")
+    users = tft.TFTransformOutput(transform_graph.uri).vocabulary_by_name("user_id_vocab")
+    assert sorted(table["user_id"].unique()) == sorted(u.decode() for u in users)
+    some = sorted(table["user_id"].unique())[:3]
+    answer = tf.saved_model.load(summary.pushed_to).signatures["recommend"](
+        user_id=tf.constant(some), k=tf.constant(5)
+    )
+    for row, user in enumerate(some):
+        mine = table[table["user_id"] == user].sort_values("rank")
+        assert list(mine["item_id"]) == [i.decode() for i in answer["item_id"].numpy()[row]]
+        np.testing.assert_allclose(mine["score"], answer["score"].numpy()[row], rtol=1e-6)
+    # Lineage: the table's artifact was made from the published model.
+    recommendations, second = sorted(store.get_artifacts_by_type(mlmd_names.RECOMMENDATIONS_TYPE), key=lambda a: a.id)[:2]
+    assert recommendations.custom_properties[mlmd_names.RECOMMENDED_ROWS].int_value == len(table)
+    (event,) = [e for e in store.get_events_by_artifact_ids([recommendations.id]) if e.type == e.OUTPUT]
+    inputs = _inputs(store, event.execution_id)
+    (pushed,) = inputs["pushed_model"]
+    assert pushed.custom_properties[mlmd_names.PUSHED_DESTINATION].string_value == summary.pushed_to
+    # Run 2 published nothing, so it wrote no table.
+    assert second_run[1].recommendations_at is None
+    assert second.custom_properties[mlmd_names.RECOMMENDED_USERS].int_value == 0
+    # Every published version has its table, and nothing else is there (no staging left).
+    assert sorted(p.name for p in config.recommendations_dir.iterdir()) == sorted(served_versions(config.serving_dir))
 
 
 def _inputs(store, execution_id):
@@ -341,6 +401,8 @@ def test_report_shows_metrics_plots_baseline_and_verdict(first_run, second_run, 
     assert "NOT blessed" in second and "binary_rating/auc" in second
     assert "<th>baseline</th><th>difference</th>" in second  # compared with the blessed model
     assert "user_activity=" in second and "item_popularity=" in second  # slice table
+    assert "<h2>Ranking (top 10)</h2>" in second and "popularity<br>ndcg_at_10" in second
+    assert "baseline_model<br>recall_at_10" in second and "user_activity:" in second
     for head in heads.NAMES:
         png = second_path.parent / f"{head}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
@@ -383,7 +445,7 @@ def test_inspect_runs_lists_every_run_with_every_component(first_run, second_run
         first_run[1].run_id, second_run[1].run_id, third_run[1].run_id, fourth_run[1].run_id
     ]
     for run_record in runs[:2] + runs[3:]:
-        assert {c["node"] for c in run_record["components"]} == COMPONENT_IDS
+        assert {c["node"] for c in run_record["components"]} == NODES
         assert {c["state"] for c in run_record["components"]} == {"complete"}
         assert run_record["seconds"] >= max(c["seconds"] for c in run_record["components"])
     rejected = {c["node"]: c for c in runs[2]["components"]}
@@ -428,3 +490,21 @@ def test_inspect_lineage_goes_from_the_pushed_model_back_to_the_input_data(first
         capture_output=True, text=True,
     )
     assert missing.returncode == 1 and "no pushed model or artifact at /no/such/model" in missing.stderr
+
+
+def test_a_model_the_ranking_gate_refuses_is_never_published(fourth_run):
+    """Run 5 (last: it reuses run 4's cached data and model) demands an NDCG no model reaches."""
+    config = dataclasses.replace(
+        fourth_run[0], ranking_threshold=RankingThreshold(ranking.NDCG, bound=1.0, max_regression=0.0),
+        enable_cache=True,
+    )
+    served_before = served_versions(config.serving_dir)
+    summary, error = run(config)
+    assert error is None, error
+    assert summary.blessed is False and summary.pushed_to is None
+    assert any(f.startswith("ranking: ndcg_at_10") and "below the bound 1.0000" in f for f in summary.failed_thresholds)
+    store = _store(config)
+    (infra, *_) = sorted(store.get_artifacts_by_type("InfraBlessing"), key=lambda a: -a.id)
+    reason = infra.custom_properties[mlmd_names.NOT_CHECKED_REASON].string_value
+    assert reason.startswith("the ranking gate refused the model: ndcg_at_10")
+    assert served_versions(config.serving_dir) == served_before

@@ -21,7 +21,8 @@ EXPECTED_UPSTREAM = {
     "latest_blessed_model_resolver-model-resolver": set(),
     "latest_blessed_model_resolver-model-blessing-resolver": set(),
     "Evaluator": {"ExampleGen", "Trainer", "latest_blessed_model_resolver-model-resolver"},
-    "ServingCheck": {"Trainer", "Evaluator"},
+    "RankingEvaluator": {"ExampleGen", "Trainer", "latest_blessed_model_resolver-model-resolver"},
+    "ServingCheck": {"Trainer", "Evaluator", "RankingEvaluator"},
     "Pusher": {"Trainer", "Evaluator", "ServingCheck"},
 }
 
@@ -46,7 +47,7 @@ def test_one_task_per_component_with_the_pipelines_dependencies(spec):
 def test_every_executor_runs_in_the_image(spec):
     executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
     containers = [e["container"] for e in executors.values() if "container" in e]
-    assert len(containers) == 10  # the ten components; the resolvers run in Vertex itself
+    assert len(containers) == 11  # the eleven components; the resolvers run in Vertex itself
     assert {c["image"] for c in containers} == {IMAGE}
 
 

@@ -24,7 +24,8 @@ EXPECTED_UPSTREAM = {
     "Trainer": {"Transform", "ImportSchemaGen"},
     "latest_served_model_resolver": set(),
     "Evaluator": {"ExampleGen", "Trainer", "latest_served_model_resolver"},
-    "ServingCheck": {"Trainer", "Evaluator"},
+    "RankingEvaluator": {"ExampleGen", "Trainer", "latest_served_model_resolver"},
+    "ServingCheck": {"Trainer", "Evaluator", "RankingEvaluator"},
     "Pusher": {"Trainer", "Evaluator", "ServingCheck"},
 }
 
@@ -61,6 +62,18 @@ def test_inputs_are_wired_to_the_right_outputs(tmp_path):
     assert producer("Pusher", "model_blessing") == ("Evaluator", "blessing")
     assert producer("Pusher", "infra_blessing") == ("ServingCheck", "blessing")
     assert producer("Evaluator", "examples") == ("ExampleGen", "examples")
+    assert producer("RankingEvaluator", "baseline_model") == ("latest_served_model_resolver", "model")
+    assert producer("ServingCheck", "ranking") == ("RankingEvaluator", "evaluation")
+
+
+def test_batch_recommendations_follow_the_publication(tmp_path):
+    config = PipelineConfig(data_path=tmp_path / "d.csv", output_dir=tmp_path / "out", batch_recommendations_k=5)
+    ir = compiler.Compiler().compile(create_pipeline(config))
+    nodes = {n.pipeline_node.node_info.id: n.pipeline_node for n in ir.nodes}
+    assert set(nodes) == COMPONENT_IDS | {"BatchRecommender"}
+    (channel,) = nodes["BatchRecommender"].inputs.inputs["pushed_model"].channels
+    assert (channel.producer_node_query.id, channel.output_key) == ("Pusher", "pushed_model")
+    assert str(config.recommendations_dir) in str(nodes["BatchRecommender"].parameters)
 
 
 def test_span_folders_are_read_as_spans(tmp_path):

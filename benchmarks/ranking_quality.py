@@ -1,0 +1,130 @@
+"""Benchmark: top-10 ranking quality on MovieLens, per ranking score, against popularity.
+
+    python -m benchmarks.ranking_quality --movielens ../shared/datasets/ml-100k [--split temporal|random|u1]
+        [--seeds 42 43 44] [--k 10]
+
+For each seed: the pipeline's three splits (benchmarks/splits.py), the
+pipeline's preprocessing_fn analysed on the training rows, the default
+ModelConfig trained with early stopping on the validation rows, then every
+user with a liked test item the user did not have in training is ranked over
+the whole catalogue (training items left out) by `components.recommend` with
+each blend of BLENDS, and scored by `components.ranking_evaluator.evaluate`,
+the RankingEvaluator's own code, with the popularity baseline on the same rows.
+Prints JSON: each blend's Recall, NDCG and HitRate at k (mean and standard
+deviation over seeds), per user activity tier too, and popularity's.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from benchmarks import model_quality, splits
+from components import features, ranking, recommend
+from components.model import ModelConfig, TrainingData, build_model, train
+from components.ranking_evaluator import MODEL, POPULARITY, evaluate
+
+# name -> (ranking_popularity_weight, {head: weight}); the first is ModelConfig's default.
+BLENDS = {
+    "popularity x P(like) x purchase (default)": (1.0, {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 1.0}),
+    "popularity x P(like)": (1.0, {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 0.0}),
+    "popularity^0.5 x P(like) x purchase": (0.5, {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 1.0}),
+    "popularity^2 x P(like) x purchase": (2.0, {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 1.0}),
+    "popularity^2 x P(like)": (2.0, {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 0.0}),
+    "P(like) x purchase": (0.0, {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 1.0}),
+    "P(like)": (0.0, {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 0.0}),
+    "purchase": (0.0, {features.BINARY_RATING: 0.0, features.PURCHASE_PROBABILITY: 1.0}),
+}
+
+
+def _rows(frame: pd.DataFrame):
+    users = frame[features.USER_ID].astype(str).str.encode("utf-8")
+    items = frame[features.ITEM_ID].astype(str).str.encode("utf-8")
+    return list(zip(users, items, frame[features.BINARY_RATING].astype(int)))
+
+
+def trained(train_rows, validation_rows, workdir: Path, config: ModelConfig):
+    """(model, TrainingData, TFTransformOutput) as the Trainer makes them."""
+    train_cols, (validation_cols,), sizes = model_quality.transform(train_rows, [validation_rows], workdir)
+    fit = np.arange(len(train_cols[features.BINARY_RATING]))
+    training = TrainingData.from_batches(model_quality._dataset(train_cols, fit, config, shuffle=False))
+    model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training)
+    validation = np.arange(len(validation_cols[features.BINARY_RATING]))
+    train(model, model_quality._dataset(train_cols, fit, config, shuffle=True),
+          model_quality._dataset(validation_cols, validation, config, shuffle=False), config, verbose=0)
+    return model, training, tft.TFTransformOutput(str(workdir / "transform"))
+
+
+def top_fn(model, tables: recommend.RecommendTables, user_index: dict, num_users: int, k: int):
+    """The RankingEvaluator's `model_top_fn` over `recommend.recommend`, in process."""
+    def top(users, seen):
+        out = []
+        for start in range(0, len(users), 64):
+            chunk = users[start:start + 64]
+            # An unknown user gets an OOV index; `recommend` gives it the average user's ranking.
+            indices = tf.constant([user_index.get(u, num_users) for u in chunk], tf.int64)
+            want = k + max(len(seen.get(u, ())) for u in chunk)
+            items = recommend.recommend(model, tables, indices, tf.constant(want, tf.int32))[features.ITEM_ID].numpy()
+            out.extend(ranking.unseen_top(row, seen.get(u, set()), k) for u, row in zip(chunk, items))
+        return out
+    return top
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--movielens", type=Path, required=True)
+    parser.add_argument("--split", choices=splits.HOW, default="temporal")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--k", type=int, default=ranking.DEFAULT_K)
+    args = parser.parse_args()
+    per_seed: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        frame, _ = model_quality.load(args.movielens, Path(tmp))
+        for seed in args.seeds:
+            train_rows, validation_rows, test_rows = splits.split(frame, args.split, seed)
+            config = ModelConfig(seed=seed)
+            model, training, tft_output = trained(train_rows, validation_rows, Path(tmp) / f"seed-{seed}", config)
+            users = tft_output.vocabulary_by_name(features.vocabulary_name(features.USER_ID))
+            user_index = {u: i for i, u in enumerate(users)}
+            catalogue = list(tft_output.vocabulary_by_name(features.vocabulary_name(features.ITEM_ID)))
+            average = recommend.average_user(model, len(user_index), len(catalogue), seed)
+            for name, (popularity_weight, weights) in BLENDS.items():
+                tables = recommend.RecommendTables(
+                    catalogue, training.users, training.items, len(user_index), average, weights, True,
+                    popularity_weight,
+                )
+                result = evaluate(
+                    _rows(train_rows), _rows(test_rows),
+                    top_fn(model, tables, user_index, len(user_index), args.k), None,
+                    args.k, features.DEFAULT_TIER_THRESHOLDS,
+                )
+                per_seed.setdefault(name, []).append({s: r[MODEL] for s, r in result.items()})
+                per_seed.setdefault("popularity baseline", [])
+                if len(per_seed["popularity baseline"]) < len(per_seed[name]):
+                    per_seed["popularity baseline"].append({s: r[POPULARITY] for s, r in result.items()})
+                print(json.dumps({"seed": seed, "name": name, **result[ranking.OVERALL][MODEL]}), file=sys.stderr)
+
+    def averaged(results: list[dict]) -> dict:
+        return {
+            slice_name: {
+                key: splits.mean_and_std([r[slice_name][key] for r in results if slice_name in r])
+                for key in results[0][slice_name]
+            }
+            for slice_name in results[0]
+        }
+
+    print(json.dumps({
+        "dataset": str(args.movielens), "split": args.split, "seeds": args.seeds, "k": args.k,
+        "results": {name: averaged(results) for name, results in per_seed.items()},
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Ranking metrics by hand-computed cases; the evaluation's users, exclusions, slices and gate."""
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from components import features, ranking
+from components.ranking_evaluator import MODEL, POPULARITY, evaluate
+
+
+def test_recall_ndcg_and_hit_rate_match_hand_computed_values():
+    # User a: liked {x, y}; top 3 = [x, q, y]: hits at ranks 1 and 3.
+    # User b: liked {z}; top 3 = [q, r, s]: no hit.
+    values = ranking.per_user([["x", "q", "y"], ["q", "r", "s"]], [{"x", "y"}, {"z"}], 3)
+    dcg = 1 / math.log2(2) + 1 / math.log2(4)
+    ideal = 1 / math.log2(2) + 1 / math.log2(3)
+    np.testing.assert_allclose(values[0], [1.0, dcg / ideal, 1.0])
+    np.testing.assert_allclose(values[1], [0.0, 0.0, 0.0])
+    summary = ranking.summarize(values, 3)
+    assert summary == pytest.approx({"recall_at_3": 0.5, "ndcg_at_3": dcg / ideal / 2, "hit_rate_at_3": 0.5, "users": 2})
+    # More liked items than k: recall is bounded by k / liked, NDCG's ideal has k terms.
+    (many,) = ranking.per_user([["a", "b"]], [{"a", "b", "c", "d"}], 2)
+    np.testing.assert_allclose(many, [0.5, 1.0, 1.0])
+
+
+def test_popularity_leaves_each_users_own_items_out_and_breaks_ties_by_item():
+    counts = Counter({"i1": 5, "i2": 5, "i3": 2, "i4": 1})
+    top = ranking.popularity_top(counts, {"u": {"i1"}}, ["u", "new"], 2)
+    assert top == [["i2", "i3"], ["i1", "i2"]]
+    assert ranking.unseen_top([b"a", b"b", b"", b"c"], {b"b"}, 5) == [b"a", b"c"]
+
+
+def test_the_gate_needs_the_bound_and_no_large_drop_from_the_baseline():
+    gate = ranking.RankingThreshold(ranking.NDCG, bound=0.1, max_regression=0.01)
+    assert gate.failures(0.2, 0.205, 10) == []
+    assert gate.failures(0.2, None, 10) == []
+    (drop,) = gate.failures(0.2, 0.25, 10)
+    assert drop == "ndcg_at_10 0.2000 is more than 0.0100 below the baseline's 0.2500"
+    assert len(gate.failures(0.05, 0.25, 10)) == 2
+    with pytest.raises(ValueError, match="not one of"):
+        ranking.RankingThreshold("auc", 0.1, 0.0)
+    with pytest.raises(ValueError, match="bound"):
+        ranking.RankingThreshold(ranking.RECALL, 1.5, 0.0)
+
+
+def test_evaluate_judges_users_with_a_liked_new_item_and_slices_them_by_activity():
+    train = [(b"heavy", f"i{n}".encode(), 1) for n in range(12)] + [(b"light", b"i0", 1)]
+    eval_rows = [
+        (b"heavy", b"i20", 1), (b"heavy", b"i21", 0),
+        (b"light", b"i1", 1),
+        (b"light", b"i0", 1),  # liked again, but a training item: never recommendable
+        (b"cold", b"i0", 1),
+        (b"disliker", b"i3", 0),  # no liked item: not judged
+    ]
+    asked = {}
+
+    def oracle(users, seen):
+        asked.update({u: set(seen.get(u, ())) for u in users})
+        return [sorted({b"heavy": [b"i20"], b"light": [b"i1"], b"cold": [b"i0"]}[u]) for u in users]
+
+    result = evaluate(train, eval_rows, oracle, None, 10, features.DEFAULT_TIER_THRESHOLDS)
+    assert sorted(asked) == [b"cold", b"heavy", b"light"]
+    assert asked[b"light"] == {b"i0"} and asked[b"cold"] == set()
+    overall = result[ranking.OVERALL]
+    assert overall[MODEL] == pytest.approx({"recall_at_10": 1.0, "ndcg_at_10": 1.0, "hit_rate_at_10": 1.0, "users": 3})
+    # Popularity: i0 (2 interactions) first, then i1..i11 by name; heavy had them all in training.
+    assert overall[POPULARITY]["hit_rate_at_10"] == pytest.approx(2 / 3)
+    assert result["user_activity:unseen"][MODEL]["users"] == 1
+    assert result["user_activity:few"][MODEL]["users"] == 1
+    assert result["user_activity:some"][MODEL]["users"] == 1

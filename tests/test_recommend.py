@@ -1,0 +1,166 @@
+"""The `recommend` signature: top k of the whole catalogue per user, ranked by the
+configured blend of the heads, training items left out, unknown users answered
+with the average user's ranking; it agrees with `serving_default` on every pair
+and passes the serving check, `saved_model_cli` and the warm-up replay."""
+
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import export, features, heads, recommend, serving_check, warmup
+from components.model import ModelConfig, TrainingData
+from components.trainer import split_labels
+from data.synthetic import SyntheticSpec, generate_rows
+from pipeline.config import SERVING_CHECK_TIMEOUT_S
+from tests.support import transform_and_train
+
+pytestmark = pytest.mark.slow
+TOLERANCE = 1e-6
+TRAIN_ROWS = 3_000
+SPEC = SyntheticSpec(num_users=120, num_items=90, num_interactions=4_000, seed=3)
+
+
+def _export(root, config):
+    rows = generate_rows(SPEC)
+    tft_output, model, columns = transform_and_train(root, rows, np.arange(TRAIN_ROWS), config, 5)
+    training = TrainingData.from_batches(tf.data.Dataset.from_tensor_slices(columns).batch(256).map(split_labels))
+    path = str(root / "model")
+    export.export_model(model, tft_output, path, training, config)
+    seen = {}
+    for user, item in zip(rows[features.USER_ID][:TRAIN_ROWS], rows[features.ITEM_ID][:TRAIN_ROWS]):
+        seen.setdefault(user.encode(), set()).add(item.encode())
+    catalogue = tft_output.vocabulary_by_name(features.vocabulary_name(features.ITEM_ID))
+    return tf.saved_model.load(path), path, seen, list(catalogue)
+
+
+def _popularity(items):
+    """Each item's share of the training interactions."""
+    counts = Counter(i.encode() for i in generate_rows(SPEC)[features.ITEM_ID][:TRAIN_ROWS])
+    return np.array([counts[item] / TRAIN_ROWS for item in items])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("recommend"), ModelConfig(epochs=2))
+
+
+def _recommend(loaded, users, k):
+    out = loaded.signatures[features.RECOMMEND](user_id=tf.constant(users, tf.string), k=tf.constant(k, tf.int32))
+    return {key: value.numpy() for key, value in out.items()}
+
+
+def _serve(loaded, users, items):
+    out = loaded.signatures[features.SERVING_DEFAULT](
+        user_id=tf.constant(users, tf.string), item_id=tf.constant(items, tf.string)
+    )
+    return {key: value.numpy().ravel() for key, value in out.items()}
+
+
+def test_each_user_gets_k_unseen_items_best_first_with_the_pairs_serving_default_predicts(exported):
+    loaded, _, seen, catalogue = exported
+    users = sorted(seen)[:20]
+    out = _recommend(loaded, users, 10)
+    assert set(out) == {features.ITEM_ID, features.SCORE, *heads.NAMES}
+    for key, value in out.items():
+        assert value.shape == (20, 10), key
+    for row, user in enumerate(users):
+        items = list(out[features.ITEM_ID][row])
+        assert len(set(items)) == 10 and set(items) <= set(catalogue)
+        assert not set(items) & seen[user]
+        assert np.all(np.diff(out[features.SCORE][row]) <= 0)
+        served = _serve(loaded, [user] * 10, items)
+        for head in heads.NAMES:
+            np.testing.assert_allclose(out[head][row], served[head], rtol=0, atol=TOLERANCE)
+        # The score is the default blend: popularity x P(like) x expected purchase.
+        expected = (_popularity(items) * served[features.BINARY_RATING]
+                    * np.maximum(served[features.PURCHASE_PROBABILITY], 0))
+        np.testing.assert_allclose(out[features.SCORE][row], expected, rtol=1e-6, atol=TOLERANCE)
+
+
+def test_the_top_k_is_the_best_of_every_unseen_item(exported):
+    loaded, _, seen, catalogue = exported
+    user = sorted(seen)[0]
+    served = _serve(loaded, [user] * len(catalogue), catalogue)
+    score = (_popularity(catalogue) * served[features.BINARY_RATING]
+             * np.maximum(served[features.PURCHASE_PROBABILITY], 0))
+    unseen = [i for i, item in enumerate(catalogue) if item not in seen[user]]
+    best = [catalogue[i] for i in sorted(unseen, key=lambda i: -score[i])[:5]]
+    assert list(_recommend(loaded, [user], 5)[features.ITEM_ID][0]) == best
+
+
+def test_k_beyond_the_catalogue_returns_the_catalogue_padded_after_the_unseen_items(exported):
+    loaded, _, seen, catalogue = exported
+    user = sorted(seen)[0]
+    out = _recommend(loaded, [user, b"never-seen-user"], 10_000)
+    assert out[features.ITEM_ID].shape == (2, len(catalogue))
+    unseen = len(set(catalogue) - seen[user])
+    assert np.all(out[features.ITEM_ID][0][:unseen] != b"") and np.all(out[features.ITEM_ID][0][unseen:] == b"")
+    assert np.all(out[features.SCORE][0][unseen:] == 0)
+    # An unknown user has nothing to leave out: the whole catalogue.
+    assert sorted(out[features.ITEM_ID][1]) == sorted(catalogue)
+    assert _recommend(loaded, [user], 0)[features.ITEM_ID].shape == (1, 0)
+    assert _recommend(loaded, [], 10)[features.ITEM_ID].shape == (0, 10)
+
+
+def test_unknown_users_get_the_average_users_ranking(exported):
+    loaded, _, seen, catalogue = exported
+    out = _recommend(loaded, [b"never-seen-user", "ünïcode-👤".encode(), b""], 10)
+    assert (out[features.ITEM_ID][0] == out[features.ITEM_ID][1]).all()
+    # 120 users: fewer than the sample, so the average is over every training user.
+    known = sorted(seen)
+    assert len(known) < recommend.AVERAGE_USER_SAMPLE
+    served = _serve(loaded, [u for u in known for _ in catalogue], catalogue * len(known))
+    for head in heads.NAMES:
+        average = served[head].reshape(len(known), len(catalogue)).mean(axis=0)
+        by_item = dict(zip(catalogue, average))
+        np.testing.assert_allclose(out[head][0], [by_item[i] for i in out[features.ITEM_ID][0]], atol=1e-5)
+
+
+def test_config_switches_keep_training_items_and_change_the_blend(tmp_path):
+    config = ModelConfig(
+        epochs=1, exclude_training_items=False, ranking_popularity_weight=0.0,
+        ranking_weights={features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 0.0},
+    )
+    loaded, _, seen, catalogue = _export(tmp_path, config)
+    user = max(seen, key=lambda u: len(seen[u]))
+    out = _recommend(loaded, [user], len(catalogue))
+    assert sorted(out[features.ITEM_ID][0]) == sorted(catalogue)  # nothing left out
+    np.testing.assert_allclose(out[features.SCORE], out[features.BINARY_RATING], rtol=0, atol=0)
+
+
+def test_the_serving_check_and_saved_model_cli_run_recommend(exported):
+    _, path, seen, _ = exported
+    logs = warmup.read_requests(path)
+    assert [log.predict_log.request.model_spec.signature_name for log in logs][-1] == features.RECOMMEND
+    result = serving_check.check_in_fresh_process(path, SERVING_CHECK_TIMEOUT_S)
+    assert features.RECOMMEND in result["signatures"]
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    user = sorted(seen)[0].decode()
+    run = subprocess.run(
+        [str(cli), "run", "--dir", path, "--tag_set", "serve", "--signature_def", features.RECOMMEND,
+         "--input_exprs", f"user_id=['{user}'];k=3"],
+        capture_output=True, text=True, check=True,
+    )
+    items = re.search(r"Result for output key item_id:\n\[\[([^\]]+)\]\]", run.stdout).group(1).split()
+    assert len(items) == 3
+
+
+def test_the_serving_check_refuses_recommendations_out_of_order(exported, tmp_path):
+    _, _, _, path = exported
+    answer = {
+        features.ITEM_ID: np.array([[b"a", b"b"]]), features.SCORE: np.array([[0.1, 0.5]], np.float32),
+        **{head: np.full((1, 2), 0.5, np.float32) for head in heads.NAMES},
+    }
+    inputs = {features.USER_ID: np.array([b"u"]), "k": np.int32(2)}
+    with pytest.raises(serving_check.ServingCheckError, match="did not rank items by score"):
+        serving_check._check_answers(path, [(features.RECOMMEND, inputs, answer)])
+    answer[features.ITEM_ID] = np.array([[b"", b"b"]])
+    answer[features.SCORE] = np.array([[0.5, 0.1]], np.float32)
+    with pytest.raises(serving_check.ServingCheckError, match="an item after an empty one"):
+        serving_check._check_answers(path, [(features.RECOMMEND, inputs, answer)])
