@@ -96,13 +96,15 @@ class RecommendTables(tf.Module):
         self.popularity_weight = float(popularity_weight)
         if not exclude:
             users, train_items = users[:0], train_items[:0]
-        pairs = np.unique(np.stack([users, train_items], axis=1), axis=0) if len(users) else np.zeros((0, 2), np.int64)
-        counts = np.bincount(pairs[:, 0], minlength=num_users)
+        # Distinct (user, item) pairs, sorted by user: one int64 key per pair.
+        keys = np.unique(users.astype(np.int64) * len(items) + train_items)
+        pair_users, pair_items = keys // len(items), keys % len(items)
+        counts = np.bincount(pair_users, minlength=num_users)
         self.items = tf.Variable(tf.constant(list(items), tf.string), trainable=False, name="items")
         self.seen_splits = tf.Variable(
             np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), trainable=False, name="seen_splits"
         )
-        self.seen_items = tf.Variable(pairs[:, 1].astype(np.int64), trainable=False, name="seen_items")
+        self.seen_items = tf.Variable(pair_items.astype(np.int64), trainable=False, name="seen_items")
         self.num_users = tf.Variable(np.int64(num_users), trainable=False, name="num_users")
         self.average = {
             name: tf.Variable(average[name], trainable=False, name=f"average_{name}") for name in heads.NAMES

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from ml_metadata.metadata_store import metadata_store
 
@@ -92,14 +94,18 @@ def _outcome(config: PipelineConfig):
     assets = Path(graph.uri) / "transform_fn" / "assets"
     vocabularies = {p.name: p.read_bytes() for p in sorted(assets.iterdir())}
     metrics = candidate_metrics(evaluation_metrics(summary.evaluation_uri).get(OVERALL, {}))
-    return {s.name: s.rows for s in summary.splits}, vocabularies, metrics, {c.component_id: c.state for c in summary.components}
+    recommendations = pq.read_table(summary.recommendations_at).to_pandas().sort_values(["user_id", "rank"])
+    return (
+        {s.name: s.rows for s in summary.splits}, vocabularies, metrics,
+        {c.component_id: c.state for c in summary.components}, recommendations.reset_index(drop=True),
+    )
 
 
 def test_the_pipeline_on_the_portable_runner_matches_the_direct_runner(job_server, tmp_path):
     endpoint, pool, pool_log = job_server
     data = write_csv(SyntheticSpec(num_users=200, num_items=150, num_interactions=4_000), tmp_path / "data" / "i.csv")
     base = PipelineConfig(data_path=data, output_dir=tmp_path / "direct", thresholds=LOOSE_THRESHOLDS,
-                          model=ModelConfig(epochs=2))
+                          model=ModelConfig(epochs=2), batch_recommendations_k=3)
     direct = _outcome(base)
     portable_args = beam.beam_pipeline_args(
         beam.PORTABLE, job_endpoint=endpoint, environment_type="EXTERNAL", environment_config=pool)
@@ -111,5 +117,9 @@ def test_the_pipeline_on_the_portable_runner_matches_the_direct_runner(job_serve
     for head, values in direct[2].items():
         for name, value in values.items():
             assert portable[2][head][name] == pytest.approx(value, abs=1e-6), (head, name)
-    # ExampleGen, StatisticsGen, Transform and the Evaluator ran on the pool's workers.
-    assert pool_log.read_text().count("Starting worker") >= 4
+    # The batch recommendations too: the same top 3 for every training user.
+    assert len(portable[4]) == len(direct[4]) > 0
+    assert list(portable[4]["item_id"]) == list(direct[4]["item_id"])
+    np.testing.assert_allclose(portable[4]["score"], direct[4]["score"], rtol=1e-5)
+    # ExampleGen, StatisticsGen, Transform, the Evaluator and the BatchRecommender ran on the pool's workers.
+    assert pool_log.read_text().count("Starting worker") >= 5

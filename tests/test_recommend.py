@@ -164,3 +164,34 @@ def test_the_serving_check_refuses_recommendations_out_of_order(exported, tmp_pa
     answer[features.SCORE] = np.array([[0.5, 0.1]], np.float32)
     with pytest.raises(serving_check.ServingCheckError, match="an item after an empty one"):
         serving_check._check_answers(path, [(features.RECOMMEND, inputs, answer)])
+
+
+def test_the_batch_job_writes_each_listed_users_top_k_and_never_replaces_a_table(exported, tmp_path):
+    import apache_beam as beam
+    import pyarrow.parquet as pq
+
+    from components import batch_recommend
+    from pipeline.config import IN_MEMORY_BEAM_ARGS
+
+    loaded, path, seen, _ = exported
+    listed = tmp_path / "users.txt"
+    listed.write_bytes(b"\n".join([sorted(seen)[0], b"never-seen-user", b""]) + b"\n")
+    users = batch_recommend.read_users(str(listed))
+    assert users == [sorted(seen)[0], b"never-seen-user"]
+    with beam.Pipeline(argv=list(IN_MEMORY_BEAM_ARGS)) as pipeline:
+        batch_recommend.write_recommendations(pipeline, path, users, 3, str(tmp_path / "staging"))
+    assert batch_recommend.publish_table(tmp_path / "staging", tmp_path / "7") == 6
+    table = pq.read_table(tmp_path / "7").to_pandas().sort_values(["user_id", "rank"])
+    answer = _recommend(loaded, users, 3)
+    for row, user in enumerate(users):
+        mine = table[table["user_id"] == user.decode()]
+        assert list(mine["rank"]) == [1, 2, 3]
+        assert list(mine["item_id"]) == [i.decode() for i in answer[features.ITEM_ID][row]]
+        for head in heads.NAMES:
+            np.testing.assert_allclose(mine[head], answer[head][row], rtol=0, atol=TOLERANCE)
+    (tmp_path / "again").mkdir()
+    with pytest.raises(FileExistsError, match="already exist"):
+        batch_recommend.publish_table(tmp_path / "again", tmp_path / "7")
+    listed.write_bytes(b"u1\n u2\n")
+    with pytest.raises(ValueError, match=r"users.txt, line 2: user ID b' u2' has surrounding whitespace"):
+        batch_recommend.read_users(str(listed))
