@@ -10,8 +10,10 @@ line in a file.
 Output: Parquet files, one row per (user, rank): `user_id`, `rank` (1 is
 best), `item_id`, `score` and each head's prediction (`components.recommend`).
 They are written to a staging folder under `<output>/recommendations/`, then
-renamed to `<output>/recommendations/<published version>/`, so a reader never
-sees a half-written table. The `Recommendations` artifact records the folder,
+renamed to `<output>/recommendations/<published version>/` (never replacing a
+table), so a reader never sees a half-written one. Jobs on one folder take
+turns under its lock (`components.publish`), and a job removes the staging
+folders killed jobs left. The `Recommendations` artifact records the folder,
 the version, the users and the rows, with ML Metadata lineage to the
 published model. When the Pusher did not publish, nothing is written.
 """
@@ -28,10 +30,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 import tensorflow_transform as tft
+from absl import logging
 from tfx import v1 as tfx
 from tfx.types.artifact import Artifact
 
-from components import features, heads, mlmd_names
+from components import features, heads, mlmd_names, publish
 
 # (user, item) pairs the model scores per `recommend` call, and at most this many users per call.
 PAIRS_PER_CALL = 1 << 21
@@ -41,7 +44,6 @@ SCHEMA = pa.schema(
     [(features.USER_ID, pa.string()), (RANK, pa.int32()), (features.ITEM_ID, pa.string()),
      (features.SCORE, pa.float32())] + [(name, pa.float32()) for name in heads.NAMES]
 )
-STAGING_PREFIX = ".staging-"
 
 
 class Recommendations(Artifact):
@@ -124,11 +126,12 @@ def write_recommendations(pipeline: beam.Pipeline, model_dir: str, users: list[b
 
 
 def publish_table(staging: Path, destination: Path) -> int:
-    """Renames `staging` to `destination` (which must not exist); returns the rows it holds."""
+    """Renames `staging` to `destination`, never replacing one; returns the rows it holds."""
     rows = sum(pq.ParquetFile(path).metadata.num_rows for path in staging.glob("*.parquet"))
-    if destination.exists():
-        raise FileExistsError(f"{destination}: recommendations for this version already exist")
-    os.rename(staging, destination)
+    try:
+        publish.rename_noreplace(staging, destination)
+    except FileExistsError as error:
+        raise FileExistsError(f"{destination}: recommendations for this version already exist") from error
     return rows
 
 
@@ -153,14 +156,17 @@ def BatchRecommender(  # pylint: disable=invalid-name
         tft.TFTransformOutput(transform_graph.uri).vocabulary_by_name(features.vocabulary_name(features.USER_ID))
     )
     root = Path(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
-    try:
-        with beam_pipeline as pipeline:
-            write_recommendations(pipeline, model_dir, users, k, str(staging))
-        rows = publish_table(staging, root / version)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # One job at a time per folder; a staging folder found under the lock was left by a killed job.
+    with publish.publish_lock(root):
+        for path in publish.remove_stale_staging(root):
+            logging.warning("Removed a staging folder left by a killed batch job: %s", path)
+        staging = root / f"{publish.STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
+        try:
+            with beam_pipeline as pipeline:
+                write_recommendations(pipeline, model_dir, users, k, str(staging))
+            rows = publish_table(staging, root / version)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     recommendations.set_string_custom_property(mlmd_names.RECOMMENDATIONS_DESTINATION, str(root / version))
     recommendations.set_string_custom_property(mlmd_names.PUSHED_VERSION, version)
     recommendations.set_int_custom_property(mlmd_names.RECOMMENDED_USERS, len(users))

@@ -95,7 +95,7 @@ def serving_signatures(
         transformed = model.tft_layer({features.USER_ID: user_id, features.ITEM_ID: tf.zeros_like(user_id)})
         return recommend.recommend(model, tables, transformed[features.transformed_name(features.USER_ID)], k)
 
-    signatures[recommend.RECOMMEND] = serve_recommendations.get_concrete_function()
+    signatures[features.RECOMMEND] = serve_recommendations.get_concrete_function()
     return signatures
 
 

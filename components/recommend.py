@@ -39,7 +39,6 @@ from components import features, heads
 from components.model import TrainingData
 from components.model_config import ModelConfig
 
-RECOMMEND, ITEM_ID, SCORE = features.RECOMMEND, features.ITEM_ID, features.SCORE
 # Training users whose predictions make up the average user's.
 AVERAGE_USER_SAMPLE = 512
 # Pairs scored per model call while the average user is computed.
@@ -164,8 +163,8 @@ def recommend(model: tf_keras.Model, tables: RecommendTables, users: tf.Tensor, 
     top = tf.math.top_k(ranked, k=tf.clip_by_value(k, 0, num_items))
     valid = top.values > -np.inf
     out = {
-        ITEM_ID: tf.where(valid, tf.gather(tables.items, top.indices), ""),
-        SCORE: tf.where(valid, top.values, 0.0),
+        features.ITEM_ID: tf.where(valid, tf.gather(tables.items, top.indices), ""),
+        features.SCORE: tf.where(valid, top.values, 0.0),
     }
     for name, value in predictions.items():
         out[name] = tf.where(valid, tf.gather(value, top.indices, batch_dims=1), 0.0)

@@ -125,6 +125,10 @@ def third_run(second_run):
 @pytest.fixture(scope="module")
 def fourth_run(third_run):
     config = dataclasses.replace(third_run[0], serving_check_timeout_s=300.0)
+    # What a batch job killed mid-write leaves: the next job removes it.
+    killed = config.recommendations_dir / ".staging-1-killed"
+    killed.mkdir()
+    (killed / "part-00000-of-00001.parquet").write_bytes(b"PAR1 half-written")
     summary, error = run(config)
     assert error is None, error
     return config, summary
@@ -216,7 +220,7 @@ def test_batch_recommendations_are_the_published_models_top_k(first_run):
     (pushed,) = inputs["pushed_model"]
     assert pushed.custom_properties[mlmd_names.PUSHED_DESTINATION].string_value == summary.pushed_to
     # The published version's table, and nothing else (no staging left).
-    assert [p.name for p in config.recommendations_dir.iterdir()] == [version]
+    assert [p.name for p in config.recommendations_dir.iterdir() if p.name != ".publish.lock"] == [version]
 
 
 def _inputs(store, execution_id):
@@ -329,7 +333,7 @@ def test_a_run_that_publishes_nothing_writes_no_recommendations(first_run, secon
     assert summary.recommendations_at is None
     first, second = sorted(_store(config).get_artifacts_by_type(mlmd_names.RECOMMENDATIONS_TYPE), key=lambda a: a.id)
     assert second.custom_properties[mlmd_names.RECOMMENDED_USERS].int_value == 0
-    assert [p.name for p in config.recommendations_dir.iterdir()] == [
+    assert [p.name for p in config.recommendations_dir.iterdir() if p.name != ".publish.lock"] == [
         os.path.basename(first_run[1].pushed_to.rstrip("/"))
     ]
 
@@ -383,8 +387,10 @@ def test_the_rejected_model_is_not_the_next_baseline(first_run, third_run, fourt
 def test_the_next_run_is_ranked_against_the_served_model_and_writes_its_own_table(fourth_run):
     config, summary = fourth_run
     assert set(summary.ranking["slices"]["overall"]) == {"model", "popularity", "baseline_model"}
-    # Every published version has its table, and nothing else is there (no staging left).
-    assert sorted(p.name for p in config.recommendations_dir.iterdir()) == sorted(served_versions(config.serving_dir))
+    # Every published version has its table, and nothing else is there: the killed job's staging is gone.
+    assert sorted(p.name for p in config.recommendations_dir.iterdir() if p.name != ".publish.lock") == sorted(
+        served_versions(config.serving_dir)
+    )
     assert summary.recommendations_at == str(config.recommendations_dir / os.path.basename(summary.pushed_to.rstrip("/")))
 
 
