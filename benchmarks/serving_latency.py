@@ -48,7 +48,8 @@ def _trained_export(workdir: Path, config: ModelConfig, rows: int, spec: Synthet
     """Generated interactions (every item of `spec` at least once), a model trained on them, its export."""
     spec = spec or SyntheticSpec(num_interactions=rows, seed=11)
     frame = pd.DataFrame(generate_rows(spec))
-    missing = np.setdiff1d(np.arange(spec.num_items), frame[features.ITEM_ID].astype(int).unique())
+    # The generator numbers items 1..num_items.
+    missing = np.setdiff1d(np.arange(1, spec.num_items + 1), frame[features.ITEM_ID].astype(int).unique())
     if len(missing):
         # The long tail leaves some items unseen; one copied row each puts them in the catalogue.
         extra = frame.iloc[np.random.default_rng(spec.seed).integers(0, len(frame), len(missing))].copy()
@@ -56,7 +57,7 @@ def _trained_export(workdir: Path, config: ModelConfig, rows: int, spec: Synthet
         frame = pd.concat([frame, extra], ignore_index=True)
     frame[features.USER_ID] = frame[features.USER_ID].astype(str)
     frame[features.ITEM_ID] = frame[features.ITEM_ID].astype(str)
-    train_cols, _, sizes = model_quality.transform(frame, frame.iloc[:1], workdir)
+    train_cols, _, sizes = model_quality.transform(frame, [frame.iloc[:1]], workdir)
     everything = np.arange(len(frame))
     batches = model_quality._dataset(train_cols, everything, config, shuffle=False)
     training = TrainingData.from_batches(batches)
