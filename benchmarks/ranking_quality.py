@@ -28,7 +28,8 @@ import tensorflow_transform as tft
 from benchmarks import model_quality, splits
 from components import features, ranking, recommend
 from components.model import ModelConfig, TrainingData, build_model, train
-from components.ranking_evaluator import MODEL, POPULARITY, evaluate
+from components.ranking import MODEL, POPULARITY
+from components.ranking_evaluator import evaluate
 
 # name -> (ranking_popularity_weight, {head: weight}); the first is ModelConfig's default.
 BLENDS = {
@@ -63,17 +64,13 @@ def trained(train_rows, validation_rows, workdir: Path, config: ModelConfig):
 
 def top_fn(model, tables: recommend.RecommendTables, user_index: dict, num_users: int, k: int):
     """The RankingEvaluator's `model_top_fn` over `recommend.recommend`, in process."""
-    def top(users, seen):
-        out = []
-        for start in range(0, len(users), 64):
-            chunk = users[start:start + 64]
-            # An unknown user gets an OOV index; `recommend` gives it the average user's ranking.
-            indices = tf.constant([user_index.get(u, num_users) for u in chunk], tf.int64)
-            want = k + max(len(seen.get(u, ())) for u in chunk)
-            items = recommend.recommend(model, tables, indices, tf.constant(want, tf.int32))[features.ITEM_ID].numpy()
-            out.extend(ranking.unseen_top(row, seen.get(u, set()), k) for u, row in zip(chunk, items))
-        return out
-    return top
+    def ranked(chunk, n):
+        # An unknown user gets an OOV index; `recommend` gives it the average user's ranking.
+        indices = tf.constant([user_index.get(u, num_users) for u in chunk], tf.int64)
+        return recommend.recommend(model, tables, indices, tf.constant(n, tf.int32))[features.ITEM_ID].numpy()
+
+    step = recommend.users_per_call(int(tables.items.shape[0]))
+    return lambda users, seen: ranking.top_k_unseen(ranked, users, seen, k, step)
 
 
 def main() -> int:
@@ -94,21 +91,21 @@ def main() -> int:
             user_index = {u: i for i, u in enumerate(users)}
             catalogue = list(tft_output.vocabulary_by_name(features.vocabulary_name(features.ITEM_ID)))
             average = recommend.average_user(model, len(user_index), len(catalogue), seed)
+            judged = _rows(train_rows), _rows(test_rows)
             for name, (popularity_weight, weights) in BLENDS.items():
                 tables = recommend.RecommendTables(
                     catalogue, training.users, training.items, len(user_index), average, weights, True,
                     popularity_weight,
                 )
                 result = evaluate(
-                    _rows(train_rows), _rows(test_rows),
+                    *judged,
                     top_fn(model, tables, user_index, len(user_index), args.k), None,
                     args.k, features.DEFAULT_TIER_THRESHOLDS,
                 )
                 per_seed.setdefault(name, []).append({s: r[MODEL] for s, r in result.items()})
-                per_seed.setdefault("popularity baseline", [])
-                if len(per_seed["popularity baseline"]) < len(per_seed[name]):
-                    per_seed["popularity baseline"].append({s: r[POPULARITY] for s, r in result.items()})
                 print(json.dumps({"seed": seed, "name": name, **result[ranking.OVERALL][MODEL]}), file=sys.stderr)
+            # Popularity ranks the same rows whatever the blend: once per seed.
+            per_seed.setdefault("popularity baseline", []).append({s: r[POPULARITY] for s, r in result.items()})
 
     def averaged(results: list[dict]) -> dict:
         return {

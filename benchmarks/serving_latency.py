@@ -38,7 +38,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from benchmarks import model_quality  # its transform(): the pipeline's preprocessing_fn
-from components import export, features, warmup
+from components import export, features, recommend, warmup
 from components.model import ModelConfig, TrainingData, build_model, train
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.runner_options import model_config_fields
@@ -137,13 +137,13 @@ def measure(frame, model, tft_output, path, batch_sizes, calls: int, warmup: int
 
 def measure_recommend(frame, path, k: int, batch_sizes, calls: int, warmup: int = 20) -> list[dict]:
     """p50/p99 of `recommend` for `k` items over the model's whole catalogue, per batch size (5% unknown users)."""
-    recommend = tf.saved_model.load(path).signatures[features.RECOMMEND]
-    catalogue = int(recommend(user_id=tf.constant([b""]), k=tf.constant(2**31 - 1))[features.ITEM_ID].shape[1])
+    signature = tf.saved_model.load(path).signatures[features.RECOMMEND]
+    catalogue = recommend.catalogue_size(signature)
     results = []
     top = tf.constant(k, tf.int32)
     for batch in batch_sizes:
         requests = [tf.constant(u) for u, _ in _requests(frame, batch, calls + warmup, seed=batch)]
-        seconds = _time(lambda users: recommend(user_id=users, k=top), requests, warmup)
+        seconds = _time(lambda users: signature(user_id=users, k=top), requests, warmup)
         results.append({
             "catalogue": catalogue, "k": k, "batch": batch,
             "p50_ms": round(float(np.percentile(seconds, 50)) * 1e3, 3),

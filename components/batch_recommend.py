@@ -34,11 +34,8 @@ from absl import logging
 from tfx import v1 as tfx
 from tfx.types.artifact import Artifact
 
-from components import features, heads, mlmd_names, publish
+from components import features, heads, mlmd_names, publish, recommend
 
-# (user, item) pairs the model scores per `recommend` call, and at most this many users per call.
-PAIRS_PER_CALL = 1 << 21
-MAX_USERS_PER_CALL = 1024
 RANK = "rank"
 SCHEMA = pa.schema(
     [(features.USER_ID, pa.string()), (RANK, pa.int32()), (features.ITEM_ID, pa.string()),
@@ -70,11 +67,6 @@ def read_users(path: str) -> list[bytes]:
     return users
 
 
-def users_per_call(catalogue: int) -> int:
-    """Users per `recommend` call: PAIRS_PER_CALL pairs at most, between 1 and MAX_USERS_PER_CALL."""
-    return int(min(MAX_USERS_PER_CALL, max(1, PAIRS_PER_CALL // max(catalogue, 1))))
-
-
 def to_table(users: list[bytes], answer: dict[str, np.ndarray]) -> pa.Table:
     """One `recommend` answer as rows of SCHEMA, padding left out."""
     items = answer[features.ITEM_ID]
@@ -104,15 +96,10 @@ class RecommendDoFn(beam.DoFn):
         yield to_table(users, {key: value.numpy() for key, value in answer.items()})
 
 
-def catalogue_size(model_dir: str) -> int:
-    """How many items the model at `model_dir` can recommend."""
-    recommend = tf.saved_model.load(model_dir).signatures[features.RECOMMEND]
-    return int(recommend(user_id=tf.constant([b""]), k=tf.constant(2**31 - 1))[features.ITEM_ID].shape[1])
-
-
 def write_recommendations(pipeline: beam.Pipeline, model_dir: str, users: list[bytes], k: int, staging: str) -> None:
     """Adds to `pipeline` the job writing `users`' top-k rows as Parquet files under `staging`."""
-    step = users_per_call(catalogue_size(model_dir))
+    signature = tf.saved_model.load(model_dir).signatures[features.RECOMMEND]
+    step = recommend.users_per_call(recommend.catalogue_size(signature))
     batches = [users[i:i + step] for i in range(0, len(users), step)]
     _ = (
         pipeline

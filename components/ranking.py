@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -27,6 +27,8 @@ METRICS = (RECALL, NDCG, HIT_RATE)
 DEFAULT_K = 10
 # The slice of every judged user.
 OVERALL = "overall"
+# Who ranked: the candidate model, the popularity baseline, the model being served.
+MODEL, POPULARITY, BASELINE = "model", "popularity", "baseline_model"
 
 
 def metric_key(metric: str, k: int) -> str:
@@ -72,6 +74,22 @@ def popularity_top(counts: Counter, seen: Mapping[object, set], users: Iterable,
 def unseen_top(ranked: Sequence, own: set, k: int) -> list:
     """The first k of `ranked` (best first; "" is padding) that are not in `own`."""
     return [item for item in ranked if item and item not in own][:k]
+
+
+def top_k_unseen(ranked_fn: Callable[[list, int], Sequence[Sequence]], users: list, seen: Mapping[object, set],
+                 k: int, users_per_call: int) -> list[list]:
+    """Each user's top k with their `seen` items left out, asking `ranked_fn(users, n)` for each
+    user's best n in chunks of `users_per_call` users.
+
+    It asks for enough to fill k after leaving the seen items out, whether or
+    not the ranker leaves them out itself.
+    """
+    out = []
+    for start in range(0, len(users), users_per_call):
+        chunk = users[start:start + users_per_call]
+        ranked = ranked_fn(chunk, k + max(len(seen.get(u, ())) for u in chunk))
+        out.extend(unseen_top(row, seen.get(u, set()), k) for u, row in zip(chunk, ranked))
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

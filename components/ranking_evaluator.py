@@ -27,11 +27,7 @@ from tfx import v1 as tfx
 from tfx.types.artifact import Artifact
 from tfx.utils import path_utils
 
-from components import choices, features, mlmd_names, ranking
-
-# (user, item) pairs the model scores per `recommend` call.
-PAIRS_PER_CALL = 1 << 21
-MODEL, POPULARITY, BASELINE = "model", "popularity", "baseline_model"
+from components import choices, features, mlmd_names, ranking, recommend
 
 
 class RankingEvaluation(Artifact):
@@ -69,17 +65,12 @@ def model_top(model_dir: str, users: list[bytes], seen: Mapping[bytes, set], k: 
     signatures = tf.saved_model.load(model_dir).signatures
     if features.RECOMMEND not in signatures:
         return None
-    recommend = signatures[features.RECOMMEND]
-    catalogue = int(recommend(user_id=tf.constant([b""]), k=tf.constant(2**31 - 1))[features.ITEM_ID].shape[1])
-    step = max(1, PAIRS_PER_CALL // max(catalogue, 1))
-    out = []
-    for start in range(0, len(users), step):
-        chunk = users[start:start + step]
-        # Ask for enough to fill k after leaving the training items out, whether or not the model does.
-        want = k + max(len(seen.get(u, ())) for u in chunk)
-        items = recommend(user_id=tf.constant(chunk), k=tf.constant(want, tf.int32))[features.ITEM_ID].numpy()
-        out.extend(ranking.unseen_top(row, seen.get(u, set()), k) for u, row in zip(chunk, items))
-    return out
+    signature = signatures[features.RECOMMEND]
+
+    def ranked(chunk: list[bytes], n: int):
+        return signature(user_id=tf.constant(chunk), k=tf.constant(n, tf.int32))[features.ITEM_ID].numpy()
+
+    return ranking.top_k_unseen(ranked, users, seen, k, recommend.users_per_call(recommend.catalogue_size(signature)))
 
 
 def evaluate(
@@ -103,11 +94,11 @@ def evaluate(
         if liked and item not in seen.get(user, ()):
             relevant.setdefault(user, set()).add(item)
     users = sorted(relevant)
-    tops = {MODEL: model_top_fn(users, seen), POPULARITY: ranking.popularity_top(counts, seen, users, k)}
+    tops = {ranking.MODEL: model_top_fn(users, seen), ranking.POPULARITY: ranking.popularity_top(counts, seen, users, k)}
     if baseline_top_fn is not None:
         baseline = baseline_top_fn(users, seen)
         if baseline is not None:
-            tops[BASELINE] = baseline
+            tops[ranking.BASELINE] = baseline
     liked = [relevant[u] for u in users]
     values = {name: ranking.per_user(top, liked, k) for name, top in tops.items()}
     tiers = np.array([tier(activity[u], *tier_thresholds) for u in users])
@@ -137,20 +128,25 @@ def RankingEvaluator(  # pylint: disable=invalid-name
 ) -> None:
     """Ranks the eval split's users with `model` (and `baseline_model`) and gates on `threshold`."""
     some, many = tier_thresholds
+
+    def candidate_top(users: list[bytes], seen: Mapping[bytes, set]) -> list[list[bytes]]:
+        top = model_top(_model_dir(model), users, seen, k)
+        if top is None:
+            raise ValueError(f"{_model_dir(model)}: the model has no {features.RECOMMEND!r} signature to rank with")
+        return top
+
     result = evaluate(
         read_interactions(examples.uri, choices.TRAIN), read_interactions(examples.uri, choices.EVAL),
-        lambda users, seen: model_top(_model_dir(model), users, seen, k),
+        candidate_top,
         (lambda users, seen: model_top(_model_dir(baseline_model), users, seen, k)) if baseline_model else None,
         k, (some, many),
     )
     overall = result[ranking.OVERALL]
-    if MODEL not in overall or overall[MODEL] is None:
-        raise ValueError(f"{_model_dir(model)}: the model has no {features.RECOMMEND!r} signature to rank with")
     with tf.io.gfile.GFile(os.path.join(evaluation.uri, mlmd_names.RANKING_FILE), "w") as f:
         json.dump({"k": k, "slices": result}, f, indent=1, sort_keys=True)
-    for ranker in (MODEL, POPULARITY, BASELINE):
+    for ranker in (ranking.MODEL, ranking.POPULARITY, ranking.BASELINE):
         for key, value in overall.get(ranker, {}).items():
-            name = key if ranker == MODEL else f"{ranker}_{key}"
+            name = key if ranker == ranking.MODEL else f"{ranker}_{key}"
             if key == "users":
                 evaluation.set_int_custom_property(name, int(value))
             else:
@@ -159,7 +155,7 @@ def RankingEvaluator(  # pylint: disable=invalid-name
     if threshold:
         gate = ranking.RankingThreshold(**threshold)
         key = ranking.metric_key(gate.metric, k)
-        baseline = overall.get(BASELINE, {}).get(key)
-        failures = gate.failures(overall[MODEL][key], baseline, k)
+        baseline = overall.get(ranking.BASELINE, {}).get(key)
+        failures = gate.failures(overall[ranking.MODEL][key], baseline, k)
     evaluation.set_int_custom_property(mlmd_names.BLESSED, int(not failures))
     evaluation.set_string_custom_property(mlmd_names.RANKING_FAILURES, json.dumps(failures))

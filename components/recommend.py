@@ -41,8 +41,10 @@ from components.model_config import ModelConfig
 
 # Training users whose predictions make up the average user's.
 AVERAGE_USER_SAMPLE = 512
-# Pairs scored per model call while the average user is computed.
-_PAIRS_PER_CALL = 1 << 20
+# (user, item) pairs scored per model call by whoever calls it in batches: the
+# average user's computation here, the batch job, the ranking evaluation.
+PAIRS_PER_CALL = 1 << 21
+MAX_USERS_PER_CALL = 1024
 
 
 def _model_inputs(users: tf.Tensor, items: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -60,11 +62,21 @@ def score_all_items(model: tf_keras.Model, users: tf.Tensor, num_items: int | tf
     return {name: tf.reshape(outputs[name], [batch, num_items]) for name in heads.NAMES}
 
 
+def users_per_call(catalogue: int) -> int:
+    """Users per call over a `catalogue` of items: PAIRS_PER_CALL pairs at most, 1 to MAX_USERS_PER_CALL users."""
+    return int(min(MAX_USERS_PER_CALL, max(1, PAIRS_PER_CALL // max(catalogue, 1))))
+
+
+def catalogue_size(signature) -> int:
+    """How many items a loaded `recommend` signature ranks (k beyond the catalogue returns all of it)."""
+    return int(signature(user_id=tf.constant([b""]), k=tf.constant(2**31 - 1))[features.ITEM_ID].shape[1])
+
+
 def average_user(model: tf_keras.Model, num_users: int, num_items: int, seed: int) -> dict[str, np.ndarray]:
     """Each head's prediction per item, averaged over up to AVERAGE_USER_SAMPLE seeded training users."""
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(num_users, size=min(num_users, AVERAGE_USER_SAMPLE), replace=False))
-    step = max(1, _PAIRS_PER_CALL // max(num_items, 1))
+    step = users_per_call(num_items)
     sums = {name: np.zeros(num_items, np.float64) for name in heads.NAMES}
     for start in range(0, len(sample), step):
         scores = score_all_items(model, tf.constant(sample[start:start + step]), num_items)

@@ -20,6 +20,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from components import heads  # noqa: E402
+from components import ranking as ranking_names  # noqa: E402
 from components.heads import Head, HeadThreshold  # noqa: E402
 from results.evaluation import (  # noqa: E402
     BASELINE,
@@ -146,7 +147,7 @@ def ranking_section(ranking: dict) -> str:
         f"<th>{html.escape(r)}<br>{html.escape(m)}</th>" for r in rankers for m in metrics
     )
     rows = []
-    for name in sorted(slices, key=lambda s: (s != "overall", s)):
+    for name in sorted(slices, key=lambda s: (s != ranking_names.OVERALL, s)):
         by_ranker = slices[name]
         users = next(iter(by_ranker.values()), {}).get("users", 0)
         rows.append(f"<tr><td>{html.escape(name)}</td><td>{users:,}</td>" + "".join(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from components import mlmd_names
+from components import ranking as ranking_names
 from components.data_validation import read_statistics
 from results.evaluation import OVERALL, candidate_metrics, evaluation_metrics, failed_thresholds
 from results.metadata import (
@@ -170,9 +171,9 @@ def read_ranking(uri: str) -> dict | None:
 def format_ranking(ranking: dict) -> list[str]:
     """The overall ranking metrics, one line per ranker."""
     k = ranking["k"]
-    overall = ranking["slices"].get("overall", {})
+    overall = ranking["slices"].get(ranking_names.OVERALL, {})
     lines = [f"Ranking (top {k} of the catalogue, training items left out, "
-             f"{overall.get('model', {}).get('users', 0):,} users with a liked eval item):"]
+             f"{overall.get(ranking_names.MODEL, {}).get('users', 0):,} users with a liked eval item):"]
     for ranker, values in overall.items():
         shown = ", ".join(f"{name}={value:.4f}" for name, value in sorted(values.items()) if name != "users")
         lines.append(f"  {ranker}: {shown}")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from components import features, ranking
-from components.ranking_evaluator import MODEL, POPULARITY, evaluate
+from components.ranking import MODEL, POPULARITY
+from components.ranking_evaluator import evaluate
 
 
 def test_recall_ndcg_and_hit_rate_match_hand_computed_values():
