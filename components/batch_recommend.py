@@ -34,7 +34,7 @@ from absl import logging
 from tfx import v1 as tfx
 from tfx.types.artifact import Artifact
 
-from components import features, heads, mlmd_names, publish, recommend
+from components import example_gen, features, heads, mlmd_names, publish, recommend
 
 RANK = "rank"
 SCHEMA = pa.schema(
@@ -50,20 +50,31 @@ class Recommendations(Artifact):
 
 
 def read_users(path: str) -> list[bytes]:
-    """One user ID per line of `path`; blank lines are skipped.
+    """One user ID per line of `path` (gzipped if it ends in `.gz`, as ExampleGen reads CSV);
+    blank lines and a leading UTF-8 byte-order mark are skipped.
 
-    ValueError naming the file and line for an ID with surrounding whitespace,
-    which would silently be a different user.
+    ValueError naming the file and line for an ID that is not UTF-8 text or has
+    surrounding whitespace (either would silently be a different user), and
+    for a file that cannot be read.
     """
     users = []
-    with tf.io.gfile.GFile(path, "rb") as f:
-        for number, line in enumerate(f, start=1):
-            user = line.rstrip(b"\r\n")
-            if not user.strip():
-                continue
-            if user != user.strip():
-                raise ValueError(f"{path}, line {number}: user ID {user!r} has surrounding whitespace")
-            users.append(user)
+    try:
+        with example_gen.open_binary(path) as f:
+            for number, line in enumerate(f, start=1):
+                user = line.rstrip(b"\r\n")
+                if number == 1 and user.startswith(example_gen.BOM):
+                    user = user[len(example_gen.BOM):]
+                if not user.strip():
+                    continue
+                if user != user.strip():
+                    raise ValueError(f"{path}, line {number}: user ID {user!r} has surrounding whitespace")
+                try:
+                    user.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ValueError(f"{path}, line {number}: user ID {user[:40]!r} is not UTF-8 text") from None
+                users.append(user)
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{path}: cannot be read: {error}") from None
     return users
 
 

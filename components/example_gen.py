@@ -76,7 +76,7 @@ def column_types(schema: schema_pb2.Schema) -> dict[str, int]:
 
 
 # A UTF-8 byte-order mark, as spreadsheet programs write it at the start of a file.
-_BOM = b"\xef\xbb\xbf"
+BOM = b"\xef\xbb\xbf"
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 _CHUNK = 1 << 16
 
@@ -135,7 +135,7 @@ def read_layout(path: str, required: Sequence[str]) -> CsvLayout:
             first, delimiter, has_rows = _first_line(stream)
     except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
         raise CsvFormatError(f"{path}: cannot be read: {error}") from None
-    first = first[len(_BOM):] if first.startswith(_BOM) else first
+    first = first[len(BOM):] if first.startswith(BOM) else first
     if not first.strip():
         raise CsvFormatError(f"{path}: file is empty (expected a header line with {list(required)})")
     try:

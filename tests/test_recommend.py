@@ -195,3 +195,24 @@ def test_the_batch_job_writes_each_listed_users_top_k_and_never_replaces_a_table
     listed.write_bytes(b"u1\n u2\n")
     with pytest.raises(ValueError, match=r"users.txt, line 2: user ID b' u2' has surrounding whitespace"):
         batch_recommend.read_users(str(listed))
+
+
+def test_a_users_file_from_a_spreadsheet_or_gzipped_reads_as_its_ids_and_binary_junk_is_refused(tmp_path):
+    import gzip
+
+    from components import batch_recommend
+
+    exported_by_excel = tmp_path / "users.csv"
+    exported_by_excel.write_bytes(b"\xef\xbb\xbfu1\r\nu\xc3\xa9\r\n\r\n")
+    assert batch_recommend.read_users(str(exported_by_excel)) == [b"u1", "ué".encode()]
+    packed = tmp_path / "users.txt.gz"
+    packed.write_bytes(gzip.compress(b"u1\nu2\n"))
+    assert batch_recommend.read_users(str(packed)) == [b"u1", b"u2"]
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"u1\nu\xe9\n")
+    with pytest.raises(ValueError, match=r"latin1.txt, line 2: user ID b'u\\xe9' is not UTF-8 text"):
+        batch_recommend.read_users(str(latin1))
+    truncated = tmp_path / "cut.txt.gz"
+    truncated.write_bytes(gzip.compress(b"u1\n" * 1000)[:30])
+    with pytest.raises(ValueError, match=r"cut.txt.gz: cannot be read"):
+        batch_recommend.read_users(str(truncated))
