@@ -18,7 +18,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from tfx import v1 as tfx
+from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import KubeflowV2DagRunner, KubeflowV2DagRunnerConfig
 
 from pipeline.beam import add_beam_flags, beam_args_from_flags
 from pipeline.config import REPO_ROOT, PipelineConfig
@@ -52,8 +52,8 @@ def compile_pipeline(config: PipelineConfig, image: str, output_file: Path, imag
         ),
     )
     output_file.parent.mkdir(parents=True, exist_ok=True)
-    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+    runner = KubeflowV2DagRunner(
+        config=KubeflowV2DagRunnerConfig(
             display_name=config.pipeline_name, default_image=image
         ),
         output_dir=str(output_file.parent),

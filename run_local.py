@@ -201,9 +201,9 @@ def new_run_id() -> str:
 
 def run_pipeline(config: PipelineConfig, connection, run_id: str) -> None:
     """Compiles the pipeline, fixes its run id to `run_id`, and runs it with LocalDagRunner."""
-    from tfx import v1 as tfx
     from tfx.dsl.compiler import compiler
     from tfx.dsl.compiler import constants as compiler_constants
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
     from tfx.orchestration.portable import runtime_parameter_utils
 
     from pipeline.pipeline import create_pipeline
@@ -212,7 +212,7 @@ def run_pipeline(config: PipelineConfig, connection, run_id: str) -> None:
     runtime_parameter_utils.substitute_runtime_parameter(
         ir, {compiler_constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id}
     )
-    tfx.orchestration.LocalDagRunner().run_with_ir(ir)
+    LocalDagRunner().run_with_ir(ir)
 
 
 def _housekeeping(config: PipelineConfig, store, run_id: str) -> list[str]:

@@ -29,7 +29,8 @@ ROW_COMPONENTS = ("ExampleGen", "StatisticsGen")
 
 def _worker(rows: int, workdir: Path, beam_args: list[str]) -> dict:
     from ml_metadata.metadata_store import metadata_store
-    from tfx import v1 as tfx
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+    from tfx.orchestration.metadata import sqlite_metadata_connection_config
 
     from data.synthetic import SyntheticSpec, write_csv
     from pipeline.config import PipelineConfig
@@ -45,11 +46,11 @@ def _worker(rows: int, workdir: Path, beam_args: list[str]) -> dict:
     config = PipelineConfig(data_path=data, output_dir=workdir / "out")
     if beam_args:
         config = dataclasses.replace(config, beam_pipeline_args=tuple(beam_args))
-    connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+    connection = sqlite_metadata_connection_config(
         str(config.metadata_path)
     )
     started = time.perf_counter()
-    tfx.orchestration.LocalDagRunner().run(create_data_validation_pipeline(config, connection))
+    LocalDagRunner().run(create_data_validation_pipeline(config, connection))
     run_seconds = time.perf_counter() - started
     summary = summarize(metadata_store.MetadataStore(connection), config.pipeline_name)
     states = {c.component_id: c.state for c in summary.components}

@@ -31,7 +31,9 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
-from tfx import v1 as tfx
+from tfx.dsl.component.experimental.annotations import BeamComponentParameter, InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import standard_artifacts
 from tfx.types.artifact import Artifact
 
 from components import example_gen, features, heads, mlmd_names, publish, recommend
@@ -133,15 +135,15 @@ def publish_table(staging: Path, destination: Path) -> int:
     return rows
 
 
-@tfx.dsl.components.component(use_beam=True)
+@component(use_beam=True)
 def BatchRecommender(  # pylint: disable=invalid-name
-    pushed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.PushedModel],
-    transform_graph: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.TransformGraph],
-    recommendations: tfx.dsl.components.OutputArtifact[Recommendations],
-    k: tfx.dsl.components.Parameter[int],
-    output_dir: tfx.dsl.components.Parameter[str],
-    users_file: tfx.dsl.components.Parameter[str] = "",
-    beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
+    pushed_model: InputArtifact[standard_artifacts.PushedModel],
+    transform_graph: InputArtifact[standard_artifacts.TransformGraph],
+    recommendations: OutputArtifact[Recommendations],
+    k: Parameter[int],
+    output_dir: Parameter[str],
+    users_file: Parameter[str] = "",
+    beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
     """Writes the published model's top `k` for every training user (or `users_file`'s) under `output_dir`."""
     if not pushed_model.get_int_custom_property(mlmd_names.PUSHED):

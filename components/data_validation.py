@@ -21,8 +21,9 @@ from typing import Union
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
-from tfx import v1 as tfx
-from tfx.types import artifact_utils
+from tfx.dsl.component.experimental.annotations import InputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
 from components.choices import DriftComparator, parse
@@ -194,17 +195,17 @@ def check(
         )
 
 
-@tfx.dsl.components.component
+@component
 def DataValidationGate(  # pylint: disable=invalid-name
-    anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
-    statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
-    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-    schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
-    data_source: tfx.dsl.components.Parameter[str],
+    anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
+    statistics: InputArtifact[standard_artifacts.ExampleStatistics],
+    examples: InputArtifact[standard_artifacts.Examples],
+    schema: InputArtifact[standard_artifacts.Schema],
+    data_source: Parameter[str],
     # typing.Union, not "str | float": TFX 1.21 recognises only the former as JSON-compatible.
-    drift_thresholds: tfx.dsl.components.Parameter[dict[str, list[Union[str, float]]]],  # noqa: UP007
-    previous_statistics: tfx.dsl.components.InputArtifact[
-        tfx.types.standard_artifacts.ExampleStatistics
+    drift_thresholds: Parameter[dict[str, list[Union[str, float]]]],  # noqa: UP007
+    previous_statistics: InputArtifact[
+        standard_artifacts.ExampleStatistics
     ] = None,
 ) -> None:
     """Fails the run on any anomaly, or on drift from `previous_statistics` (the previous span).

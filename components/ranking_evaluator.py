@@ -23,7 +23,9 @@ from typing import Union
 
 import numpy as np
 import tensorflow as tf
-from tfx import v1 as tfx
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import standard_artifacts
 from tfx.types.artifact import Artifact
 from tfx.utils import path_utils
 
@@ -114,17 +116,17 @@ def _model_dir(model: Artifact) -> str:
     return path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
 
 
-@tfx.dsl.components.component
+@component
 def RankingEvaluator(  # pylint: disable=invalid-name
-    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-    model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
-    evaluation: tfx.dsl.components.OutputArtifact[RankingEvaluation],
-    k: tfx.dsl.components.Parameter[int],
-    tier_thresholds: tfx.dsl.components.Parameter[list[int]],
+    examples: InputArtifact[standard_artifacts.Examples],
+    model: InputArtifact[standard_artifacts.Model],
+    evaluation: OutputArtifact[RankingEvaluation],
+    k: Parameter[int],
+    tier_thresholds: Parameter[list[int]],
     # {"metric", "bound", "max_regression"} of a RankingThreshold, or empty: not gated.
     # typing.Union, not "str | float": TFX 1.21 recognises only the former as JSON-compatible.
-    threshold: tfx.dsl.components.Parameter[dict[str, Union[str, float]]],  # noqa: UP007
-    baseline_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
+    threshold: Parameter[dict[str, Union[str, float]]],  # noqa: UP007
+    baseline_model: InputArtifact[standard_artifacts.Model] = None,
 ) -> None:
     """Ranks the eval split's users with `model` (and `baseline_model`) and gates on `threshold`."""
     some, many = tier_thresholds

@@ -12,7 +12,9 @@ the component, and so the run, before anything reaches the serving folder.
 import json
 from pathlib import Path
 
-from tfx import v1 as tfx
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
 from components import mlmd_names
@@ -33,13 +35,13 @@ def check_model(model_dir: str, timeout_s: float) -> dict:
     return {**result, "digest": before}
 
 
-@tfx.dsl.components.component
+@component
 def ServingCheck(  # pylint: disable=invalid-name
-    model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
-    model_blessing: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelBlessing],
-    blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.InfraBlessing],
-    timeout_seconds: tfx.dsl.components.Parameter[float],
-    ranking: tfx.dsl.components.InputArtifact[RankingEvaluation] = None,
+    model: InputArtifact[standard_artifacts.Model],
+    model_blessing: InputArtifact[standard_artifacts.ModelBlessing],
+    blessing: OutputArtifact[standard_artifacts.InfraBlessing],
+    timeout_seconds: Parameter[float],
+    ranking: InputArtifact[RankingEvaluation] = None,
 ) -> None:
     """Checks a blessed `model` as TF Serving would load it; `blessing` is 1 only if it passed.
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import tensorflow as tf
 import tensorflow_transform as tft
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
 from tfx_bsl.public import tfxio
 
 from components import export, features, heads
@@ -34,7 +34,7 @@ def split_labels(batch: Mapping[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], 
 
 def input_dataset(
     file_pattern: list[str],
-    data_accessor: tfx.components.DataAccessor,
+    data_accessor: DataAccessor,
     tf_transform_output: tft.TFTransformOutput,
     config: ModelConfig,
     shuffle: bool,
@@ -67,7 +67,7 @@ def vocabulary_sizes(
     }
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
+def run_fn(fn_args: FnArgs) -> None:
     """TFX Trainer entry point."""
     custom: Mapping[str, Any] = fn_args.custom_config
     config = ModelConfig.from_json_dict(custom[MODEL_CONFIG])

@@ -21,9 +21,16 @@ import hashlib
 from pathlib import Path
 
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
+from tfx.components import Evaluator, ExampleValidator, Pusher, StatisticsGen, Trainer, Transform
 from tfx.components.example_gen.component import FileBasedExampleGen
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, transform_pb2
+from tfx.types import standard_artifacts
+from tfx.types.channel import Channel
 
 from components import choices, example_gen, preprocessing, pusher, trainer
 from components.batch_recommend import BatchRecommender
@@ -109,10 +116,10 @@ class DataComponents:
     """The data half of the DAG: ingestion and validation, up to the gate."""
 
     example_gen: FileBasedExampleGen
-    statistics_gen: tfx.components.StatisticsGen
-    schema_gen: tfx.components.ImportSchemaGen
-    example_validator: tfx.components.ExampleValidator
-    previous_statistics: tfx.dsl.Resolver | None  # None without span resolvers
+    statistics_gen: StatisticsGen
+    schema_gen: ImportSchemaGen
+    example_validator: ExampleValidator
+    previous_statistics: Resolver | None  # None without span resolvers
     gate: DataValidationGate
 
     def all(self) -> list:
@@ -128,7 +135,7 @@ def data_components(config: PipelineConfig, span_resolvers: bool = True) -> Data
 
     example_gen_ = FileBasedExampleGen(
         input_base=input_base,
-        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="all", pattern=pattern)]),
+        input_config=example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="all", pattern=pattern)]),
         output_config=example_gen.output_config(config.split_buckets),
         custom_executor_spec=executor_spec.BeamExecutorSpec(
             example_gen.SchemaCsvExampleGenExecutor
@@ -140,9 +147,9 @@ def data_components(config: PipelineConfig, span_resolvers: bool = True) -> Data
         },
     ).with_id("ExampleGen")
 
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen_.outputs["examples"])
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=str(config.schema_path))
-    example_validator = tfx.components.ExampleValidator(
+    statistics_gen = StatisticsGen(examples=example_gen_.outputs["examples"])
+    schema_gen = ImportSchemaGen(schema_file=str(config.schema_path))
+    example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
     # Resolvers over plain channels see the artifacts of every run (an output
@@ -150,10 +157,10 @@ def data_components(config: PipelineConfig, span_resolvers: bool = True) -> Data
     # wait for this run's artifact.
     previous_statistics = None
     if span_resolvers:
-        previous_statistics = tfx.dsl.Resolver(
+        previous_statistics = Resolver(
             strategy_class=PreviousSpanStrategy,
-            statistics=tfx.dsl.Channel(
-                type=tfx.types.standard_artifacts.ExampleStatistics,
+            statistics=Channel(
+                type=standard_artifacts.ExampleStatistics,
                 producer_component_id=statistics_gen.id,
             ),
         ).with_id("previous_span_statistics_resolver")
@@ -177,8 +184,8 @@ def _pipeline(
     config: PipelineConfig,
     components: list,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None,
-) -> tfx.dsl.Pipeline:
-    return tfx.dsl.Pipeline(
+) -> Pipeline:
+    return Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=str(config.pipeline_root),
         components=components,
@@ -191,7 +198,7 @@ def _pipeline(
 def create_data_validation_pipeline(
     config: PipelineConfig,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
-) -> tfx.dsl.Pipeline:
+) -> Pipeline:
     """Only ingestion and validation: checks new data without training on it."""
     return _pipeline(config, data_components(config).all(), metadata_connection_config)
 
@@ -200,7 +207,7 @@ def create_pipeline(
     config: PipelineConfig,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
     span_resolvers: bool = True,
-) -> tfx.dsl.Pipeline:
+) -> Pipeline:
     """The full pipeline for `config`; the runner supplies the metadata connection.
 
     `span_resolvers=False` is for orchestrators that run only TFX's built-in
@@ -218,26 +225,26 @@ def create_pipeline(
 
     nodes, examples, cache = [], example_gen_.outputs["examples"], None
     if span_resolvers:
-        span_window = tfx.dsl.Resolver(
+        span_window = Resolver(
             strategy_class=LatestSpansStrategy,
             config={"num_spans": config.window_spans},
-            examples=tfx.dsl.Channel(
-                type=tfx.types.standard_artifacts.Examples, producer_component_id=example_gen_.id
+            examples=Channel(
+                type=standard_artifacts.Examples, producer_component_id=example_gen_.id
             ),
         ).with_id("span_window_resolver")
         span_window.add_upstream_node(example_gen_)
         # The analyzer cache of the last Transform run: analyzers of spans it has
         # already seen are not recomputed.
-        analyzer_cache = tfx.dsl.Resolver(
+        analyzer_cache = Resolver(
             strategy_class=NewestArtifactStrategy,
-            cache=tfx.dsl.Channel(
-                type=tfx.types.standard_artifacts.TransformCache, producer_component_id=TRANSFORM_ID
+            cache=Channel(
+                type=standard_artifacts.TransformCache, producer_component_id=TRANSFORM_ID
             ),
         ).with_id("analyzer_cache_resolver")
         nodes = [span_window, analyzer_cache]
         examples, cache = span_window.outputs["examples"], analyzer_cache.outputs["cache"]
 
-    transform = tfx.components.Transform(
+    transform = Transform(
         examples=examples,
         schema=schema_gen.outputs["schema"],
         analyzer_cache=cache,
@@ -249,7 +256,7 @@ def create_pipeline(
         # Analyzers (vocabularies, tiers) see training rows only; the Trainer
         # needs the validation rows transformed; the Evaluator reads raw eval
         # rows through the model's own transform graph.
-        splits_config=tfx.proto.SplitsConfig(
+        splits_config=transform_pb2.SplitsConfig(
             analyze=[choices.TRAIN], transform=[choices.TRAIN, choices.VALIDATION]
         ),
         custom_config={
@@ -262,13 +269,13 @@ def create_pipeline(
     # consume, so the dependency is explicit.
     transform.add_upstream_node(gate)
 
-    trainer_ = tfx.components.Trainer(
+    trainer_ = Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=[choices.TRAIN]),
-        eval_args=tfx.proto.EvalArgs(splits=[choices.VALIDATION]),
+        train_args=trainer_pb2.TrainArgs(splits=[choices.TRAIN]),
+        eval_args=trainer_pb2.EvalArgs(splits=[choices.VALIDATION]),
         custom_config={
             trainer.MODEL_CONFIG: config.model.to_json_dict(),
             preprocessing.NUM_OOV_BUCKETS: config.num_oov_buckets,
@@ -277,18 +284,18 @@ def create_pipeline(
     )
 
     if span_resolvers:
-        resolver = tfx.dsl.Resolver(
+        resolver = Resolver(
             strategy_class=LatestServedModelStrategy,
-            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model=Channel(type=standard_artifacts.Model),
         ).with_id(SERVED_MODEL_RESOLVER_ID)
     else:
-        resolver = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        resolver = Resolver(
+            strategy_class=LatestBlessedModelStrategy,
+            model=Channel(type=standard_artifacts.Model),
+            model_blessing=Channel(type=standard_artifacts.ModelBlessing),
         ).with_id("latest_blessed_model_resolver")
 
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=example_gen_.outputs["examples"],
         model=trainer_.outputs["model"],
         baseline_model=resolver.outputs["model"],
@@ -312,12 +319,12 @@ def create_pipeline(
         timeout_seconds=float(config.serving_check_timeout_s),
     )
 
-    pusher_ = tfx.components.Pusher(
+    pusher_ = Pusher(
         model=trainer_.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=serving_check.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(
+        push_destination=pusher_pb2.PushDestination(
+            filesystem=pusher_pb2.PushDestination.Filesystem(
                 base_directory=str(config.serving_dir)
             )
         ),

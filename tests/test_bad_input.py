@@ -7,7 +7,7 @@ IDs) go through.
 
 import pytest
 from ml_metadata.metadata_store import metadata_store
-from tfx import v1 as tfx
+from tfx.orchestration.metadata import sqlite_metadata_connection_config
 
 from components import features
 from components.model import ModelConfig
@@ -91,7 +91,7 @@ def test_bad_file_stops_before_training_and_keeps_the_served_model(served, case,
     assert served_versions(config.serving_dir) == before
     if failing == "DataValidationGate":
         store = metadata_store.MetadataStore(
-            tfx.orchestration.metadata.sqlite_metadata_connection_config(str(config.metadata_path))
+            sqlite_metadata_connection_config(str(config.metadata_path))
         )
         anomalies = store.get_artifacts_by_type("ExampleAnomalies")[-1]
         per_split = anomalies.custom_properties["blessed"].struct_value.fields

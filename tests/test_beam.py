@@ -8,7 +8,7 @@ import tempfile
 import pytest
 from ml_metadata.metadata_store import metadata_store
 from tensorflow_data_validation import load_stats_binary
-from tfx import v1 as tfx
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from components import choices
 from components.data_validation import STATISTICS_FILE
@@ -75,7 +75,7 @@ def test_data_components_run_on_two_worker_processes(tmp_path, monkeypatch):
             beam_pipeline_args=beam.beam_pipeline_args(runner, workers=2),
         )
         config.output_dir.mkdir(parents=True)
-        tfx.orchestration.LocalDagRunner().run(
+        LocalDagRunner().run(
             create_data_validation_pipeline(config, config.metadata_connection())
         )
         counts[runner] = _example_counts(config)

@@ -26,7 +26,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
+from tfx.orchestration.metadata import sqlite_metadata_connection_config
 
 from components import features, heads, mlmd_names, ranking
 from components.model import ModelConfig
@@ -71,7 +71,7 @@ print(json.dumps({name: {k: v.numpy().tolist() for k, v in out.items()}
 
 def _store(config):
     return metadata_store.MetadataStore(
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(str(config.metadata_path))
+        sqlite_metadata_connection_config(str(config.metadata_path))
     )
 
 

@@ -6,7 +6,7 @@ import csv
 import pytest
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
+from tfx.orchestration.metadata import sqlite_metadata_connection_config
 
 from components import features
 from components.model import ModelConfig
@@ -40,7 +40,7 @@ def _add_span(root, number, seed, liked_override=None):
 
 def _store(config):
     return metadata_store.MetadataStore(
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(str(config.metadata_path))
+        sqlite_metadata_connection_config(str(config.metadata_path))
     )
 
 
