@@ -50,7 +50,7 @@ from components.preprocessing import (
     TIER_THRESHOLDS,
     preprocessing_fn,
 )
-from components.trainer import split_labels, vocabulary_sizes
+from components.trainer import batches, split_labels, vocabulary_sizes
 from data import ratings
 from pipeline.config import DEFAULT_SCHEMA
 from pipeline.runner_options import json_value
@@ -129,10 +129,7 @@ def transform(train_rows, other_rows: list, workdir: Path):
 
 
 def _dataset(columns: dict, rows: np.ndarray, config: ModelConfig, shuffle: bool) -> tf.data.Dataset:
-    data = tf.data.Dataset.from_tensor_slices({k: v[rows] for k, v in columns.items()})
-    if shuffle:
-        data = data.shuffle(len(rows), seed=config.seed, reshuffle_each_iteration=True)
-    return data.batch(config.batch_size).map(split_labels)
+    return batches({k: v[rows] for k, v in columns.items()}, config, shuffle)
 
 
 def evaluate(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -18,6 +18,7 @@ import tf_keras
 from components import features
 from components.choices import Optimizer
 from components.heads import HEADS, REGRESSION, BaseRate, Head
+from components.heads import NAMES as HEAD_NAMES
 from components.lazy_adam import LazyAdam
 from components.model_config import ModelConfig
 
@@ -38,19 +39,29 @@ class TrainingData:
 
     @classmethod
     def from_batches(cls, batches) -> TrainingData:
-        """From one pass of (inputs, labels) batches, as `components.trainer` makes them."""
-        users, items, labels = [], [], {}
+        """From one pass of (inputs, labels) batches, as `components.trainer.batches` makes them."""
+        columns: dict[str, list[np.ndarray]] = {}
+        label_names: list[str] = []
         for inputs, batch_labels in batches:
-            users.append(np.asarray(inputs[features.transformed_name(features.USER_ID)]).ravel())
-            items.append(np.asarray(inputs[features.transformed_name(features.ITEM_ID)]).ravel())
-            for head, values in batch_labels.items():
-                labels.setdefault(head, []).append(np.asarray(values, np.float64).ravel())
-        if not users:
+            label_names = list(batch_labels)
+            for name, values in {**inputs, **batch_labels}.items():
+                columns.setdefault(name, []).append(np.asarray(values))
+        if not columns:
+            raise ValueError("the training data is empty")
+        return cls.from_columns({name: np.concatenate(parts) for name, parts in columns.items()}, label_names)
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, np.ndarray], label_names: Iterable[str] = HEAD_NAMES) -> TrainingData:
+        """From every training row's transformed columns: the ID inputs and the label of each of `label_names`."""
+        users = np.asarray(columns[features.transformed_name(features.USER_ID)]).ravel().astype(np.int64)
+        if not len(users):
             raise ValueError("the training data is empty")
         return cls(
-            users=np.concatenate(users).astype(np.int64),
-            items=np.concatenate(items).astype(np.int64),
-            label_means={head: float(np.concatenate(v).mean()) for head, v in labels.items()},
+            users=users,
+            items=np.asarray(columns[features.transformed_name(features.ITEM_ID)]).ravel().astype(np.int64),
+            label_means={
+                head: float(np.asarray(columns[head], np.float64).mean()) for head in label_names
+            },
         )
 
 
