@@ -21,7 +21,7 @@ import hashlib
 from pathlib import Path
 
 from ml_metadata.proto import metadata_store_pb2
-from tfx.components import Evaluator, ExampleValidator, Pusher, StatisticsGen, Trainer, Transform
+from tfx.components import ExampleValidator, Pusher, StatisticsGen, Trainer, Transform
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
@@ -34,6 +34,7 @@ from tfx.types.channel import Channel
 
 from components import choices, example_gen, preprocessing, pusher, trainer
 from components.batch_recommend import BatchRecommender
+from components.batched_evaluation import Evaluator
 from components.data_validation import DataValidationGate
 from components.ranking_evaluator import RankingEvaluator
 from components.resolvers import (

@@ -1,7 +1,8 @@
-"""Blessing, decided by TFX's own Evaluator executor with the pipeline's eval config,
+"""Blessing, decided by the pipeline's Evaluator executor with the pipeline's eval config,
 on models exported by the pipeline's export code: a constant model is not blessed;
 a model clearly worse than the baseline on one head only is not blessed; a first
-model with no baseline is judged by the value thresholds alone."""
+model with no baseline is judged by the value thresholds alone. The executor's
+batched metrics equal those of TFX's own executor (TFMA's per-example evaluator)."""
 
 import json
 
@@ -9,11 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from tfx.components.evaluator.executor import Executor as EvaluatorExecutor
+from tfx.components.evaluator.executor import Executor as TfxEvaluatorExecutor
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
 from components import export, features
+from components.batched_evaluation import Executor as EvaluatorExecutor
 from components.model import ModelConfig
 from components.trainer import split_labels
 from data.synthetic import SyntheticSpec, generate_rows
@@ -80,8 +82,8 @@ def world(tmp_path_factory):
     return root
 
 
-def _judge(root, tmp_path, candidate, baseline=None, thresholds=None):
-    """Runs TFX's Evaluator executor; returns (blessed, failed metric keys)."""
+def _judge(root, tmp_path, candidate, baseline=None, thresholds=None, executor=EvaluatorExecutor):
+    """Runs the pipeline's (or another) Evaluator executor; returns (blessed, failed metric keys)."""
     examples = standard_artifacts.Examples()
     examples.uri = str(root / "examples")
     examples.split_names = json.dumps(["eval"])
@@ -97,7 +99,7 @@ def _judge(root, tmp_path, candidate, baseline=None, thresholds=None):
     if baseline is not None:
         inputs["baseline_model"] = [model(baseline, 2)]
     eval_config = make_eval_config(thresholds or default_thresholds())
-    EvaluatorExecutor().Do(
+    executor().Do(
         inputs,
         {"evaluation": [evaluation], "blessing": [blessing]},
         {"eval_config": proto_utils.proto_to_json(eval_config), "example_splits": json.dumps(["eval"])},
@@ -144,3 +146,39 @@ def test_worse_than_baseline_on_one_head_is_not_blessed(world, tmp_path):
     assert failed == {(features.PURCHASE_PROBABILITY, "root_mean_squared_error", True)}
     blessed, failed = _judge(world, tmp_path / "same", "good", baseline="good", thresholds=thresholds)
     assert blessed, failed  # an equally good model passes the change thresholds
+
+
+@pytest.mark.parametrize(("candidate", "baseline"), [("one_head_worse", "good"), ("constant", None)])
+def test_batched_metrics_plots_and_verdict_equal_tfmas_own(world, tmp_path, candidate, baseline):
+    """Every metric (diffs against the baseline included), every plot bucket, every failed
+    threshold and the blessing: the pipeline's executor against TFX's, on the same inputs."""
+    import tensorflow_model_analysis as tfma
+
+    from results.evaluation import evaluation_metrics
+
+    thresholds = {
+        features.BINARY_RATING: HeadThreshold("AUC", True, bound=0.7, max_regression=0.01),
+        features.PURCHASE_PROBABILITY: HeadThreshold("RootMeanSquaredError", False, 0.3, 0.01),
+    }
+    outcomes, metrics, plots = {}, {}, {}
+    for name, executor in (("batched", EvaluatorExecutor), ("tfma", TfxEvaluatorExecutor)):
+        outcomes[name] = _judge(world, tmp_path / name, candidate, baseline, thresholds, executor)
+        metrics[name] = evaluation_metrics(str(tmp_path / name / "evaluation"))
+        plots[name] = {
+            (str(p.slice_key), kv.key.model_name, kv.key.output_name): [
+                (b.num_weighted_examples.value, b.total_weighted_label.value, b.total_weighted_refined_prediction.value)
+                for b in kv.value.calibration_histogram_buckets.buckets
+            ]
+            for p in tfma.load_plots(str(tmp_path / name / "evaluation")) for kv in p.plot_keys_and_values
+        }
+    assert outcomes["batched"] == outcomes["tfma"]
+    assert metrics["batched"].keys() == metrics["tfma"].keys() and len(metrics["tfma"]) > 1  # the same slices
+    for slice_name, table in metrics["tfma"].items():
+        assert metrics["batched"][slice_name].keys() == table.keys(), slice_name
+        if baseline:
+            assert any(is_diff for (_, _, _, is_diff) in table)
+        for key, value in table.items():
+            assert metrics["batched"][slice_name][key] == pytest.approx(value, rel=1e-6, abs=1e-6, nan_ok=True), (slice_name, key)
+    assert plots["batched"].keys() == plots["tfma"].keys() and plots["tfma"]
+    for key, buckets in plots["tfma"].items():
+        assert np.allclose(plots["batched"][key], buckets, rtol=1e-6, atol=1e-9, equal_nan=True), key

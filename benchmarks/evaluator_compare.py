@@ -1,23 +1,28 @@
-"""Benchmark: the Evaluator under two TFMA configs, side by side, on a run a pipeline already made.
+"""Benchmark: two Evaluators side by side on a run a pipeline already made.
 
-    python -m benchmarks.evaluator_settings --output outputs                 # recorded vs today's config
-    python -m benchmarks.evaluator_settings --output DIR --before A.json --after B.json [--repeats 2]
+    python -m benchmarks.evaluator_compare --output outputs        # TFX's executor vs the pipeline's
+    python -m benchmarks.evaluator_compare --output DIR --before-executor batched \
+        --before A.json --after B.json [--repeats 2]               # two TFMA configs
 
 Finds the latest Evaluator execution in `<output>/metadata.sqlite` and runs
-TFX's Evaluator executor on its inputs (examples, candidate and baseline
-model) once per config, alternating, `--repeats` times each, in this process
-with the pipeline's default Beam arguments. `before` defaults to the config
-recorded in ML Metadata; `after` to the one `pipeline.eval_config` makes
-today for the recorded thresholds. Prints JSON: each config's fastest
-seconds, the ratio, whether both bless alike, and every scalar metric (slice,
-model, head, metric, diff) the two share with the largest absolute
-difference between them, plus the metrics only one of them reports.
+two Evaluator executors on its inputs (examples, candidate and baseline
+model), alternating, `--repeats` times each, in this process with the
+pipeline's default Beam arguments. Each side is an executor (`tfma`: TFX's
+own, TFMA's per-example metrics; `batched`: the pipeline's,
+`components.batched_evaluation`) and a config (`--before`/`--after`: a TFMA
+EvalConfig JSON file; default: the config recorded in ML Metadata, or with
+`--todays-config`, the one `pipeline.eval_config` makes today for the
+recorded thresholds). Prints JSON: each side's fastest seconds, the speed-up,
+whether both bless alike, and of every scalar metric (slice, model, head,
+metric, diff) the two share, the largest absolute difference between them,
+plus the metrics only one of them reports.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -56,39 +61,55 @@ def todays_config(recorded_json: str) -> str:
     return json_format.MessageToJson(make_eval_config(thresholds))
 
 
-def run_once(artifacts: dict, eval_config: str, example_splits: str) -> tuple[float, bool, dict]:
+def _executor(name: str):
+    if name == "tfma":
+        from tfx.components.evaluator.executor import Executor
+    else:
+        from components.batched_evaluation import Executor
+    return Executor
+
+
+def run_once(executor: str, artifacts: dict, eval_config: str, example_splits: str) -> tuple[float, bool, dict]:
     """(seconds, blessed, evaluation_metrics table) of one Evaluator execution."""
-    from tfx.components.evaluator.executor import Executor as EvaluatorExecutor
     from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
     from tfx.types import standard_artifacts
 
     with tempfile.TemporaryDirectory() as tmp:
         evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
         evaluation.uri, blessing.uri = str(Path(tmp) / "evaluation"), str(Path(tmp) / "blessing")
-        executor = EvaluatorExecutor(BaseBeamExecutor.Context(beam_pipeline_args=list(IN_MEMORY_BEAM_ARGS), tmp_dir=tmp))
+        context = BaseBeamExecutor.Context(beam_pipeline_args=list(IN_MEMORY_BEAM_ARGS), tmp_dir=tmp)
         started = time.perf_counter()
-        executor.Do(artifacts, {"evaluation": [evaluation], "blessing": [blessing]},
+        _executor(executor)(context).Do(artifacts, {"evaluation": [evaluation], "blessing": [blessing]},
                     {"eval_config": eval_config, "example_splits": example_splits})
         seconds = time.perf_counter() - started
         return seconds, (Path(blessing.uri) / "BLESSED").exists(), evaluation_metrics(evaluation.uri)
 
 
-def compare(output: Path, before: str | None, after: str | None, repeats: int) -> dict:
+def compare(output: Path, sides: dict[str, tuple[str, str | None]], todays: bool, repeats: int) -> dict:
+    """`sides`: {"before"/"after": (executor name, EvalConfig JSON or None for the recorded one)}."""
     store = metadata_store.MetadataStore(sqlite_readonly(str(output / "metadata.sqlite")))
     recorded, inputs = latest_evaluator(store)
     artifacts = _tfx_artifacts(inputs)
-    configs = {"before": before or recorded["eval_config"], "after": after or todays_config(recorded["eval_config"])}
+    default = todays_config(recorded["eval_config"]) if todays else recorded["eval_config"]
+    configs = {name: (executor, config or default) for name, (executor, config) in sides.items()}
     runs: dict[str, list] = {"before": [], "after": []}
     for _ in range(repeats):
-        for name, config in configs.items():
-            runs[name].append(run_once(artifacts, config, recorded["example_splits"]))
+        for name, (executor, config) in configs.items():
+            runs[name].append(run_once(executor, artifacts, config, recorded["example_splits"]))
     tables = {name: runs[name][-1][2] for name in runs}
     flat = {name: {(slice_, *key): value for slice_, keys in table.items() for key, value in keys.items()}
             for name, table in tables.items()}
     shared = flat["before"].keys() & flat["after"].keys()
-    worst = max(shared, key=lambda k: abs(flat["before"][k] - flat["after"][k]), default=None)
+    def difference(key) -> float:
+        a, b = flat["before"][key], flat["after"][key]
+        return 0.0 if math.isnan(a) and math.isnan(b) else math.inf if math.isnan(a - b) else abs(a - b)
+
+    worst = max(shared, key=difference, default=None)
     seconds = {name: min(r[0] for r in runs[name]) for name in runs}
     return {
+        "eval_rows": next((int(v) for (_, _, name, diff), v in tables["before"].get("overall", {}).items()
+                           if name == "example_count" and not diff), None),
+        "executors": {name: executor for name, (executor, _) in configs.items()},
         "baseline_model": "baseline_model" in artifacts,
         "repeats": repeats,
         "seconds": {name: round(s, 2) for name, s in seconds.items()},
@@ -97,7 +118,7 @@ def compare(output: Path, before: str | None, after: str | None, repeats: int) -
         "metrics_compared": len(shared),
         "max_abs_difference": None if worst is None else {
             "metric": list(worst), "before": flat["before"][worst], "after": flat["after"][worst],
-            "difference": abs(flat["before"][worst] - flat["after"][worst]),
+            "difference": difference(worst),
         },
         "only_before": sorted(map(list, flat["before"].keys() - shared)),
         "only_after": sorted(map(list, flat["after"].keys() - shared)),
@@ -107,12 +128,17 @@ def compare(output: Path, before: str | None, after: str | None, repeats: int) -
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, required=True, help="a pipeline output root (its metadata.sqlite)")
+    parser.add_argument("--before-executor", choices=("tfma", "batched"), default="tfma")
+    parser.add_argument("--after-executor", choices=("tfma", "batched"), default="batched")
     parser.add_argument("--before", type=Path, default=None, help="a TFMA EvalConfig as a JSON file")
     parser.add_argument("--after", type=Path, default=None, help="a TFMA EvalConfig as a JSON file")
+    parser.add_argument("--todays-config", action="store_true",
+                        help="instead of the recorded config, the one pipeline.eval_config makes today")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     read = lambda path: path.read_text() if path else None  # noqa: E731
-    print(json.dumps(compare(args.output, read(args.before), read(args.after), args.repeats), indent=2))
+    sides = {"before": (args.before_executor, read(args.before)), "after": (args.after_executor, read(args.after))}
+    print(json.dumps(compare(args.output, sides, args.todays_config, args.repeats), indent=2))
     return 0
 
 
