@@ -3,7 +3,7 @@
 TFMA reads, transforms and scores the eval split in batches, then unbatches
 it and feeds every example, once per slice it falls in, model and metric, to
 a Python combiner: at scale that is most of the Evaluator's time. Here the
-same TFMA pipeline stops before unbatching: `BatchedMetricsEvaluator` slices
+same TFMA pipeline stops before unbatching: `batched_metrics_evaluator` slices
 each batch with numpy masks (TFMA's slicing rules, raw and transformed
 features), adds each batch's sums into one accumulator per (slice,
 computation), and hands TFMA's own combiners those sums once per slice
@@ -14,8 +14,8 @@ and the blessing are TFMA's.
 Only the combiners below have a batched form; `unsupported` names what else
 a config asks for, and `Executor` then runs TFX's own Evaluator unchanged.
 This module relies on TFMA 0.52 internals (combiner attributes, the
-evaluator's private helpers); `tests/test_batched_evaluation.py` compares it
-with TFMA's own evaluator on the same inputs.
+evaluator's private helpers); `tests/test_blessing.py` compares its output
+with TFX's own executor's on the same inputs.
 """
 
 from __future__ import annotations

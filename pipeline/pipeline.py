@@ -4,7 +4,7 @@ ExampleGen (newest span) -> StatisticsGen -> ExampleValidator (against
 ImportSchemaGen's curated schema) -> DataValidationGate (also drift against the
 previous span) -> Transform (over the last `window_spans` spans, reusing its
 analyzer cache) -> Trainer -> Evaluator (on the newest span, against the model
-being served) and RankingEvaluator (top-k quality against popularity and that
+being served; TFMA's metrics computed a batch at a time) and RankingEvaluator (top-k quality against popularity and that
 model, optionally gated) -> ServingCheck (the blessed model, loaded as TF
 Serving loads it in a fresh process, answers its warm-up requests; otherwise
 the run fails) -> Pusher (stages the checked bytes where TF Serving does not
