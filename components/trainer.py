@@ -62,17 +62,24 @@ def batches(
     """(inputs, labels) batches of in-memory transformed `columns`.
 
     With `shuffle`, every pass draws a new order of all rows from `config.seed`
-    (the same sequence of orders run after run); with `repeat`, endless. Rows
-    are shuffled as indices and gathered a batch at a time, not one by one.
+    (the same sequence of orders for every dataset made with that seed,
+    whatever TensorFlow's global seed); with `repeat`, endless. Rows are
+    ordered as indices and gathered a batch at a time, not one by one.
     """
+    rows = len(next(iter(columns.values())))
     tensors = {name: tf.constant(values) for name, values in columns.items()}
-    order = tf.data.Dataset.range(len(next(iter(columns.values()))))
-    if shuffle:
-        order = order.shuffle(order.cardinality(), seed=config.seed, reshuffle_each_iteration=True)
+    generator = np.random.default_rng(config.seed)
+
+    def one_pass():
+        order = generator.permutation(rows) if shuffle else np.arange(rows)
+        for start in range(0, rows, config.batch_size):
+            yield order[start:start + config.batch_size]
+
+    dataset = tf.data.Dataset.from_generator(one_pass, output_signature=tf.TensorSpec([None], tf.int64))
     if repeat:
-        order = order.repeat()
-    return order.batch(config.batch_size).map(
-        lambda rows: split_labels({name: tf.gather(values, rows) for name, values in tensors.items()}),
+        dataset = dataset.repeat()
+    return dataset.map(
+        lambda indices: split_labels({name: tf.gather(values, indices) for name, values in tensors.items()}),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
     ).prefetch(tf.data.AUTOTUNE)
 

@@ -82,8 +82,9 @@ def world(tmp_path_factory):
     return root
 
 
-def _judge(root, tmp_path, candidate, baseline=None, thresholds=None, executor=EvaluatorExecutor):
-    """Runs the pipeline's (or another) Evaluator executor; returns (blessed, failed metric keys)."""
+def _judge(root, tmp_path, candidate, baseline=None, thresholds=None, executor=EvaluatorExecutor, extra_metric=None):
+    """Runs the pipeline's (or another) Evaluator executor, with `extra_metric` (a TFMA class name)
+    added to the purchase head's metrics; returns (blessed, failed metric keys)."""
     examples = standard_artifacts.Examples()
     examples.uri = str(root / "examples")
     examples.split_names = json.dumps(["eval"])
@@ -99,6 +100,9 @@ def _judge(root, tmp_path, candidate, baseline=None, thresholds=None, executor=E
     if baseline is not None:
         inputs["baseline_model"] = [model(baseline, 2)]
     eval_config = make_eval_config(thresholds or default_thresholds())
+    if extra_metric:
+        (spec,) = [m for m in eval_config.metrics_specs if features.PURCHASE_PROBABILITY in m.output_names]
+        spec.metrics.add(class_name=extra_metric)
     executor().Do(
         inputs,
         {"evaluation": [evaluation], "blessing": [blessing]},
@@ -182,3 +186,13 @@ def test_batched_metrics_plots_and_verdict_equal_tfmas_own(world, tmp_path, cand
     assert plots["batched"].keys() == plots["tfma"].keys() and plots["tfma"]
     for key, buckets in plots["tfma"].items():
         assert np.allclose(plots["batched"][key], buckets, rtol=1e-6, atol=1e-9, equal_nan=True), key
+
+
+def test_a_metric_without_a_batched_form_is_computed_by_tfma(world, tmp_path):
+    """The executor hands the whole evaluation to TFX's own when a config asks for more."""
+    import tensorflow_model_analysis as tfma
+
+    blessed, failed = _judge(world, tmp_path, "good", extra_metric="MeanSquaredLogarithmicError")
+    assert blessed, failed
+    names = {kv.key.name for m in tfma.load_metrics(str(tmp_path / "evaluation")) for kv in m.metric_keys_and_values}
+    assert {"mean_squared_logarithmic_error", "root_mean_squared_error", "auc"} <= names
