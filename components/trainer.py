@@ -68,17 +68,25 @@ def batches(
     """
     rows = len(next(iter(columns.values())))
     tensors = {name: tf.constant(values) for name, values in columns.items()}
-    generator = np.random.default_rng(config.seed)
+    passes = tf.Variable(0, dtype=tf.int64, trainable=False)
 
-    def one_pass():
-        order = generator.permutation(rows) if shuffle else np.arange(rows)
-        for start in range(0, rows, config.batch_size):
-            yield order[start:start + config.batch_size]
+    def order(_):
+        if not shuffle:
+            return tf.range(rows, dtype=tf.int64)
+        # Stateless, keyed by (seed, pass number): no global seed enters.
+        return tf.random.experimental.stateless_shuffle(
+            tf.range(rows, dtype=tf.int64), seed=tf.stack([tf.constant(config.seed, tf.int64), passes.assign_add(1)])
+        )
 
-    dataset = tf.data.Dataset.from_generator(one_pass, output_signature=tf.TensorSpec([None], tf.int64))
+    def split(indices):
+        full = rows - rows % config.batch_size
+        parts = tf.data.Dataset.from_tensor_slices(tf.reshape(indices[:full], [-1, config.batch_size]))
+        return parts.concatenate(tf.data.Dataset.from_tensors(indices[full:])) if rows % config.batch_size else parts
+
+    dataset = tf.data.Dataset.from_tensors(0)
     if repeat:
         dataset = dataset.repeat()
-    return dataset.map(
+    return dataset.map(order).flat_map(split).map(
         lambda indices: split_labels({name: tf.gather(values, indices) for name, values in tensors.items()}),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
     ).prefetch(tf.data.AUTOTUNE)
