@@ -67,7 +67,9 @@ def batches(
     ordered as indices and gathered a batch at a time, not one by one.
     """
     rows = len(next(iter(columns.values())))
-    tensors = {name: tf.constant(values) for name, values in columns.items()}
+    # Only what split_labels keeps: gathering the other columns (the tiers are strings) is wasted work.
+    kept = [features.transformed_name(key) for key in features.ID_FEATURES] + list(heads.NAMES)
+    tensors = {name: tf.constant(columns[name]) for name in kept}
     passes = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def order(_):
