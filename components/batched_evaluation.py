@@ -29,6 +29,7 @@ import apache_beam as beam
 import numpy as np
 import tensorflow_model_analysis as tfma
 from absl import logging
+from tensorflow_model_analysis.contrib.aggregates import binary_confusion_matrices as aggregates
 from tensorflow_model_analysis.evaluators import evaluator as tfma_evaluator
 from tensorflow_model_analysis.evaluators import metrics_plots_and_validations_evaluator as tfma_mpv
 from tensorflow_model_analysis.evaluators import metrics_validator
@@ -80,17 +81,19 @@ class _Histogram:
     """`calibration_histogram._CalibrationHistogramCombiner`: per bucket, summed labels, predictions, examples."""
 
     def __init__(self, combiner):
-        self.combiner, self.key = combiner, combiner._key  # noqa: SLF001
-        self.size = combiner._num_buckets + 2  # noqa: SLF001 - buckets 0 (below) .. n + 1 (above)
-        if not combiner._prediction_based_bucketing:  # noqa: SLF001
+        self.combiner, self.key = combiner, combiner._key
+        self.size = combiner._num_buckets + 2
+        if not combiner._prediction_based_bucketing:
             raise NotImplementedError("label-based bucketing")
 
     def add(self, inputs: _Inputs) -> np.ndarray:
         c = self.combiner
-        labels, predictions, weights = _fractional(inputs.labels, inputs.predictions, c._fractional_labels)  # noqa: SLF001
-        position = (predictions - c._left) / c._range * c._num_buckets + 1  # noqa: SLF001 - TFMA's own arithmetic
-        bucket = np.where(position < 0, 0, np.where(position >= c._num_buckets + 1, c._num_buckets + 1,  # noqa: SLF001
-                                                     np.trunc(np.clip(position, 0, c._num_buckets + 1)))).astype(np.int64)  # noqa: SLF001
+        labels, predictions, weights = _fractional(inputs.labels, inputs.predictions, c._fractional_labels)
+        if np.isnan(predictions).any():  # TFMA fails on them too (int(nan))
+            raise ValueError(f"{self.key.model_name or 'the model'}'s {self.key.output_name} predicted NaN")
+        # TFMA's own arithmetic and truncation; below `left` is bucket 0, from `right` on bucket n + 1.
+        position = (predictions - c._left) / c._range * c._num_buckets + 1
+        bucket = np.clip(np.trunc(position), 0, c._num_buckets + 1).astype(np.int64)
         present = weights > 0
         sums = np.zeros((4, self.size))
         for row, values in enumerate((labels * weights, predictions * weights, weights, present)):
@@ -109,11 +112,11 @@ class _ConfusionMatrices:
     """`binary_confusion_matrices._BinaryConfusionMatrixCombiner`: tp, tn, fp, fn per threshold."""
 
     def __init__(self, combiner):
-        self.combiner, self.key = combiner, combiner._key  # noqa: SLF001
-        matrices = combiner._binary_confusion_matrices  # noqa: SLF001
-        self.thresholds = list(matrices._thresholds)  # noqa: SLF001
-        self.fractional = matrices._enable_fractional_labels  # noqa: SLF001
-        if combiner._example_id_key:  # noqa: SLF001
+        self.combiner, self.key = combiner, combiner._key
+        matrices = combiner._binary_confusion_matrices
+        self.thresholds = list(matrices._thresholds)
+        self.fractional = matrices._enable_fractional_labels
+        if combiner._example_id_key:
             raise NotImplementedError("example ids")
 
     def add(self, inputs: _Inputs) -> np.ndarray:
@@ -127,10 +130,8 @@ class _ConfusionMatrices:
         return sums
 
     def output(self, sums: np.ndarray) -> dict:
-        from tensorflow_model_analysis.contrib.aggregates import binary_confusion_matrices as aggregates
-
         accumulator = {
-            threshold: aggregates._ThresholdEntry(aggregates.Matrix(*map(float, sums[i])), [], [], [], [])  # noqa: SLF001
+            threshold: aggregates._ThresholdEntry(aggregates.Matrix(*map(float, sums[i])), [], [], [], [])
             for i, threshold in enumerate(self.thresholds)
         }
         return self.combiner.extract_output(accumulator)
@@ -140,7 +141,7 @@ class _WeightedLabelsPredictions:
     """`calibration._WeightedLabelsPredictionsExamplesCombiner`: summed labels, predictions, examples."""
 
     def __init__(self, combiner):
-        self.combiner, self.key = combiner, combiner._key  # noqa: SLF001
+        self.combiner, self.key = combiner, combiner._key
         if self.key.sub_key is not None:
             raise NotImplementedError("sub keys")
 
@@ -159,7 +160,7 @@ class _ExampleCount:
 
     def __init__(self, combiner):
         self.combiner = combiner
-        self.key = metric_types.MetricKey(name="", model_name=combiner._model_name, output_name=combiner._output_name)  # noqa: SLF001
+        self.key = metric_types.MetricKey(name="", model_name=combiner._model_name, output_name=combiner._output_name)
 
     def add(self, inputs: _Inputs) -> np.ndarray:
         return np.array([len(inputs.labels)], dtype=np.float64)
@@ -177,18 +178,18 @@ class _MeanError:
 
     def __init__(self, combiner):
         self.combiner = combiner
-        self.key = combiner._metric_key  # noqa: SLF001
+        self.key = combiner._metric_key
         self.error = self._error(combiner)
 
     @staticmethod
     def _error(combiner):
-        if isinstance(combiner, mean_regression_error._MeanAbsoluteErrorCombiner):  # noqa: SLF001
+        if isinstance(combiner, mean_regression_error._MeanAbsoluteErrorCombiner):
             return lambda y, p: np.abs(y - p)
-        if isinstance(combiner, mean_regression_error._MeanSquaredErrorCombiner):  # noqa: SLF001
+        if isinstance(combiner, mean_regression_error._MeanSquaredErrorCombiner):
             return lambda y, p: (y - p) ** 2
-        if isinstance(combiner, cross_entropy_metrics._BinaryCrossEntropyCombiner) and not combiner._from_logits:  # noqa: SLF001
+        if isinstance(combiner, cross_entropy_metrics._BinaryCrossEntropyCombiner) and not combiner._from_logits:
             def cross_entropy(y, p):
-                y = y * (1.0 - combiner._label_smoothing) + 0.5 * combiner._label_smoothing  # noqa: SLF001
+                y = y * (1.0 - combiner._label_smoothing) + 0.5 * combiner._label_smoothing
                 with np.errstate(divide="ignore", invalid="ignore"):
                     return -y * np.log(p) - (1 - y) * np.log(1 - p)
             return cross_entropy
@@ -196,13 +197,13 @@ class _MeanError:
 
     def add(self, inputs: _Inputs) -> np.ndarray:
         error = self.error(inputs.labels, inputs.predictions)
-        if isinstance(self.combiner, mean_regression_error._MeanRegressionErrorCombiner):  # noqa: SLF001
+        if isinstance(self.combiner, mean_regression_error._MeanRegressionErrorCombiner):
             error = error[~np.isnan(error)]  # TFMA skips NaN errors here, not in cross entropy
         return np.array([error.sum(), len(error)], dtype=np.float64)
 
     def output(self, sums: np.ndarray) -> dict:
         accumulator = self.combiner.create_accumulator()
-        if isinstance(self.combiner, mean_regression_error._MeanRegressionErrorCombiner):  # noqa: SLF001
+        if isinstance(self.combiner, mean_regression_error._MeanRegressionErrorCombiner):
             accumulator.total_regression_error, accumulator.total_example_weights = map(float, sums)
         else:
             accumulator.total_cross_entropy, accumulator.total_example_weights = map(float, sums)
@@ -218,17 +219,17 @@ class _KerasMetrics:
 
     def __init__(self, combiner):
         self.combiner = combiner
-        self.key = metric_types.MetricKey(name="", model_name=combiner._model_name)  # noqa: SLF001
-        if combiner._sub_key or combiner._aggregation_type or combiner._class_weights:  # noqa: SLF001
+        self.key = metric_types.MetricKey(name="", model_name=combiner._model_name)
+        if combiner._sub_key or combiner._aggregation_type or combiner._class_weights:
             raise NotImplementedError("sub keys, aggregation or class weights")
-        self.outputs = list(combiner._output_names)  # noqa: SLF001
+        self.outputs = list(combiner._output_names)
 
     def add_all(self, inputs_by_output: Mapping[str, _Inputs]) -> list:
         self.combiner.setup()
         weights = []
         for output in self.outputs:
             inputs = inputs_by_output[output]
-            for metric in self.combiner._metrics[output]:  # noqa: SLF001
+            for metric in self.combiner._metrics[output]:
                 metric.reset_states()
                 metric.update_state(inputs.labels.reshape(-1, 1).astype(np.float32),
                                     inputs.predictions.reshape(-1, 1).astype(np.float32))
@@ -240,19 +241,19 @@ class _KerasMetrics:
         accumulator = self.combiner.create_accumulator()
         flat = iter(weights)
         for output_index, output in enumerate(self.outputs):
-            for metric_index in range(len(self.combiner._metrics[output])):  # noqa: SLF001
+            for metric_index in range(len(self.combiner._metrics[output])):
                 accumulator.add_weights(output_index, metric_index, next(flat))
         return self.combiner.extract_output(accumulator)
 
 
 _BATCHED = (
-    (calibration_histogram._CalibrationHistogramCombiner, _Histogram),  # noqa: SLF001
-    (binary_confusion_matrices._BinaryConfusionMatrixCombiner, _ConfusionMatrices),  # noqa: SLF001
-    (calibration._WeightedLabelsPredictionsExamplesCombiner, _WeightedLabelsPredictions),  # noqa: SLF001
-    (example_count._ExampleCountCombiner, _ExampleCount),  # noqa: SLF001
-    (mean_regression_error._MeanRegressionErrorCombiner, _MeanError),  # noqa: SLF001
-    (cross_entropy_metrics._CrossEntropyCombiner, _MeanError),  # noqa: SLF001
-    (tf_metric_wrapper._CompilableMetricsCombiner, _KerasMetrics),  # noqa: SLF001
+    (calibration_histogram._CalibrationHistogramCombiner, _Histogram),
+    (binary_confusion_matrices._BinaryConfusionMatrixCombiner, _ConfusionMatrices),
+    (calibration._WeightedLabelsPredictionsExamplesCombiner, _WeightedLabelsPredictions),
+    (example_count._ExampleCountCombiner, _ExampleCount),
+    (mean_regression_error._MeanRegressionErrorCombiner, _MeanError),
+    (cross_entropy_metrics._CrossEntropyCombiner, _MeanError),
+    (tf_metric_wrapper._CompilableMetricsCombiner, _KerasMetrics),
 )
 
 
@@ -272,7 +273,7 @@ def _batched(computation):
 
 def computations_of(eval_config) -> tuple[list, list, list]:
     """(TFMA's combiner computations, their batched forms, TFMA's derived computations) for `eval_config`."""
-    separated = tfma_mpv._filter_and_separate_computations(  # noqa: SLF001
+    separated = tfma_mpv._filter_and_separate_computations(
         metric_specs.to_computations(eval_config.metrics_specs, eval_config=eval_config)
     )
     return (separated.non_derived_computations, [_batched(c) for c in separated.non_derived_computations],
@@ -430,7 +431,7 @@ class _CombinerOutputs(beam.DoFn):
 
 
 @beam.ptransform_fn
-def _EvaluateBatched(extracts, eval_config):  # noqa: N802 - a Beam PTransform
+def _EvaluateBatched(extracts, eval_config):
     derived = computations_of(eval_config)[2]
     baseline = model_util.get_baseline_model_spec(eval_config)
     everything = (
@@ -438,15 +439,15 @@ def _EvaluateBatched(extracts, eval_config):  # noqa: N802 - a Beam PTransform
         | "AccumulatePerSlice" >> beam.ParDo(_AccumulateBatches(eval_config))
         | "SumPerSlice" >> beam.CombinePerKey(_SumAccumulators())
         | "CombinerOutputs" >> beam.ParDo(_CombinerOutputs(eval_config))
-        | "AddDerivedAndDiffMetrics" >> tfma_mpv._AddDerivedCrossSliceAndDiffMetrics(  # noqa: SLF001
+        | "AddDerivedAndDiffMetrics" >> tfma_mpv._AddDerivedCrossSliceAndDiffMetrics(
             derived, [], [], baseline.name if baseline else None
         )
-        | "RemovePrivateMetrics" >> beam.MapTuple(tfma_mpv._remove_private_metrics)  # noqa: SLF001
+        | "RemovePrivateMetrics" >> beam.MapTuple(tfma_mpv._remove_private_metrics)
     )
-    metrics = everything | "Metrics" >> beam.Map(tfma_mpv._filter_by_key_type, metric_types.MetricKey)  # noqa: SLF001
-    plots = everything | "Plots" >> beam.Map(tfma_mpv._filter_by_key_type, metric_types.PlotKey)  # noqa: SLF001
+    metrics = everything | "Metrics" >> beam.Map(tfma_mpv._filter_by_key_type, metric_types.MetricKey)
+    plots = everything | "Plots" >> beam.Map(tfma_mpv._filter_by_key_type, metric_types.PlotKey)
     attributions = everything | "Attributions" >> beam.Map(
-        tfma_mpv._filter_by_key_type, metric_types.AttributionsKey  # noqa: SLF001
+        tfma_mpv._filter_by_key_type, metric_types.AttributionsKey
     )
     return {
         tfma.constants.METRICS_KEY: metrics,
@@ -485,7 +486,7 @@ class Executor(tfx_evaluator.Executor):
     own executor runs instead.
     """
 
-    def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802 - TFX's name
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
         config_json = exec_properties.get(standard_component_specs.EVAL_CONFIG_KEY)
         reason = "no eval config" if not config_json else None
         if exec_properties.get(standard_component_specs.MODULE_PATH_KEY) or exec_properties.get(
