@@ -98,8 +98,8 @@ def measure(output: Path, epochs: int, repeats: int) -> dict:
         return read + time.perf_counter() - started, read
 
     training = trainer.datasets(fn_args, tft_output, config)[0]
-    x, y = trainer.split_labels(trainer.read_columns(fn_args.train_files, tft_output))
-    validation = trainer.split_labels(trainer.read_columns(fn_args.eval_files, tft_output))
+    x, y = trainer.split_labels(trainer.read_columns(fn_args.train_files, tft_output, trainer.model_columns()))
+    validation = trainer.split_labels(trainer.read_columns(fn_args.eval_files, tft_output, trainer.model_columns()))
 
     def plain_side():
         plain = model(training)

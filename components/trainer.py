@@ -24,6 +24,11 @@ MODEL_CONFIG = "model"
 READ_BATCH_SIZE = 8192
 
 
+def model_columns() -> list[str]:
+    """The transformed columns the model and its losses read: the ID inputs and one label per head."""
+    return [features.transformed_name(key) for key in features.ID_FEATURES] + list(heads.NAMES)
+
+
 def split_labels(batch: Mapping[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
     """Splits a transformed batch into (model inputs, {head: label})."""
     inputs = {
@@ -34,16 +39,21 @@ def split_labels(batch: Mapping[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], 
     return inputs, labels
 
 
-def read_columns(file_pattern: list[str], tf_transform_output: tft.TFTransformOutput) -> dict[str, np.ndarray]:
+def read_columns(
+    file_pattern: list[str], tf_transform_output: tft.TFTransformOutput, names: list[str] | None = None
+) -> dict[str, np.ndarray]:
     """Every row of a transformed split (Transform's gzipped tf.Example TFRecords), read once in file order.
 
-    Returns {column: array}. Reads with plain tf.data rather than the
-    DataAccessor's TFXIO dataset, which parsed the same files several times slower.
+    Returns {column: array} for `names` (default: every transformed column).
+    Reads with plain tf.data rather than the DataAccessor's TFXIO dataset,
+    which parsed the same files several times slower.
     """
     files = sorted(path for pattern in file_pattern for path in tf.io.gfile.glob(pattern))
     if not files:
         raise ValueError(f"no files match {file_pattern}")
     spec = tf_transform_output.transformed_feature_spec()
+    if names is not None:
+        spec = {name: spec[name] for name in names}
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(READ_BATCH_SIZE).map(
         lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
@@ -68,8 +78,7 @@ def batches(
     """
     rows = len(next(iter(columns.values())))
     # Only what split_labels keeps: gathering the other columns (the tiers are strings) is wasted work.
-    kept = [features.transformed_name(key) for key in features.ID_FEATURES] + list(heads.NAMES)
-    tensors = {name: tf.constant(columns[name]) for name in kept}
+    tensors = {name: tf.constant(columns[name]) for name in model_columns()}
     passes = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def order(_):
@@ -115,10 +124,11 @@ def datasets(
     model already needs every training row's IDs, and re-reading and parsing
     the files each epoch cost more than the model's own steps.
     """
-    train = read_columns(fn_args.train_files, tf_transform_output)
+    # Only the model's columns: the others (the tiers, as strings) would cost memory for nothing.
+    train = read_columns(fn_args.train_files, tf_transform_output, model_columns())
     # The validation split (the Trainer's eval_args) is scored each epoch and
     # drives early stopping; the Evaluator judges the model on another split.
-    validation = read_columns(fn_args.eval_files, tf_transform_output)
+    validation = read_columns(fn_args.eval_files, tf_transform_output, model_columns())
     return (
         TrainingData.from_columns(train),
         batches(train, config, shuffle=True, repeat=config.steps_per_epoch is not None),
