@@ -261,23 +261,30 @@ def _batched(computation):
     # TFMA's standard preprocessor only gathers the labels and predictions read here.
     if any(type(p) is not metric_types.StandardMetricInputsPreprocessor for p in computation.preprocessors or ()):
         raise NotImplementedError("preprocessors")
+    combiner = computation.combiner
+    if getattr(combiner, "_example_weighted", False):
+        raise NotImplementedError("example weights")
     for kind, batched in _BATCHED:
-        if isinstance(computation.combiner, kind):
-            made = batched(computation.combiner)
-            key = made.key
-            if getattr(key, "example_weighted", False) or getattr(key, "sub_key", None) is not None:
-                raise NotImplementedError("example weights or sub keys")
+        if isinstance(combiner, kind):
+            made = batched(combiner)
+            if made.key.sub_key is not None:
+                raise NotImplementedError("sub keys")
             return made
-    raise NotImplementedError(type(computation.combiner).__name__)
+    raise NotImplementedError(type(combiner).__name__)
 
 
-def computations_of(eval_config) -> tuple[list, list, list]:
-    """(TFMA's combiner computations, their batched forms, TFMA's derived computations) for `eval_config`."""
+def computations_of(eval_config) -> tuple[list, list]:
+    """(the batched forms of TFMA's combiner computations, TFMA's derived computations) for `eval_config`.
+
+    Raises NotImplementedError for a computation this module cannot run:
+    one without a batched form, a cross-slice or a confidence-interval one.
+    """
     separated = tfma_mpv._filter_and_separate_computations(
         metric_specs.to_computations(eval_config.metrics_specs, eval_config=eval_config)
     )
-    return (separated.non_derived_computations, [_batched(c) for c in separated.non_derived_computations],
-            separated.derived_computations)
+    if separated.cross_slice_computations or separated.ci_derived_computations:
+        raise NotImplementedError("cross-slice or confidence-interval metrics")
+    return [_batched(c) for c in separated.non_derived_computations], separated.derived_computations
 
 
 def unsupported(eval_config) -> str | None:
@@ -293,11 +300,9 @@ def unsupported(eval_config) -> str | None:
         if spec.feature_values or spec.slice_keys_sql or len(spec.feature_keys) > 1:
             return f"the slicing spec {spec}"
     try:
-        computations = computations_of(eval_config)
+        computations_of(eval_config)
     except NotImplementedError as error:
         return f"a metric computation without a batched form ({error})"
-    if computations[2] and any(isinstance(c, metric_types.CrossSliceMetricComputation) for c in computations[2]):
-        return "cross-slice metrics"
     return None
 
 
@@ -354,27 +359,35 @@ def _slice_masks(extract: Mapping[str, Any], eval_config) -> dict[tuple, np.ndar
     return masks
 
 
-class _AccumulateBatches(beam.DoFn):
-    """Per batch of extracts: (slice key, [sums per computation]) for every slice with rows in it."""
+class _WithComputations(beam.DoFn):
+    """A DoFn holding `eval_config`'s batched computations (built on each worker)."""
 
     def __init__(self, eval_config):
         self._eval_config = eval_config
         self._batched = None
 
     def setup(self):
-        self._batched = computations_of(self._eval_config)[1]
+        self._batched = computations_of(self._eval_config)[0]
+
+
+class _AccumulateBatches(_WithComputations):
+    """Per batch of extracts: (slice key, [sums per computation]) for every slice with rows in it."""
 
     def process(self, extract):
         config = self._eval_config
         multi = len(config.model_specs) > 1
         masks = _slice_masks(extract, config)
+        vectors: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
         def inputs(model_name, output_name, mask):
-            labels = _by_model(extract, tfma.constants.LABELS_KEY, model_name, multi)
-            predictions = _by_model(extract, tfma.constants.PREDICTIONS_KEY, model_name, multi)
-            if output_name:
-                labels, predictions = labels[output_name], predictions[output_name]
-            return _Inputs(_vector(labels)[mask], _vector(predictions)[mask])
+            if (model_name, output_name) not in vectors:  # once per batch, not once per slice and metric
+                labels = _by_model(extract, tfma.constants.LABELS_KEY, model_name, multi)
+                predictions = _by_model(extract, tfma.constants.PREDICTIONS_KEY, model_name, multi)
+                if output_name:
+                    labels, predictions = labels[output_name], predictions[output_name]
+                vectors[model_name, output_name] = _vector(labels), _vector(predictions)
+            labels, predictions = vectors[model_name, output_name]
+            return _Inputs(labels[mask], predictions[mask])
 
         for slice_key, mask in masks.items():
             if not mask.any():
@@ -412,15 +425,8 @@ class _SumAccumulators(beam.CombineFn):
         return accumulator
 
 
-class _CombinerOutputs(beam.DoFn):
+class _CombinerOutputs(_WithComputations):
     """(slice key, summed sums) -> (slice key, {key: TFMA combiner output}) for every computation."""
-
-    def __init__(self, eval_config):
-        self._eval_config = eval_config
-        self._batched = None
-
-    def setup(self):
-        self._batched = computations_of(self._eval_config)[1]
 
     def process(self, element):
         slice_key, sums = element
@@ -432,7 +438,7 @@ class _CombinerOutputs(beam.DoFn):
 
 @beam.ptransform_fn
 def _EvaluateBatched(extracts, eval_config):
-    derived = computations_of(eval_config)[2]
+    derived = computations_of(eval_config)[1]
     baseline = model_util.get_baseline_model_spec(eval_config)
     everything = (
         extracts
