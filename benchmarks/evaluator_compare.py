@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ml_metadata.metadata_store import metadata_store
 
-from benchmarks.evaluator_profile import _tfx_artifacts, latest_evaluator
+from benchmarks.evaluator_profile import evaluator_inputs
 from pipeline.config import IN_MEMORY_BEAM_ARGS
 from results.evaluation import evaluation_metrics
 from results.metadata import sqlite_readonly
@@ -88,8 +88,7 @@ def run_once(executor: str, artifacts: dict, eval_config: str, example_splits: s
 def compare(output: Path, sides: dict[str, tuple[str, str | None]], todays: bool, repeats: int) -> dict:
     """`sides`: {"before"/"after": (executor name, EvalConfig JSON or None for the recorded one)}."""
     store = metadata_store.MetadataStore(sqlite_readonly(str(output / "metadata.sqlite")))
-    recorded, inputs = latest_evaluator(store)
-    artifacts = _tfx_artifacts(inputs)
+    recorded, artifacts = evaluator_inputs(store)
     default = todays_config(recorded["eval_config"]) if todays else recorded["eval_config"]
     configs = {name: (executor, config or default) for name, (executor, config) in sides.items()}
     runs: dict[str, list] = {"before": [], "after": []}

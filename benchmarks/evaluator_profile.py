@@ -26,8 +26,9 @@ from pathlib import Path
 
 from ml_metadata.metadata_store import metadata_store
 
+from benchmarks.recorded import latest_inputs, tfx_artifacts
 from pipeline.config import IN_MEMORY_BEAM_ARGS
-from results.metadata import INPUT, MetadataReader, properties, sqlite_readonly
+from results.metadata import sqlite_readonly
 
 # Phases by the path of the module a function lives in; the first match wins.
 PHASES = (
@@ -72,39 +73,14 @@ def phase_seconds(stats: pstats.Stats, depth: int = 4) -> dict[str, float]:
     return out
 
 
-def latest_evaluator(store: metadata_store.MetadataStore):
-    """(execution properties, {input key: [artifacts]}) of the store's latest Evaluator execution."""
-    reader = MetadataReader(store)
-    executions = [e for e in store.get_executions() if reader.node_id(e.id) == "Evaluator"]
-    if not executions:
-        raise LookupError("no Evaluator execution in this store")
-    execution = max(executions, key=lambda e: e.id)
-    inputs: dict[str, list] = {}
-    for event in store.get_events_by_execution_ids([execution.id]):
-        if event.type != INPUT:
-            continue
-        key = next(step.key for step in event.path.steps if step.HasField("key"))
-        inputs.setdefault(key, []).append(store.get_artifacts_by_id([event.artifact_id])[0])
-    return properties(execution), inputs
-
-
-def _tfx_artifacts(inputs: dict[str, list]) -> dict[str, list]:
+def evaluator_inputs(store: metadata_store.MetadataStore) -> tuple[dict, dict[str, list]]:
+    """(execution properties, {input key: [TFX artifacts]}) of the store's latest Evaluator execution."""
     from tfx.types import standard_artifacts
 
+    recorded, inputs = latest_inputs(store, "Evaluator")
     kinds = {"examples": standard_artifacts.Examples, "model": standard_artifacts.Model,
              "baseline_model": standard_artifacts.Model}
-    out = {}
-    for key, recorded in inputs.items():
-        if key not in kinds:
-            continue
-        out[key] = []
-        for artifact in recorded:
-            made = kinds[key]()
-            made.uri, made.id = artifact.uri, artifact.id
-            if key == "examples":
-                made.split_names = artifact.properties["split_names"].string_value
-            out[key].append(made)
-    return out
+    return recorded, tfx_artifacts(inputs, kinds)
 
 
 def profile(output: Path, eval_config: str | None, top: int) -> dict:
@@ -113,8 +89,7 @@ def profile(output: Path, eval_config: str | None, top: int) -> dict:
     from tfx.types import standard_artifacts
 
     store = metadata_store.MetadataStore(sqlite_readonly(str(output / "metadata.sqlite")))
-    recorded, inputs = latest_evaluator(store)
-    artifacts = _tfx_artifacts(inputs)
+    recorded, artifacts = evaluator_inputs(store)
     exec_properties = {
         "eval_config": eval_config or recorded["eval_config"],
         "example_splits": recorded["example_splits"],

@@ -31,22 +31,8 @@ from pathlib import Path
 
 from ml_metadata.metadata_store import metadata_store
 
-from results.metadata import INPUT, MetadataReader, properties, sqlite_readonly
-
-
-def latest_trainer_inputs(store: metadata_store.MetadataStore):
-    """(execution properties, {input key: [MLMD artifacts]}) of the store's latest Trainer execution."""
-    reader = MetadataReader(store)
-    executions = [e for e in store.get_executions() if reader.node_id(e.id) == "Trainer"]
-    if not executions:
-        raise LookupError("no Trainer execution in this store")
-    execution = max(executions, key=lambda e: e.id)
-    inputs: dict[str, list] = {}
-    for event in store.get_events_by_execution_ids([execution.id]):
-        if event.type == INPUT:
-            key = next(step.key for step in event.path.steps if step.HasField("key"))
-            inputs.setdefault(key, []).append(store.get_artifacts_by_id([event.artifact_id])[0])
-    return properties(execution), inputs
+from benchmarks.recorded import latest_inputs, tfx_artifacts
+from results.metadata import sqlite_readonly
 
 
 def fn_args_of(output: Path):
@@ -55,16 +41,9 @@ def fn_args_of(output: Path):
     from tfx.types import standard_artifacts
 
     store = metadata_store.MetadataStore(sqlite_readonly(str(output / "metadata.sqlite")))
-    recorded, inputs = latest_trainer_inputs(store)
+    recorded, inputs = latest_inputs(store, "Trainer")
     kinds = {"examples": standard_artifacts.Examples, "transform_graph": standard_artifacts.TransformGraph}
-    input_dict = {}
-    for key, kind in kinds.items():
-        made = kind()
-        (artifact,) = inputs[key]
-        made.uri, made.id = artifact.uri, artifact.id
-        if key == "examples":
-            made.split_names = artifact.properties["split_names"].string_value
-        input_dict[key] = [made]
+    input_dict = tfx_artifacts(inputs, kinds)
     fn_args = fn_args_utils.get_common_fn_args(input_dict, recorded)
     fn_args.transform_output = input_dict["transform_graph"][0].uri  # as TFX's GenericExecutor sets it
     return fn_args
