@@ -30,12 +30,17 @@ class TrainingData:
     """What the model needs to know about its training examples before fitting.
 
     `users`, `items`: int64 vocabulary indices of every training example (in
-    the same order); `label_means`: each head's mean label.
+    the same order); `labels`: each head's label of every training example.
     """
 
     users: np.ndarray
     items: np.ndarray
-    label_means: Mapping[str, float]
+    labels: Mapping[str, np.ndarray]
+
+    @property
+    def label_means(self) -> dict[str, float]:
+        """Each head's mean training label."""
+        return {head: float(np.mean(values, dtype=np.float64)) for head, values in self.labels.items()}
 
     @classmethod
     def from_batches(cls, batches) -> TrainingData:
@@ -59,9 +64,7 @@ class TrainingData:
         return cls(
             users=users,
             items=np.asarray(columns[features.transformed_name(features.ITEM_ID)]).ravel().astype(np.int64),
-            label_means={
-                head: float(np.asarray(columns[head], np.float64).mean()) for head in label_names
-            },
+            labels={head: np.asarray(columns[head], np.float32).ravel() for head in label_names},
         )
 
 
@@ -136,12 +139,17 @@ class MultiTaskRecommender(tf_keras.Model):
             if training is None:
                 raise ValueError("implicit_feedback needs the training data's interactions")
             users, items = training.users, training.items
+            weights = None
+            if config.implicit_feedback_ratings:
+                if self.factorized_head is None:
+                    raise ValueError("implicit_feedback_ratings needs a regression head")
+                weights = training.labels[self.factorized_head]
             # (who interacted, with whom, their embeddings, how many rows they index)
             self.implicit = [
-                _Neighbours(users, items, num_users, embedding(num_items, dim, "user_history"), "items_of_user",
-                            config.implicit_history_cap, config.seed),
-                _Neighbours(items, users, num_items, embedding(num_users, dim, "item_history"), "users_of_item",
-                            config.implicit_history_cap, config.seed),
+                _Neighbours(users, items, weights, num_users, embedding(num_items, dim, "user_history"),
+                            "items_of_user", config),
+                _Neighbours(items, users, weights, num_items, embedding(num_users, dim, "item_history"),
+                            "users_of_item", config),
             ]
         self.hidden = []
         for i, units in enumerate(config.hidden_units):
@@ -165,8 +173,8 @@ class MultiTaskRecommender(tf_keras.Model):
             user, item = (_drop_ids(ids, *spec) for ids, spec in zip((user, item), self.id_dropout))
         user_vector, item_vector = self.user_embedding(user), self.item_embedding(item)
         if self.implicit:
-            user_vector += self.implicit[0](user)
-            item_vector += self.implicit[1](item)
+            user_vector += self.implicit[0](user, item)
+            item_vector += self.implicit[1](item, user)
         biases = [bias(ids) for bias, ids in zip(self.biases, (user, item))]
         if training and self.l2:
             used = [user_vector, item_vector, *biases]
@@ -210,18 +218,23 @@ def _drop_ids(ids: tf.Tensor, rate: float, known: int, rows: int) -> tf.Tensor:
 
 
 class _Neighbours(tf_keras.layers.Layer):
-    """Per row, 1/sqrt(n) times the sum of the embeddings of its n training partners.
+    """Per row, 1/sqrt(n) times the (weighted) sum of the embeddings of its n training partners.
 
     A row with more than `cap` partners keeps a seeded sample of `cap`. The
-    partner lists are constant, non-trainable weights, so they are saved with
-    the model; a row with no partners (an unseen ID) gets zeros.
+    partner lists (and their weights) are constant, non-trainable weights, so
+    they are saved with the model; a row with no partners (an unseen ID) gets
+    zeros. With `implicit_leave_one_out`, the pair being scored is left out of
+    the sum: a training example then sees what an unseen pair sees, the other
+    interactions only (with rating weights it would otherwise read its own label).
     """
 
-    def __init__(self, rows: np.ndarray, partners: np.ndarray, num_rows: int,
-                 embedding: tf_keras.layers.Embedding, name: str, cap: int, seed: int):
+    def __init__(self, rows: np.ndarray, partners: np.ndarray, weights: np.ndarray | None, num_rows: int,
+                 embedding: tf_keras.layers.Embedding, name: str, config: ModelConfig):
         super().__init__(name=name)
+        cap = config.implicit_history_cap
+        self.leave_one_out = config.implicit_leave_one_out
         # Sorted by row, then by a random key: each row's first `cap` are a uniform sample.
-        order = np.lexsort((np.random.default_rng(seed).random(len(rows)), rows))
+        order = np.lexsort((np.random.default_rng(config.seed).random(len(rows)), rows))
         counts = np.bincount(rows, minlength=num_rows)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         kept = np.arange(len(rows)) - starts[rows[order]] < cap
@@ -230,12 +243,25 @@ class _Neighbours(tf_keras.layers.Layer):
             trainable=False, name="row_splits",
         )
         self.partners = tf.Variable(partners[order][kept], trainable=False, name="partners")
+        self.partner_weights = None if weights is None else tf.Variable(
+            weights[order][kept].astype(np.float32), trainable=False, name="partner_weights"
+        )
         self.embedding = embedding
 
-    def call(self, ids):
+    def call(self, ids, other=None):
         lists = tf.gather(tf.RaggedTensor.from_row_splits(self.partners, self.row_splits), ids)
-        summed = tf.reduce_sum(self.embedding(lists), axis=1)
-        count = tf.cast(lists.row_lengths(), tf.float32)[:, None]
+        weight = tf.ones_like(lists.flat_values, tf.float32)
+        if self.partner_weights is not None:
+            weight = tf.gather(
+                tf.RaggedTensor.from_row_splits(self.partner_weights, self.row_splits), ids
+            ).flat_values
+        kept = tf.ones_like(weight)
+        if self.leave_one_out and other is not None:
+            own = tf.repeat(tf.cast(other, lists.dtype), lists.row_lengths())
+            kept = tf.cast(lists.flat_values != own, tf.float32)
+        vectors = self.embedding(lists.flat_values) * (weight * kept)[:, None]
+        summed = tf.reduce_sum(lists.with_flat_values(vectors), axis=1)
+        count = tf.reduce_sum(lists.with_flat_values(kept), axis=1)[:, None]
         return summed * tf.math.rsqrt(tf.maximum(count, 1.0))
 
 

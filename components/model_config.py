@@ -61,6 +61,13 @@ class ModelConfig:
     # heavier ID's), so an example costs at most this many lookups however
     # active its user or popular its item.
     implicit_history_cap: int = 256
+    # Weight each partner by its regression label (the rating: an item's sum
+    # is then what item-based AutoRec's first layer reads), rather than by its
+    # presence alone. Uncentred, so a partner still counts whoever rated low.
+    implicit_feedback_ratings: bool = False
+    # Leave the scored pair out of both sums, so a training example sees what
+    # an unseen pair sees (see components.model._Neighbours); False keeps it in.
+    implicit_leave_one_out: bool = True
     # Start each head's bias at the training labels' base rate (the mean for the
     # purchase head, the like rate's logit for the binary head), so the first
     # epochs fit interactions rather than a global offset.

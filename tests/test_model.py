@@ -193,6 +193,44 @@ def test_implicit_feedback_adds_the_scaled_sum_of_training_partners():
         build_model(3, 5, dataclasses.replace(config, base_rate_init=False))
 
 
+def test_rating_weighted_history_leaves_the_scored_pair_out():
+    """User 0 rated items 1, 2, 3 (purchase labels 0.2, 0.6, 1.0): the user's sum weights
+    each item by its label; scoring (0, 2) leaves item 2 out, scoring an unseen pair leaves nothing out."""
+    import tensorflow as tf
+
+    train_inputs = {USER: np.array([[0], [0], [0], [1]]), ITEM: np.array([[1], [2], [3], [1]])}
+    rating = np.array([[0.2], [0.6], [1.0], [0.4]], np.float32)
+    train_labels = {features.BINARY_RATING: (rating > 0.5).astype(np.float32), features.PURCHASE_PROBABILITY: rating}
+    config = ModelConfig(
+        hidden_units=(), implicit_feedback=True, implicit_feedback_ratings=True, implicit_leave_one_out=True,
+        **FACTORIZED,
+    )
+    model = build_model(3, 5, config, _training(train_inputs, train_labels))
+    model({USER: np.array([0]), ITEM: np.array([0])})
+    history = model.implicit[0].embedding.embeddings.numpy()
+
+    def items_of_user_0(scored_item):
+        return model.implicit[0](tf.constant([0]), tf.constant([scored_item])).numpy()[0]
+
+    np.testing.assert_allclose(  # item 4: not one of the user's, so all three count
+        items_of_user_0(4), (0.2 * history[1] + 0.6 * history[2] + 1.0 * history[3]) / np.sqrt(3), rtol=1e-5
+    )
+    np.testing.assert_allclose(  # the training pair (0, 2): its own rating is not read
+        items_of_user_0(2), (0.2 * history[1] + 1.0 * history[3]) / np.sqrt(2), rtol=1e-5
+    )
+    # The item's sum leaves the scored user out the same way: item 1 without user 1 is user 0 alone.
+    users = model.implicit[1].embedding.embeddings.numpy()
+    got = model.implicit[1](tf.constant([1]), tf.constant([1])).numpy()[0]
+    np.testing.assert_allclose(got, 0.2 * users[0], rtol=1e-5)
+    # In the model's own call, a training pair's prediction cannot depend on its own label.
+    before = model({USER: np.array([0]), ITEM: np.array([2])})[features.PURCHASE_PROBABILITY].numpy()
+    weights = model.implicit[0].partner_weights
+    labels = weights.numpy()
+    weights.assign(np.where(np.isclose(labels, 0.6), 0.0, labels))
+    after = model({USER: np.array([0]), ITEM: np.array([2])})[features.PURCHASE_PROBABILITY].numpy()
+    np.testing.assert_allclose(after, before, rtol=1e-6)
+
+
 def test_implicit_history_is_capped_at_a_seeded_sample_of_each_ids_partners():
     import tensorflow as tf
 
