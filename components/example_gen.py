@@ -165,18 +165,6 @@ def read_header(path: str, required: Sequence[str]) -> list[str]:
     return read_layout(path, required).header
 
 
-def _bytes(value: bytes) -> tf.train.Feature:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-
-def _int64(value: int) -> tf.train.Feature:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-
-
-def _float(value: float) -> tf.train.Feature:
-    return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
-
-
 def parse_int64(cell: str) -> int:
     """An integer cell; `1.0`-style integral numbers too. ValueError if not an integer,
     OverflowError if it does not fit in int64."""
@@ -192,29 +180,30 @@ def parse_int64(cell: str) -> int:
     return value
 
 
-# Schema type -> (cell parser, what the cell must be, feature builder).
+# Schema type -> (cell parser, what the cell must be, the tf.train.Feature list it fills).
 _CONVERTERS = {
-    schema_pb2.BYTES: (lambda cell: cell.encode("utf-8"), "text", _bytes),
-    schema_pb2.INT: (parse_int64, "an integer", _int64),
-    schema_pb2.FLOAT: (float, "a number", _float),
+    schema_pb2.BYTES: (lambda cell: cell.encode("utf-8"), "text", "bytes_list"),
+    schema_pb2.INT: (parse_int64, "an integer", "int64_list"),
+    schema_pb2.FLOAT: (float, "a number", "float_list"),
 }
 
 
-def _feature(path: str, column: str, cell: str, ftype: int) -> tf.train.Feature:
+def _set_feature(feature: tf.train.Feature, path: str, column: str, cell: str, ftype: int) -> None:
+    """Fills the empty `feature` with the cell's value; an empty cell leaves it empty (a missing value)."""
     if ftype == schema_pb2.BYTES:
         cell = cell.strip()  # surrounding whitespace is not part of an ID
     if cell == "":
-        return tf.train.Feature()
+        return
     if ftype not in _CONVERTERS:
         raise CsvFormatError(f"{path}: column '{column}': schema type {ftype} is not supported")
-    parse, expected, build = _CONVERTERS[ftype]
+    parse, expected, kind = _CONVERTERS[ftype]
     try:
         value = parse(cell)
     except ValueError:
         raise CsvFormatError(f"{path}: column '{column}': {cell!r} is not {expected}") from None
     except OverflowError:
         raise CsvFormatError(f"{path}: column '{column}': {cell!r} does not fit in int64") from None
-    return build(value)
+    getattr(feature, kind).value.append(value)
 
 
 def _decoded(line: bytes | str, path: str) -> str:
@@ -259,12 +248,14 @@ def build_example(
             f"{path}: a row has {len(cells)} fields but the header has {len(header)} "
             f"({list(header)}): {line[:200]!r}"
         )
-    feature = {
-        column: _feature(path, column, cell, types[column])
-        for column, cell in zip(header, cells)
-        if column in types
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature))
+    # Filled in place: building each Feature and copying it into the map cost
+    # more than twice as much, on every row.
+    example = tf.train.Example()
+    feature = example.features.feature
+    for column, cell in zip(header, cells):
+        if column in types:
+            _set_feature(feature[column], path, column, cell, types[column])
+    return example
 
 
 def _serialize(example: tf.train.Example) -> bytes:
