@@ -1,4 +1,4 @@
-"""The Trainer's module: reads transformed data, trains, exports.
+"""The Trainer's module: reads raw splits through the transform graph, trains, exports.
 
 `run_fn` only adapts TFX's FnArgs to the plain functions below and in
 `components.model` / `components.export`.
@@ -42,20 +42,26 @@ def split_labels(batch: Mapping[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], 
 def read_columns(
     file_pattern: list[str], tf_transform_output: tft.TFTransformOutput, names: list[str] | None = None
 ) -> dict[str, np.ndarray]:
-    """Every row of a transformed split (Transform's gzipped tf.Example TFRecords), read once in file order.
+    """Every row of a raw split (ExampleGen's gzipped tf.Example TFRecords) through the transform graph, in file order.
 
-    Returns {column: array} for `names` (default: every transformed column).
-    Reads with plain tf.data rather than the DataAccessor's TFXIO dataset,
-    which parsed the same files several times slower.
+    Returns {column: array} of the transformed columns `names` (default:
+    every transformed column). The rows go through the same transform graph the
+    exported model carries, in large batches, so Transform need not write a
+    transformed copy of each split. Reads with plain tf.data rather than the
+    DataAccessor's TFXIO dataset, which parsed the same files several times slower.
     """
     files = sorted(path for pattern in file_pattern for path in tf.io.gfile.glob(pattern))
     if not files:
         raise ValueError(f"no files match {file_pattern}")
-    spec = tf_transform_output.transformed_feature_spec()
-    if names is not None:
-        spec = {name: spec[name] for name in names}
+    raw_spec = tf_transform_output.raw_feature_spec()
+    transform = tf_transform_output.transform_features_layer()
+
+    def transformed(records):
+        columns = transform(tf.io.parse_example(records, raw_spec))
+        return {name: columns[name] for name in names or columns}
+
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(READ_BATCH_SIZE).map(
-        lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        transformed, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     parts: dict[str, list[np.ndarray]] = {}
     for batch in dataset:

@@ -254,12 +254,13 @@ def create_pipeline(
         # data and describe transformed features nothing reads; at 10M rows they
         # cost time and memory (string counts for every ID) in the largest component.
         disable_statistics=True,
-        # Analyzers (vocabularies, tiers) see training rows only; the Trainer
-        # needs the validation rows transformed; the Evaluator reads raw eval
-        # rows through the model's own transform graph.
-        splits_config=transform_pb2.SplitsConfig(
-            analyze=[choices.TRAIN], transform=[choices.TRAIN, choices.VALIDATION]
-        ),
+        # Analyzers (vocabularies, tiers) see training rows only. No split is
+        # written transformed: the Trainer reads raw rows through the
+        # transform graph (in memory, in large batches), as the Evaluator and
+        # serving do through the exported model; a transformed copy cost a
+        # pass that encoded and wrote every training and validation row.
+        splits_config=transform_pb2.SplitsConfig(analyze=[choices.TRAIN]),
+        materialize=False,
         custom_config={
             preprocessing.NUM_OOV_BUCKETS: config.num_oov_buckets,
             preprocessing.TIER_THRESHOLDS: list(config.tier_thresholds),
@@ -272,7 +273,7 @@ def create_pipeline(
 
     trainer_ = Trainer(
         run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
+        examples=examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=trainer_pb2.TrainArgs(splits=[choices.TRAIN]),

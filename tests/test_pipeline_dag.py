@@ -21,7 +21,7 @@ EXPECTED_UPSTREAM = {
     "Transform": {
         "span_window_resolver", "ImportSchemaGen", "DataValidationGate", "analyzer_cache_resolver"
     },
-    "Trainer": {"Transform", "ImportSchemaGen"},
+    "Trainer": {"Transform", "ImportSchemaGen", "span_window_resolver"},
     "latest_served_model_resolver": set(),
     "Evaluator": {"ExampleGen", "Trainer", "latest_served_model_resolver"},
     "RankingEvaluator": {"ExampleGen", "Trainer", "latest_served_model_resolver"},
@@ -50,7 +50,9 @@ def test_inputs_are_wired_to_the_right_outputs(tmp_path):
         (channel,) = nodes[node].inputs.inputs[key].channels
         return channel.producer_node_query.id, channel.output_key
 
-    assert producer("Trainer", "examples") == ("Transform", "transformed_examples")
+    # The Trainer reads the raw rows of Transform's window through the transform graph.
+    assert producer("Trainer", "examples") == ("span_window_resolver", "examples")
+    assert producer("Trainer", "transform_graph") == ("Transform", "transform_graph")
     assert producer("Transform", "examples") == ("span_window_resolver", "examples")
     assert producer("Transform", "analyzer_cache") == ("analyzer_cache_resolver", "cache")
     assert producer("DataValidationGate", "previous_statistics") == (

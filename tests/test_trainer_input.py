@@ -6,7 +6,9 @@ import tensorflow as tf
 
 from components import features, heads
 from components.model import ModelConfig
-from components.trainer import batches, read_columns
+from components.trainer import batches, model_columns, read_columns
+from data.synthetic import SyntheticSpec, generate_rows
+from tests.support import labelled_example, transform_and_train
 
 USER = features.transformed_name(features.USER_ID)
 ITEM = features.transformed_name(features.ITEM_ID)
@@ -62,3 +64,29 @@ def test_repeat_keeps_going_past_one_pass():
 def test_a_split_without_files_is_named(tmp_path):
     with pytest.raises(ValueError, match="no files match"):
         read_columns([str(tmp_path / "Split-train" / "*")], tf_transform_output=None)
+
+
+def test_raw_rows_read_through_the_transform_graph_equal_tf_transforms_own_output(tmp_path):
+    """The Trainer reads ExampleGen's raw rows through the transform graph: row for row, in
+    file order, the columns it gets are the ones tf.Transform's Beam transform gave the rows
+    it analysed, and IDs the analysis never saw land in out-of-vocabulary buckets."""
+    rows = generate_rows(SyntheticSpec(num_users=300, num_items=40, num_interactions=1_200, seed=5))
+    analysed = np.arange(1_000)
+    tft_output, _, beam_columns = transform_and_train(tmp_path, rows, analysed, ModelConfig(epochs=1), 3)
+    split = tmp_path / "Split-train"
+    split.mkdir()
+    order = np.random.default_rng(0).permutation(1_200)  # analysed and unseen rows mixed
+    for part, indices in enumerate(np.array_split(order, 3)):
+        with tf.io.TFRecordWriter(str(split / f"data-{part}.gz"), options="GZIP") as writer:
+            for i in indices:
+                writer.write(labelled_example(rows, i))
+    got = read_columns([str(split / "*")], tft_output, model_columns())
+    assert sorted(got) == sorted(model_columns())
+    seen = order < len(analysed)
+    for name in model_columns():
+        np.testing.assert_array_equal(got[name][seen], beam_columns[name][order[seen]])
+    vocabulary = tft_output.vocabulary_size_by_name(features.vocabulary_name(features.USER_ID))
+    known_users = set(rows[features.USER_ID][analysed])
+    new_user = np.array([rows[features.USER_ID][i] not in known_users for i in order])
+    assert new_user.any()
+    assert (got[USER].ravel()[new_user] >= vocabulary).all() and (got[USER].ravel()[~new_user] < vocabulary).all()
