@@ -187,6 +187,39 @@ class MultiTaskRecommender(tf_keras.Model):
             [tf.reduce_sum(user_vector * item_vector, axis=-1, keepdims=True)]
             if self.use_dot_product else []
         )
+        return self._heads_of(hidden, dot, biases)
+
+    @property
+    def separable(self) -> bool:
+        """Whether `score_grid` can score this model: no hidden layers and no history sums
+        (which leave the scored pair out), so a pair's score is a user side met by an item side."""
+        return not self.hidden and not self.implicit
+
+    def score_grid(self, users: tf.Tensor, items: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Every head's prediction for every (user, item) pair: {head: [len(users), len(items)]}.
+
+        The predictions `call` gives those pairs (to float rounding: the dot
+        products are one matrix product), from one embedding lookup per user
+        and per item rather than one per pair. Needs `separable`.
+        """
+        if not self.separable:
+            raise ValueError("score_grid needs a model without hidden layers or implicit feedback")
+        users, items = tf.reshape(users, [-1]), tf.reshape(items, [-1])
+        user_vector, item_vector = self.user_embedding(users), self.item_embedding(items)
+        grid = tf.stack([tf.size(users), tf.size(items), 1])
+        dot = (
+            [tf.matmul(user_vector, item_vector, transpose_b=True)[:, :, None]] if self.use_dot_product else []
+        )
+        biases = []
+        if self.biases:
+            biases = [
+                tf.broadcast_to(self.biases[0](users)[:, None, :], grid),
+                tf.broadcast_to(self.biases[1](items)[None, :, :], grid),
+            ]
+        return {name: value[:, :, 0] for name, value in self._heads_of([], dot, biases).items()}
+
+    def _heads_of(self, hidden: list, dot: list, biases: list) -> dict[str, tf.Tensor]:
+        """Each head's output from the last hidden layer, the dot product and the biases (any leading shape)."""
         if not self.factorized:
             x = tf.concat(hidden + dot + biases, axis=-1)
             return {name: head(x) for name, head in self.heads.items()}

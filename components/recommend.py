@@ -52,10 +52,16 @@ def _model_inputs(users: tf.Tensor, items: tf.Tensor) -> dict[str, tf.Tensor]:
 
 
 def score_all_items(model: tf_keras.Model, users: tf.Tensor, num_items: int | tf.Tensor) -> dict[str, tf.Tensor]:
-    """Each head's prediction for every (user, item index < num_items) pair: {head: [len(users), num_items]}."""
+    """Each head's prediction for every (user, item index < num_items) pair: {head: [len(users), num_items]}.
+
+    A separable model (`MultiTaskRecommender.score_grid`) looks each user and
+    item up once; any other is called on every pair.
+    """
     users = tf.cast(users, tf.int64)
     batch = tf.size(users)
     item_index = tf.range(tf.cast(num_items, tf.int64), dtype=tf.int64)
+    if getattr(model, "separable", False):
+        return model.score_grid(users, item_index)
     outputs = model(
         _model_inputs(tf.repeat(users, num_items), tf.tile(item_index, [batch])), training=False
     )

@@ -231,6 +231,31 @@ def test_rating_weighted_history_leaves_the_scored_pair_out():
     np.testing.assert_allclose(after, before, rtol=1e-6)
 
 
+def test_score_grid_gives_every_pair_the_prediction_call_gives_it():
+    """The default (factorised) model scores a users x items grid from one lookup per ID;
+    each cell is what the model's own call predicts for that pair."""
+    import tensorflow as tf
+
+    inputs, labels = _batch(n=256, num_users=12, num_items=9)
+    model = build_model(12, 9, ModelConfig(embedding_dim=4, epochs=1), _training(inputs, labels))
+    model.fit(inputs, labels, epochs=2, batch_size=32, verbose=0)
+    assert model.separable
+    users, items = np.array([0, 3, 11, 5]), np.arange(9)
+    grid = model.score_grid(tf.constant(users), tf.constant(items))
+    pairs = model({USER: np.repeat(users, len(items)), ITEM: np.tile(items, len(users))})
+    for head in heads.NAMES:
+        assert grid[head].shape == (len(users), len(items))
+        np.testing.assert_allclose(
+            grid[head].numpy(), pairs[head].numpy().reshape(len(users), len(items)), rtol=0, atol=1e-6
+        )
+        assert np.ptp(grid[head].numpy()) > 0  # a trained model: the cells differ
+    for config in (mlp(), ModelConfig(embedding_dim=4, implicit_feedback=True)):
+        other = build_model(12, 9, config, _training(inputs, labels))
+        assert not other.separable
+        with pytest.raises(ValueError, match="score_grid"):
+            other.score_grid(tf.constant(users), tf.constant(items))
+
+
 def test_implicit_history_is_capped_at_a_seeded_sample_of_each_ids_partners():
     import tensorflow as tf
 
