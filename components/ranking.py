@@ -16,6 +16,7 @@ number of training interactions, with the same items left out.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -73,7 +74,7 @@ def popularity_top(counts: Counter, seen: Mapping[object, set], users: Iterable,
 
 def unseen_top(ranked: Sequence, own: set, k: int) -> list:
     """The first k of `ranked` (best first; "" is padding) that are not in `own`."""
-    return [item for item in ranked if item and item not in own][:k]
+    return list(itertools.islice((item for item in ranked if item and item not in own), k))
 
 
 def top_k_unseen(ranked_fn: Callable[[list, int], Sequence[Sequence]], users: list, seen: Mapping[object, set],
@@ -82,13 +83,18 @@ def top_k_unseen(ranked_fn: Callable[[list, int], Sequence[Sequence]], users: li
     user's best n in chunks of `users_per_call` users.
 
     It asks for enough to fill k after leaving the seen items out, whether or
-    not the ranker leaves them out itself.
+    not the ranker leaves them out itself. Chunks hold users of similar
+    history length, so a chunk asks for about what its own users need rather
+    than what its most active user does; the result is in `users`' order.
     """
-    out = []
-    for start in range(0, len(users), users_per_call):
-        chunk = users[start:start + users_per_call]
+    order = sorted(range(len(users)), key=lambda i: len(seen.get(users[i], ())))
+    out: list[list] = [[] for _ in users]
+    for start in range(0, len(order), users_per_call):
+        rows = order[start:start + users_per_call]
+        chunk = [users[i] for i in rows]
         ranked = ranked_fn(chunk, k + max(len(seen.get(u, ())) for u in chunk))
-        out.extend(unseen_top(row, seen.get(u, set()), k) for u, row in zip(chunk, ranked))
+        for i, user, row in zip(rows, chunk, ranked):
+            out[i] = unseen_top(row, seen.get(user, set()), k)
     return out
 
 

@@ -71,3 +71,21 @@ def test_evaluate_judges_users_with_a_liked_new_item_and_slices_them_by_activity
     assert result["user_activity:unseen"][MODEL]["users"] == 1
     assert result["user_activity:few"][MODEL]["users"] == 1
     assert result["user_activity:some"][MODEL]["users"] == 1
+
+
+def test_top_k_unseen_keeps_the_users_order_and_asks_each_chunk_for_what_its_users_need():
+    """A ranker that does not leave seen items out: each user still gets k unseen items, in
+    the callers' order, and a chunk of light users is not asked for a heavy user's history."""
+    catalogue = [f"i{n}".encode() for n in range(50)]
+    seen = {b"heavy": set(catalogue[:30]), b"light1": {catalogue[0]}, b"light2": set(), b"light3": {catalogue[1]}}
+    users = [b"light1", b"heavy", b"light2", b"light3"]
+    asked = []
+
+    def ranked_fn(chunk, n):
+        asked.append((list(chunk), n))
+        return [catalogue[:n] for _ in chunk]
+
+    top = ranking.top_k_unseen(ranked_fn, users, seen, 3, users_per_call=2)
+    assert top == [catalogue[1:4], catalogue[30:33], catalogue[0:3], [catalogue[0], *catalogue[2:4]]]
+    # Sorted by history length: the two lightest together, then light3 with heavy.
+    assert asked == [([b"light2", b"light1"], 4), ([b"light3", b"heavy"], 33)]
