@@ -17,7 +17,7 @@ EXPECTED_UPSTREAM = {
     "ExampleValidator": {"StatisticsGen", "ImportSchemaGen"},
     "DataValidationGate": {"ExampleGen", "ExampleValidator", "StatisticsGen", "ImportSchemaGen"},
     "Transform": {"ExampleGen", "ImportSchemaGen", "DataValidationGate"},
-    "Trainer": {"Transform", "ImportSchemaGen"},
+    "Trainer": {"ExampleGen", "Transform", "ImportSchemaGen"},  # raw rows, read through the transform graph
     "latest_blessed_model_resolver-model-resolver": set(),
     "latest_blessed_model_resolver-model-blessing-resolver": set(),
     "Evaluator": {"ExampleGen", "Trainer", "latest_blessed_model_resolver-model-resolver"},
