@@ -3,8 +3,8 @@
     python -m benchmarks.training_throughput --output outputs [--epochs 5]
 
 Finds the latest Trainer execution in `<output>/metadata.sqlite` and rebuilds
-its inputs as TFX gave them to `run_fn` (the transformed examples, the
-transform graph, the recorded model configuration). Then, in this process and
+its inputs as TFX gave them to `run_fn` (the raw examples it reads through the
+transform graph, that graph, the recorded model configuration). Then, in this process and
 one after the other, on the same model configuration and batch size, both
 validating on the validation split every epoch and neither stopping early:
 

@@ -282,20 +282,24 @@ class _Neighbours(tf_keras.layers.Layer):
         self.embedding = embedding
 
     def call(self, ids, other=None):
+        """The sums for rows `ids`; `other` is each scored pair's other side (left out with leave-one-out)."""
         lists = tf.gather(tf.RaggedTensor.from_row_splits(self.partners, self.row_splits), ids)
-        weight = tf.ones_like(lists.flat_values, tf.float32)
+        count = tf.cast(lists.row_lengths(), tf.float32)
+        scale = None
         if self.partner_weights is not None:
-            weight = tf.gather(
+            scale = tf.gather(
                 tf.RaggedTensor.from_row_splits(self.partner_weights, self.row_splits), ids
             ).flat_values
-        kept = tf.ones_like(weight)
         if self.leave_one_out and other is not None:
             own = tf.repeat(tf.cast(other, lists.dtype), lists.row_lengths())
             kept = tf.cast(lists.flat_values != own, tf.float32)
-        vectors = self.embedding(lists.flat_values) * (weight * kept)[:, None]
+            scale = kept if scale is None else scale * kept
+            count = tf.reduce_sum(lists.with_flat_values(kept), axis=1)
+        vectors = self.embedding(lists.flat_values)
+        if scale is not None:
+            vectors *= scale[:, None]
         summed = tf.reduce_sum(lists.with_flat_values(vectors), axis=1)
-        count = tf.reduce_sum(lists.with_flat_values(kept), axis=1)[:, None]
-        return summed * tf.math.rsqrt(tf.maximum(count, 1.0))
+        return summed * tf.math.rsqrt(tf.maximum(count, 1.0))[:, None]
 
 
 def build_model(

@@ -36,7 +36,7 @@ import tensorflow as tf
 import tf_keras
 
 from components import features, heads
-from components.model import TrainingData
+from components.model import MultiTaskRecommender, TrainingData
 from components.model_config import ModelConfig
 
 # Training users whose predictions make up the average user's.
@@ -60,7 +60,7 @@ def score_all_items(model: tf_keras.Model, users: tf.Tensor, num_items: int | tf
     users = tf.cast(users, tf.int64)
     batch = tf.size(users)
     item_index = tf.range(tf.cast(num_items, tf.int64), dtype=tf.int64)
-    if getattr(model, "separable", False):
+    if isinstance(model, MultiTaskRecommender) and model.separable:
         return model.score_grid(users, item_index)
     outputs = model(
         _model_inputs(tf.repeat(users, num_items), tf.tile(item_index, [batch])), training=False
