@@ -33,7 +33,7 @@ from components.model import ModelConfig
 from components.ranking import RankingThreshold
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import HeadThreshold, PipelineConfig
-from results.metadata import MetadataReader
+from results.metadata import OUTPUT, MetadataReader
 from run_local import run
 from tests.support import COMPONENT_IDS, Watcher, served_versions, tree_digest
 
@@ -262,9 +262,7 @@ def test_no_row_of_the_evaluators_split_reaches_the_trainer(first_run):
     (raw,) = _inputs(store, executions["Transform"].id)["examples"]
     assert index.producer(raw.id) == executions["ExampleGen"].id
     # Transform writes no transformed rows: the Trainer reads ExampleGen's, the Evaluator too.
-    outputs = [e.artifact_id for e in store.get_events_by_execution_ids([executions["Transform"].id])
-               if e.type == e.OUTPUT]
-    types = {store.get_artifact_types_by_id([a.type_id])[0].name for a in store.get_artifacts_by_id(outputs)}
+    types = {index.type_name(a) for a in index.events(executions["Transform"].id, OUTPUT)}
     assert types == {"TransformGraph", "TransformCache"}
     assert [a.id for a in _inputs(store, executions["Trainer"].id)["examples"]] == [raw.id]
     assert [a.id for a in _inputs(store, executions["Evaluator"].id)["examples"]] == [raw.id]
