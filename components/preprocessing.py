@@ -36,25 +36,40 @@ def transform_ids(inputs: Mapping[str, tf.Tensor], num_oov_buckets: int) -> dict
     }
 
 
+def training_counts(x: tf.Tensor, vocab_filename: str) -> tf.Tensor:
+    """How often each value of the string tensor `x` occurs in the analysed (training) data.
+
+    One vocabulary that stores each value's frequency, looked up by value;
+    0 for a value the analysis never saw.
+    """
+    # tf.Transform's own workaround (b/62379925): a frequency file is
+    # "count value" per line, so spaces inside a value must not split it.
+    formatted = tf.strings.regex_replace(x, " ", "__SPACE__")
+    counts_file = tft.vocabulary(formatted, store_frequency=True, vocab_filename=vocab_filename)
+
+    def lookup(values: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.TextFileInitializer(
+                path, key_dtype=tf.string, key_index=1, value_dtype=tf.int64, value_index=0, delimiter=" "
+            ),
+            default_value=0,
+        )
+        return table.lookup(values), table.size()
+
+    return tft.apply_vocabulary(formatted, counts_file, lookup_fn=lookup)
+
+
 def tiers(inputs: Mapping[str, tf.Tensor], some: int, many: int) -> dict[str, tf.Tensor]:
     """Each ID's tier by its count in the analysed (training) data, for slicing.
 
-    "many" (>= many), "some" (>= some), "few" (seen), "unseen". A vocabulary
-    with a frequency threshold keeps exactly the IDs counted at least that often.
+    "many" (>= many), "some" (>= some), "few" (seen), "unseen".
     """
     unseen, few, mid, top = features.TIERS
     out = {}
     for key, name in features.SLICE_FEATURES.items():
-        def kept(threshold: int, suffix: str, key: str = key) -> tf.Tensor:
-            index = tft.compute_and_apply_vocabulary(
-                inputs[key], default_value=-1, frequency_threshold=threshold,
-                vocab_filename=f"{features.vocabulary_name(key)}_min_{suffix}",
-            )
-            return index >= 0
-
+        count = training_counts(inputs[key], f"{features.vocabulary_name(key)}_counts")
         out[name] = tf.where(
-            kept(many, "many"), top,
-            tf.where(kept(some, "some"), mid, tf.where(kept(1, "seen"), few, unseen)),
+            count >= many, top, tf.where(count >= some, mid, tf.where(count >= 1, few, unseen))
         )
     return out
 

@@ -7,7 +7,7 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from components import features
-from components.preprocessing import NUM_OOV_BUCKETS, TIER_THRESHOLDS, preprocessing_fn
+from components.preprocessing import NUM_OOV_BUCKETS, TIER_THRESHOLDS, preprocessing_fn, training_counts
 
 OOV = 2
 SPEC = {
@@ -84,3 +84,17 @@ def test_tiers_count_training_interactions(transformed):
     assert _column(train, "item_popularity") == [b"many", b"many", b"some", b"many", b"some", b"many"]
     assert _column(new, "user_activity") == [b"unseen", b"many"]
     assert _column(new, "item_popularity") == [b"many", b"unseen"]
+
+
+def test_training_counts_keep_values_with_spaces_apart(tmp_path):
+    # The frequency file is "count value" per line: a space inside a value must not split it.
+    spec = {"id": tf.io.FixedLenFeature([1], tf.string)}
+    rows = [{"id": [b"a b"]}, {"id": [b"a b"]}, {"id": [b"a"]}, {"id": [b"b"]}, {"id": [b"a b"]}]
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
+    with tft_beam.Context(temp_dir=str(tmp_path)):
+        (counted, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            lambda inputs: {"count": training_counts(inputs["id"], "id_counts")}
+        )
+        new, _ = (([{"id": [b"a  b"]}, {"id": [b"b"]}], metadata), transform_fn) | tft_beam.TransformDataset()
+    assert _column(counted, "count") == [3, 3, 1, 1, 3]
+    assert _column(new, "count") == [0, 1]
