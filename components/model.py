@@ -151,11 +151,25 @@ class MultiTaskRecommender(tf_keras.Model):
                 _Neighbours(items, users, weights, num_items, embedding(num_users, dim, "item_history"),
                             "users_of_item", config),
             ]
-        self.hidden = []
-        for i, units in enumerate(config.hidden_units):
-            self.hidden.append(tf_keras.layers.Dense(units, activation="relu", name=f"shared_hidden_{i}"))
-            if config.dropout:
-                self.hidden.append(tf_keras.layers.Dropout(config.dropout, name=f"dropout_{i}"))
+
+        def stack(units: tuple[int, ...], prefix: str) -> list[tf_keras.layers.Layer]:
+            layers = []
+            for i, width in enumerate(units):
+                layers.append(tf_keras.layers.Dense(width, activation="relu", name=f"{prefix}_{i}"))
+                if config.dropout:
+                    layers.append(tf_keras.layers.Dropout(config.dropout, name=f"{prefix}_dropout_{i}"))
+            return layers
+
+        # One shared stack of hidden layers, or with MMoE one per expert and a gate per head.
+        self.hidden = stack(config.hidden_units, "shared_hidden") if not config.experts else []
+        self.experts = [stack(config.hidden_units, f"expert_{e}_hidden") for e in range(config.experts)]
+        self.gates = {
+            head.name: tf_keras.layers.Dense(config.experts, activation="softmax", name=f"{head.name}_gate")
+            for head in heads
+        } if config.experts else {}
+        self.towers = {
+            head.name: stack(config.tower_units, f"{head.name}_tower") for head in heads
+        } if config.tower_units else {}
         if config.base_rate_init and training is None:
             raise ValueError("base_rate_init needs the training data's label means")
         self.heads = {
@@ -179,21 +193,41 @@ class MultiTaskRecommender(tf_keras.Model):
         if training and self.l2:
             used = [user_vector, item_vector, *biases]
             self.add_loss(self.l2 * tf.reduce_mean(sum(tf.reduce_sum(v * v, axis=-1) for v in used)))
-        x = tf.concat([user_vector, item_vector], axis=-1)
-        for layer in self.hidden:
-            x = layer(x, training=training)
-        hidden = [x] if self.hidden else []  # empty only for the factorised head
         dot = (
             [tf.reduce_sum(user_vector * item_vector, axis=-1, keepdims=True)]
             if self.use_dot_product else []
         )
+        hidden = self._hidden_per_head(tf.concat([user_vector, item_vector], axis=-1), training)
         return self._heads_of(hidden, dot, biases)
+
+    def _hidden_per_head(self, x: tf.Tensor, training) -> dict[str, tf.Tensor]:
+        """What each head reads from the concatenated embeddings `x`: the shared hidden
+        layers' output (or each head's gated mixture of the experts), then its tower.
+        Empty for a model with none of these (only the factorised head allows that)."""
+
+        def run(layers: list, value: tf.Tensor) -> tf.Tensor:
+            for layer in layers:
+                value = layer(value, training=training)
+            return value
+
+        if self.experts:
+            experts = tf.stack([run(expert, x) for expert in self.experts], axis=1)  # [batch, experts, units]
+            hidden = {
+                name: tf.reduce_sum(gate(x)[:, :, None] * experts, axis=1) for name, gate in self.gates.items()
+            }
+        elif self.hidden or self.towers:
+            shared = run(self.hidden, x)
+            hidden = {name: shared for name in self.heads}
+        else:
+            return {}
+        return {name: run(self.towers.get(name, []), value) for name, value in hidden.items()}
 
     @property
     def separable(self) -> bool:
-        """Whether `score_grid` can score this model: no hidden layers and no history sums
-        (which leave the scored pair out), so a pair's score is a user side met by an item side."""
-        return not self.hidden and not self.implicit
+        """Whether `score_grid` can score this model: no hidden layers (shared, experts or
+        towers) and no history sums (which leave the scored pair out), so a pair's score is
+        a user side met by an item side."""
+        return not (self.hidden or self.experts or self.towers or self.implicit)
 
     def score_grid(self, users: tf.Tensor, items: tf.Tensor) -> dict[str, tf.Tensor]:
         """Every head's prediction for every (user, item) pair: {head: [len(users), len(items)]}.
@@ -216,20 +250,24 @@ class MultiTaskRecommender(tf_keras.Model):
                 tf.broadcast_to(self.biases[0](users)[:, None, :], grid),
                 tf.broadcast_to(self.biases[1](items)[None, :, :], grid),
             ]
-        return {name: value[:, :, 0] for name, value in self._heads_of([], dot, biases).items()}
+        return {name: value[:, :, 0] for name, value in self._heads_of({}, dot, biases).items()}
 
-    def _heads_of(self, hidden: list, dot: list, biases: list) -> dict[str, tf.Tensor]:
-        """Each head's output from the last hidden layer, the dot product and the biases (any leading shape)."""
+    def _heads_of(self, hidden: Mapping[str, tf.Tensor], dot: list, biases: list) -> dict[str, tf.Tensor]:
+        """Each head's output from its hidden representation (`_hidden_per_head`), the dot
+        product and the biases (any leading shape)."""
+
+        def own(name: str) -> list:
+            return [hidden[name]] if hidden else []
+
         if not self.factorized:
-            x = tf.concat(hidden + dot + biases, axis=-1)
-            return {name: head(x) for name, head in self.heads.items()}
+            return {name: head(tf.concat(own(name) + dot + biases, axis=-1)) for name, head in self.heads.items()}
         factorized_head = self.heads[self.factorized_head]
         # With no hidden layers the head's Dense is just the global mean mu.
-        mlp_term = factorized_head(hidden[0]) if hidden else factorized_head(tf.zeros_like(dot[0]))
+        mlp_term = factorized_head(hidden[self.factorized_head]) if hidden else factorized_head(tf.zeros_like(dot[0]))
         estimate = mlp_term + dot[0] + biases[0] + biases[1]
-        x = tf.concat(hidden + [estimate] + dot + biases, axis=-1)
         return {
-            name: estimate if name == self.factorized_head else head(x) for name, head in self.heads.items()
+            name: estimate if name == self.factorized_head else head(tf.concat(own(name) + [estimate] + dot + biases, axis=-1))
+            for name, head in self.heads.items()
         }
 
 

@@ -77,6 +77,15 @@ class ModelConfig:
     # batch; dropout after each hidden layer.
     l2: float = 2.0
     dropout: float = 0.0
+    # Per-head towers: each head reads its own Dense layers (these units, relu)
+    # over the shared representation (the shared hidden layers' output, the
+    # mixture of experts, or else the concatenated embeddings), so the heads
+    # need not share every nonlinear feature.
+    tower_units: tuple[int, ...] = ()
+    # Multi-gate mixture of experts (MMoE): this many separate stacks of the
+    # `hidden_units` layers, each head mixing their outputs with its own
+    # softmax gate over the concatenated embeddings; 0 shares one stack.
+    experts: int = 0
     # ID dropout: during training, this share of rows sees its user (item) as
     # unknown, mapped to an out-of-vocabulary bucket, so the OOV rows learn
     # what an unseen ID should predict instead of keeping their initial values.
@@ -96,6 +105,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
+        object.__setattr__(self, "tower_units", tuple(int(u) for u in self.tower_units))
         object.__setattr__(self, "optimizer", parse(Optimizer, self.optimizer, "optimizer"))
         for name in ("loss_weights", "ranking_weights"):
             weights = getattr(self, name)
@@ -126,17 +136,21 @@ class ModelConfig:
             raise ValueError(f"need l2 >= 0 and 0 <= dropout < 1, got {self.l2}, {self.dropout}")
         if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
             raise ValueError(f"steps_per_epoch must be > 0 or None, got {self.steps_per_epoch}")
-        if any(u <= 0 for u in self.hidden_units):
-            raise ValueError(f"hidden_units must be positive, got {self.hidden_units}")
+        for name in ("hidden_units", "tower_units"):
+            if any(u <= 0 for u in getattr(self, name)):
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.experts < 0 or (self.experts and not self.hidden_units):
+            raise ValueError(f"experts must be >= 0, and > 0 only with hidden_units, got {self.experts}")
         if self.factorized_purchase_head and not (self.use_bias_terms and self.use_dot_product):
             raise ValueError("factorized_purchase_head needs use_bias_terms and use_dot_product")
-        if not self.hidden_units and not self.factorized_purchase_head:
-            raise ValueError("hidden_units may be empty only with factorized_purchase_head")
+        if not self.hidden_units and not self.tower_units and not self.factorized_purchase_head:
+            raise ValueError("hidden_units or tower_units may both be empty only with factorized_purchase_head")
 
     def to_json_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form, for TFX `custom_config` and config files."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["hidden_units"] = list(self.hidden_units)
+        out["tower_units"] = list(self.tower_units)
         out["optimizer"] = self.optimizer.value
         for name in ("loss_weights", "ranking_weights"):
             out[name] = None if getattr(self, name) is None else dict(getattr(self, name))

@@ -37,6 +37,10 @@ def test_model_config_is_frozen():
         ({"steps_per_epoch": 0}, "steps_per_epoch must be > 0 or None"),
         ({"learning_rate": 0.0}, "learning_rate must be > 0"),
         ({"hidden_units": (8, 0)}, "hidden_units must be positive"),
+        ({"tower_units": (0,)}, "tower_units must be positive"),
+        ({"experts": 2, "hidden_units": ()}, "experts must be >= 0"),
+        ({"experts": -1, "hidden_units": (8,)}, "experts must be >= 0"),
+        ({"hidden_units": (), "factorized_purchase_head": False}, "may both be empty only"),
     ],
 )
 def test_model_config_rejects_bad_values(kwargs, message):

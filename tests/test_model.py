@@ -249,11 +249,65 @@ def test_score_grid_gives_every_pair_the_prediction_call_gives_it():
             grid[head].numpy(), pairs[head].numpy().reshape(len(users), len(items)), rtol=0, atol=1e-6
         )
         assert np.ptp(grid[head].numpy()) > 0  # a trained model: the cells differ
-    for config in (mlp(), ModelConfig(embedding_dim=4, implicit_feedback=True)):
+    for config in (
+        mlp(), ModelConfig(embedding_dim=4, implicit_feedback=True), ModelConfig(embedding_dim=4, tower_units=(4,)),
+    ):
         other = build_model(12, 9, config, _training(inputs, labels))
         assert not other.separable
         with pytest.raises(ValueError, match="score_grid"):
             other.score_grid(tf.constant(users), tf.constant(items))
+
+
+def _zero_layers(model, prefix):
+    """Sets every weight of the model's layers named `prefix`* to zero; returns how many layers."""
+    layers = [layer for layer in model._flatten_layers() if layer.name.startswith(prefix) and layer.weights]
+    for layer in layers:
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    return len(layers)
+
+
+@pytest.mark.parametrize("config", [
+    mlp(tower_units=(16, 8)),
+    mlp(hidden_units=(8,), experts=3, tower_units=(8,)),
+    ModelConfig(embedding_dim=4, tower_units=(8,)),  # the factorised head's term from its own tower
+], ids=["towers", "mmoe", "factorised-towers"])
+def test_each_heads_tower_and_gate_feed_that_head_only(config):
+    inputs, labels = _batch(n=64)
+    model = build_model(10, 8, config, _training(inputs, labels))
+    model.fit(inputs, labels, epochs=3, batch_size=16, verbose=0)
+    before = {k: v.numpy() for k, v in model(inputs).items()}
+    binary, purchase = features.BINARY_RATING, features.PURCHASE_PROBABILITY
+    assert _zero_layers(model, f"{binary}_tower") == len(config.tower_units)
+    if config.experts:
+        assert _zero_layers(model, f"{binary}_gate") == 1
+    after = {k: v.numpy() for k, v in model(inputs).items()}
+    np.testing.assert_array_equal(after[purchase], before[purchase])
+    assert not np.allclose(after[binary], before[binary])
+
+
+def test_mmoe_gates_mix_the_experts_per_head():
+    import tensorflow as tf
+
+    inputs, labels = _batch(n=32)
+    config = mlp(hidden_units=(8, 4), experts=3)
+    model = build_model(10, 8, config, _training(inputs, labels))
+    model.fit(inputs, labels, epochs=3, batch_size=16, verbose=0)
+    assert len(model.experts) == 3 and not model.hidden and not model.separable
+    x = tf.concat([model.user_embedding(inputs[USER][:, 0]), model.item_embedding(inputs[ITEM][:, 0])], axis=-1)
+    experts = []
+    for expert in model.experts:
+        value = x
+        for layer in expert:
+            value = layer(value)
+        experts.append(value.numpy())
+    mixed = model._hidden_per_head(x, training=False)
+    for head, gate in model.gates.items():
+        weights = gate(x).numpy()
+        np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
+        expected = sum(weights[:, [e]] * experts[e] for e in range(3))
+        np.testing.assert_allclose(mixed[head].numpy(), expected, rtol=1e-5, atol=1e-6)
+    # The two heads' gates differ, so each reads its own mixture.
+    assert not np.allclose(*(mixed[head].numpy() for head in heads.NAMES))
 
 
 def test_implicit_history_is_capped_at_a_seeded_sample_of_each_ids_partners():
