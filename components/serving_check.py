@@ -276,10 +276,14 @@ def check_in_fresh_process(path: str, timeout_s: float) -> dict:
     command = [
         sys.executable, "-I", "-m", "components.serving_check", path, "--parent-pid", str(os.getpid()),
     ]
+    # Keras 2, as the stack that wrote the model (tensorflow_transform sets the
+    # same); TensorFlow then skips importing Keras 3 at start-up, which loading
+    # a SavedModel never needs.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_USE_LEGACY_KERAS": "1"}
     with tempfile.TemporaryDirectory(prefix="serving-check-") as workdir:
         try:
             result = subprocess.run(
-                command, cwd=workdir, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                command, cwd=workdir, env=env,
                 capture_output=True, text=True, timeout=timeout_s, check=False,
             )
         except subprocess.TimeoutExpired as error:
