@@ -350,3 +350,27 @@ def test_splits_that_cannot_judge_a_model_and_mixed_units_are_refused(tmp_path, 
     with pytest.raises(Exception) as raised:
         _run_example_gen(tmp_path, data, split)
     assert str(data) in str(raised.value) and message in str(raised.value)
+
+
+def test_csv_cells_agree_with_the_csv_module_on_random_lines():
+    """The split fast path gives exactly the csv module's cells, or falls back to it."""
+    import csv
+
+    def reference(text):
+        try:
+            return next(csv.reader([text], skipinitialspace=True, strict=True), [])
+        except csv.Error:
+            return "error"
+
+    def ours(text):
+        try:
+            return example_gen._csv_cells(text)
+        except csv.Error:
+            return "error"
+
+    rng = np.random.default_rng(0)
+    alphabet = np.array(list(',  "\r\nab\t\x00é'))
+    lines = ["".join(rng.choice(alphabet, size=rng.integers(0, 12))) for _ in range(20000)]
+    lines += ["", " ", "a, b ,c", ",", "  ,  ", "1, 2,3.0", "x" * (csv.field_size_limit() + 1)]
+    for line in lines:
+        assert ours(line) == reference(line), repr(line)
