@@ -224,33 +224,51 @@ class MultiTaskRecommender(tf_keras.Model):
 
     @property
     def separable(self) -> bool:
-        """Whether `score_grid` can score this model: no hidden layers (shared, experts or
-        towers) and no history sums (which leave the scored pair out), so a pair's score is
-        a user side met by an item side."""
-        return not (self.hidden or self.experts or self.towers or self.implicit)
+        """Whether `score_grid` can score this model: the factorised head, no hidden layers
+        (shared, experts or towers) and no history sums (which leave the scored pair out),
+        so a pair's score is a user side met by an item side."""
+        return self.factorized and not (self.hidden or self.experts or self.towers or self.implicit)
 
     def score_grid(self, users: tf.Tensor, items: tf.Tensor) -> dict[str, tf.Tensor]:
         """Every head's prediction for every (user, item) pair: {head: [len(users), len(items)]}.
 
-        The predictions `call` gives those pairs (to float rounding: the dot
-        products are one matrix product), from one embedding lookup per user
-        and per item rather than one per pair. Needs `separable`.
+        The predictions `call` gives those pairs (to float rounding), from one
+        embedding lookup per user and per item and one matrix product per head
+        rather than one lookup per pair. Needs `separable`.
         """
         if not self.separable:
-            raise ValueError("score_grid needs a model without hidden layers or implicit feedback")
+            raise ValueError("score_grid needs a factorised model without hidden layers or implicit feedback")
+        if not all(head.built for head in self.heads.values()):
+            raise ValueError("score_grid reads the heads' weights: call or train the model first")
         users, items = tf.reshape(users, [-1]), tf.reshape(items, [-1])
         user_vector, item_vector = self.user_embedding(users), self.item_embedding(items)
-        grid = tf.stack([tf.size(users), tf.size(items), 1])
-        dot = (
-            [tf.matmul(user_vector, item_vector, transpose_b=True)[:, :, None]] if self.use_dot_product else []
-        )
-        biases = []
-        if self.biases:
-            biases = [
-                tf.broadcast_to(self.biases[0](users)[:, None, :], grid),
-                tf.broadcast_to(self.biases[1](items)[None, :, :], grid),
-            ]
-        return {name: value[:, :, 0] for name, value in self._heads_of({}, dot, biases).items()}
+        user_bias, item_bias = self.biases[0](users), self.biases[1](items)  # [users, 1], [items, 1]
+        # With no hidden layers the factorised head's Dense is just the global mean mu.
+        mu = self.heads[self.factorized_head](tf.zeros([1, 1]))
+        item_side = tf.concat([item_vector, tf.ones_like(item_bias), item_bias], axis=1)
+
+        def grid(dot_scale, user_term, item_bias_scale):
+            # dot_scale * (u . v) + user_term + item_bias_scale * b_item for every pair,
+            # as one product of [users, dim + 2] and [dim + 2, items]: no pass per term.
+            user_side = tf.concat(
+                [dot_scale * user_vector, user_term, item_bias_scale * tf.ones_like(user_bias)], axis=1
+            )
+            return tf.matmul(user_side, item_side, transpose_b=True)
+
+        estimate = grid(1.0, mu + user_bias, 1.0)  # mu + b_user + b_item + u . v
+        out = {}
+        for name, head in self.heads.items():
+            if name == self.factorized_head:
+                out[name] = estimate
+                continue
+            # The head's Dense over [estimate, u . v, b_user, b_item] (`_heads_of`'s order), linear
+            # before its activation: each input's weight folds into the dot product, the user
+            # term or the item term.
+            w = head.kernel[:, 0]
+            out[name] = head.activation(grid(
+                w[0] + w[1], w[0] * (mu + user_bias) + w[2] * user_bias + head.bias, w[0] + w[3]
+            ))
+        return out
 
     def _heads_of(self, hidden: Mapping[str, tf.Tensor], dot: list, biases: list) -> dict[str, tf.Tensor]:
         """Each head's output from its hidden representation (`_hidden_per_head`), the dot

@@ -145,19 +145,23 @@ def ranking_score(predictions: Mapping[str, tf.Tensor], weights: Mapping[str, fl
 
     `predictions` are [batch, catalogue], `popularity` [catalogue]; a weight of 0 leaves its term out.
     """
-    score = tf.ones_like(predictions[heads.NAMES[0]])
+    factors = []
     if popularity_weight:
-        score *= tf.pow(popularity, popularity_weight)[None, :]
+        factors.append(tf.pow(popularity, popularity_weight)[None, :])
     for name, weight in weights.items():
         if weight:
-            score *= tf.pow(tf.maximum(predictions[name], 0.0), weight)
+            positive = tf.maximum(predictions[name], 0.0)
+            # x ** 1 is x: the default weights skip a transcendental pass over every pair.
+            factors.append(positive if weight == 1 else tf.pow(positive, weight))
+    score = tf.ones_like(predictions[heads.NAMES[0]])
+    for factor in factors:
+        score *= factor
     return score
 
 
 def recommend(model: tf_keras.Model, tables: RecommendTables, users: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
     """The signature's body for user indices `users` [batch] (see the module docstring)."""
     users = tf.cast(tf.reshape(users, [-1]), tf.int64)
-    batch = tf.size(users)
     num_items = tf.size(tables.items)
     known = users < tables.num_users
     # Unknown users are scored as user 0 and then replaced by the average user.
@@ -171,12 +175,10 @@ def recommend(model: tf_keras.Model, tables: RecommendTables, users: tf.Tensor, 
     lists = tf.gather(seen, tf.where(known, users, 0))
     rows = lists.value_rowids()
     keep = tf.gather(known, rows)
-    excluded = tf.scatter_nd(
-        tf.stack([tf.boolean_mask(rows, keep), tf.boolean_mask(lists.flat_values, keep)], axis=1),
-        tf.ones([tf.reduce_sum(tf.cast(keep, tf.int32))], tf.float32),
-        tf.cast(tf.stack([batch, num_items]), tf.int64),
-    ) > 0
-    ranked = tf.where(excluded, tf.constant(-np.inf, tf.float32), score)
+    excluded = tf.stack([tf.boolean_mask(rows, keep), tf.boolean_mask(lists.flat_values, keep)], axis=1)
+    ranked = tf.tensor_scatter_nd_update(
+        score, tf.cast(excluded, tf.int32), tf.fill([tf.shape(excluded)[0]], tf.constant(-np.inf, tf.float32))
+    )
 
     top = tf.math.top_k(ranked, k=tf.clip_by_value(k, 0, num_items))
     valid = top.values > -np.inf
