@@ -233,8 +233,8 @@ class MultiTaskRecommender(tf_keras.Model):
         """Every head's prediction for every (user, item) pair: {head: [len(users), len(items)]}.
 
         The predictions `call` gives those pairs (to float rounding), from one
-        embedding lookup per user and per item and one matrix product per head
-        rather than one lookup per pair. Needs `separable`.
+        embedding lookup per user and per item and one matrix product rather
+        than one lookup per pair. Needs `separable`.
         """
         if not self.separable:
             raise ValueError("score_grid needs a factorised model without hidden layers or implicit feedback")
@@ -242,32 +242,23 @@ class MultiTaskRecommender(tf_keras.Model):
             raise ValueError("score_grid reads the heads' weights: call or train the model first")
         users, items = tf.reshape(users, [-1]), tf.reshape(items, [-1])
         user_vector, item_vector = self.user_embedding(users), self.item_embedding(items)
-        user_bias, item_bias = self.biases[0](users), self.biases[1](items)  # [users, 1], [items, 1]
+        user_bias = self.biases[0](users)  # [users, 1]
+        item_bias = tf.reshape(self.biases[1](items), [1, -1])  # [1, items]
         # With no hidden layers the factorised head's Dense is just the global mean mu.
         mu = self.heads[self.factorized_head](tf.zeros([1, 1]))
-        item_side = tf.concat([item_vector, tf.ones_like(item_bias), item_bias], axis=1)
-
-        def grid(dot_scale, user_term, item_bias_scale):
-            # dot_scale * (u . v) + user_term + item_bias_scale * b_item for every pair,
-            # as one product of [users, dim + 2] and [dim + 2, items]: no pass per term.
-            user_side = tf.concat(
-                [dot_scale * user_vector, user_term, item_bias_scale * tf.ones_like(user_bias)], axis=1
-            )
-            return tf.matmul(user_side, item_side, transpose_b=True)
-
-        estimate = grid(1.0, mu + user_bias, 1.0)  # mu + b_user + b_item + u . v
+        dot = tf.matmul(user_vector, item_vector, transpose_b=True)
+        estimate = dot + (mu + user_bias) + item_bias  # mu + b_user + b_item + u . v
         out = {}
         for name, head in self.heads.items():
             if name == self.factorized_head:
                 out[name] = estimate
                 continue
-            # The head's Dense over [estimate, u . v, b_user, b_item] (`_heads_of`'s order), linear
-            # before its activation: each input's weight folds into the dot product, the user
-            # term or the item term.
+            # The head's Dense over [estimate, u . v, b_user, b_item] (`_heads_of`'s order) is
+            # linear before its activation: each input's weight folds into the dot product's,
+            # the user term or the item term, so each head costs a few passes over the grid.
             w = head.kernel[:, 0]
-            out[name] = head.activation(grid(
-                w[0] + w[1], w[0] * (mu + user_bias) + w[2] * user_bias + head.bias, w[0] + w[3]
-            ))
+            user_term = w[0] * (mu + user_bias) + w[2] * user_bias + head.bias
+            out[name] = head.activation((w[0] + w[1]) * dot + user_term + (w[0] + w[3]) * item_bias)
         return out
 
     def _heads_of(self, hidden: Mapping[str, tf.Tensor], dot: list, biases: list) -> dict[str, tf.Tensor]:
