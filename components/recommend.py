@@ -153,10 +153,13 @@ def ranking_score(predictions: Mapping[str, tf.Tensor], weights: Mapping[str, fl
             positive = tf.maximum(predictions[name], 0.0)
             # x ** 1 is x: the default weights skip a transcendental pass over every pair.
             factors.append(positive if weight == 1 else tf.pow(positive, weight))
-    score = tf.ones_like(predictions[heads.NAMES[0]])
-    for factor in factors:
+    shape = tf.shape(predictions[heads.NAMES[0]])
+    if not factors:
+        return tf.ones(shape)
+    score = factors[0]
+    for factor in factors[1:]:
         score *= factor
-    return score
+    return tf.broadcast_to(score, shape)
 
 
 def recommend(model: tf_keras.Model, tables: RecommendTables, users: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:

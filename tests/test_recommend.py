@@ -216,3 +216,26 @@ def test_a_users_file_from_a_spreadsheet_or_gzipped_reads_as_its_ids_and_binary_
     truncated.write_bytes(gzip.compress(b"u1\n" * 1000)[:30])
     with pytest.raises(ValueError, match=r"cut.txt.gz: cannot be read"):
         batch_recommend.read_users(str(truncated))
+
+
+def test_ranking_score_is_popularity_times_each_heads_clipped_prediction_to_its_weight():
+    liked = np.array([[0.2, 0.9, 0.5], [0.7, 0.1, 0.4]], np.float32)
+    purchase = np.array([[0.5, -0.3, 1.2], [0.0, 0.8, 0.6]], np.float32)
+    popularity = np.array([0.5, 0.3, 0.2], np.float32)
+    predictions = {features.BINARY_RATING: tf.constant(liked), features.PURCHASE_PROBABILITY: tf.constant(purchase)}
+    cases = [
+        ({features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 1.0}, 1.0),
+        ({features.BINARY_RATING: 0.5, features.PURCHASE_PROBABILITY: 2.0}, 2.0),
+        ({features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 0.0}, 0.0),
+        ({features.BINARY_RATING: 0.0, features.PURCHASE_PROBABILITY: 0.0}, 1.0),
+        ({features.BINARY_RATING: 0.0, features.PURCHASE_PROBABILITY: 0.0}, 0.0),
+    ]
+    for weights, popularity_weight in cases:
+        score = recommend.ranking_score(predictions, weights, tf.constant(popularity), popularity_weight).numpy()
+        expected = (
+            popularity[None, :] ** popularity_weight
+            * np.maximum(liked, 0) ** weights[features.BINARY_RATING]
+            * np.maximum(purchase, 0) ** weights[features.PURCHASE_PROBABILITY]
+        )
+        assert score.shape == liked.shape
+        np.testing.assert_allclose(score, expected, rtol=1e-6)
