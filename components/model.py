@@ -197,7 +197,11 @@ class MultiTaskRecommender(tf_keras.Model):
             [tf.reduce_sum(user_vector * item_vector, axis=-1, keepdims=True)]
             if self.use_dot_product else []
         )
-        hidden = self._hidden_per_head(tf.concat([user_vector, item_vector], axis=-1), training)
+        # The default (factorised) model has no layers to feed: no concatenation on its hot path.
+        hidden = (
+            self._hidden_per_head(tf.concat([user_vector, item_vector], axis=-1), training)
+            if self.hidden or self.experts or self.towers else {}
+        )
         return self._heads_of(hidden, dot, biases)
 
     def _hidden_per_head(self, x: tf.Tensor, training) -> dict[str, tf.Tensor]:
