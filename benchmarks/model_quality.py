@@ -43,14 +43,14 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 from benchmarks import splits
 from benchmarks.splits import HOW, split
 from components import example_gen, features
-from components.model import ModelConfig, TrainingData, build_model, train
+from components.model import ModelConfig
 from components.model_config import preset
 from components.preprocessing import (
     NUM_OOV_BUCKETS,
     TIER_THRESHOLDS,
     preprocessing_fn,
 )
-from components.trainer import batches, split_labels, vocabulary_sizes
+from components.trainer import fit, split_labels, vocabulary_sizes
 from data import ratings
 from pipeline.config import DEFAULT_SCHEMA
 from pipeline.runner_options import json_value
@@ -128,29 +128,15 @@ def transform(train_rows, other_rows: list, workdir: Path):
     return columns(train_t), [columns(rows) for rows in others], sizes
 
 
-def _dataset(columns: dict, rows: np.ndarray, config: ModelConfig, shuffle: bool) -> tf.data.Dataset:
-    return batches({k: v[rows] for k, v in columns.items()}, config, shuffle)
-
-
 def evaluate(
     config: ModelConfig, train_cols: dict, validation_cols: dict, test_cols: dict, sizes: dict, scale_max: float
 ) -> dict:
     """Trains on `train_cols`, validating (and early-stopping) on `validation_cols`, as the
-    Trainer does; scores `test_cols`, which nothing before saw."""
-    fit_rows = np.arange(len(train_cols[features.BINARY_RATING]))
-    validation = np.arange(len(validation_cols[features.BINARY_RATING]))
-    model = build_model(
-        sizes[features.USER_ID], sizes[features.ITEM_ID], config,
-        TrainingData.from_batches(_dataset(train_cols, fit_rows, config, shuffle=False)),
-    )
+    Trainer does (`components.trainer.fit`, with its refit when configured); scores
+    `test_cols`, which nothing before saw."""
     started = time.perf_counter()
-    history = train(
-        model,
-        _dataset(train_cols, fit_rows, config, shuffle=True),
-        _dataset(validation_cols, validation, config, shuffle=False),
-        config,
-        verbose=0,  # stdout carries the JSON only
-    )
+    fitted = fit(train_cols, validation_cols, sizes, config, verbose=0)  # stdout carries the JSON only
+    model, epochs = fitted.model, fitted.epochs_run
     seconds = time.perf_counter() - started
     test_inputs, test_labels = split_labels({k: tf.constant(v) for k, v in test_cols.items()})
     predicted = model.predict(test_inputs, batch_size=4096, verbose=0)
@@ -164,9 +150,10 @@ def evaluate(
         "rmse": round(rmse, 4),
         "like_auc": round(float(roc_auc_score(liked, p_liked)), 4),
         "like_log_loss": round(float(log_loss(liked, np.clip(p_liked, 1e-7, 1 - 1e-7))), 4),
-        "epochs_run": len(history.history["loss"]),
+        "epochs_run": epochs[0],
+        "refit_epochs": epochs[1] if config.refit else None,
         "train_seconds": round(seconds, 1),
-        "seconds_per_epoch": round(seconds / len(history.history["loss"]), 2),
+        "seconds_per_epoch": round(seconds / sum(epochs), 2),
     }
 
 
@@ -199,22 +186,27 @@ def main() -> int:
     per_seed: dict[str, list[dict]] = {name: [] for name in runs}
     rows = {}
     # tf.Transform outputs by the split's rows: the temporal split is the same for every seed.
-    transformed: dict[bytes, tuple] = {}
+    transformed: dict[tuple[bytes, bool], tuple] = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         frame, scale_max = load(args.movielens, workdir)
         for seed in args.seeds:
             parts = split(frame, args.split, seed)
             rows = dict(zip(("train", "validation", "test"), map(len, parts)))
-            key = b"|".join(part.index.to_numpy().tobytes() for part in parts)
-            if key not in transformed:
-                train_rows, validation_rows, test_rows = parts
-                transformed[key] = transform(train_rows, [validation_rows, test_rows], workdir / f"seed-{seed}")
-            train_cols, (validation_cols, test_cols), sizes = transformed[key]
             for name, overrides in runs.items():
                 config = preset("original", seed=seed, **overrides) if args.ablation else ModelConfig(
                     **{"seed": seed, **overrides}
                 )
+                # As Transform's splits_config: a refit's analyzers read the validation rows too.
+                key = (b"|".join(part.index.to_numpy().tobytes() for part in parts), config.refit)
+                if key not in transformed:
+                    train_rows, validation_rows, test_rows = parts
+                    analysed = pd.concat([train_rows, validation_rows]) if config.refit else train_rows
+                    _, others, sizes = transform(
+                        analysed, [train_rows, validation_rows, test_rows], workdir / f"seed-{seed}-{len(transformed)}"
+                    )
+                    transformed[key] = others, sizes
+                (train_cols, validation_cols, test_cols), sizes = transformed[key]
                 per_seed[name].append({
                     "seed": seed,
                     **evaluate(config, train_cols, validation_cols, test_cols, sizes, scale_max),

@@ -380,31 +380,37 @@ def build_model(
 
 
 class _EpochProgress(tf_keras.callbacks.Callback):
-    """Logs "epoch i/n" and the losses to `features.PROGRESS_LOGGER` after each epoch."""
+    """Logs "<label> i/n" and the losses to `features.PROGRESS_LOGGER` after each epoch."""
 
-    def __init__(self, epochs: int):
+    def __init__(self, epochs: int, label: str):
         super().__init__()
-        self.epochs = epochs
+        self.epochs, self.label = epochs, label
 
     def on_epoch_end(self, epoch, logs=None):
         losses = ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k in ("loss", "val_loss"))
-        logging.getLogger(features.PROGRESS_LOGGER).info("epoch %d/%d: %s", epoch + 1, self.epochs, losses)
+        logging.getLogger(features.PROGRESS_LOGGER).info("%s %d/%d: %s", self.label, epoch + 1, self.epochs, losses)
 
 
 def train(
     model: MultiTaskRecommender,
     train_data: tf.data.Dataset,
-    validation_data: tf.data.Dataset,
+    validation_data: tf.data.Dataset | None,
     config: ModelConfig,
     verbose: int = 2,
+    label: str = "epoch",
 ) -> tf_keras.callbacks.History:
-    """Fits `model` on (inputs, labels) batches, validating each epoch (Keras `verbose`).
+    """Fits `model` on (inputs, labels) batches, validating each epoch (Keras `verbose`);
+    progress is logged as "<label> i/n".
 
     With `config.early_stopping_patience`, stops once the validation loss has not
     improved for that many epochs and restores the best epoch's weights.
+    Without `validation_data` (a refit), trains all `config.epochs` and must
+    not be asked to stop early.
     """
-    callbacks = [_EpochProgress(config.epochs)]
+    callbacks = [_EpochProgress(config.epochs, label)]
     if config.early_stopping_patience is not None:
+        if validation_data is None:
+            raise ValueError("early stopping needs validation data")
         callbacks.append(tf_keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True
         ))
@@ -416,3 +422,8 @@ def train(
         callbacks=callbacks,
         verbose=verbose,
     )
+
+
+def best_epoch(history: tf_keras.callbacks.History) -> int:
+    """The epoch (1-based) whose weights early stopping kept: the first with the lowest validation loss."""
+    return int(np.argmin(history.history["val_loss"])) + 1

@@ -94,6 +94,11 @@ class ModelConfig:
     # Stop when the validation loss has not improved for this many epochs and
     # keep the best epoch's weights; None trains all `epochs`.
     early_stopping_patience: int | None = 3
+    # Refit: once early stopping has chosen the epoch count on the validation
+    # rows, a fresh model is fitted on the training and validation rows together
+    # for that many epochs, and that model ships. The Evaluator's rows stay
+    # unseen; Transform's analyzers then read both splits. Needs early stopping.
+    refit: bool = False
     loss_weights: Mapping[str, float] | None = None
     # The `recommend` signature ranks items by popularity ** ranking_popularity_weight
     # x prod(max(head, 0) ** weight) (components.recommend); None takes each
@@ -126,6 +131,8 @@ class ModelConfig:
                 raise ValueError(f"{name} must be > 0, got {value}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ValueError("early_stopping_patience must be >= 1 or None")
+        if self.refit and self.early_stopping_patience is None:
+            raise ValueError("refit needs early_stopping_patience: early stopping chooses the refit's epochs")
         if not (0.0 <= self.user_id_dropout < 1.0 and 0.0 <= self.item_id_dropout < 1.0):
             raise ValueError(
                 f"ID dropout must be in [0, 1), got {self.user_id_dropout}, {self.item_id_dropout}"

@@ -1,7 +1,8 @@
 """`RankingEvaluator`: the trained model's top-k quality on the eval split, next to popularity's.
 
-It reads the raw examples ExampleGen wrote: the `train` split gives each user's
-training items (left out of every ranking) and each item's popularity, the
+It reads the raw examples ExampleGen wrote: the training splits (`train`, and
+`validation` when the model was refitted on it) give each user's training
+items (left out of every ranking) and each item's popularity, the
 `eval` split each user's liked items (`binary_rating` 1). It asks the model's
 `recommend` signature for each judged user's top k, and computes the metrics
 of `components.ranking` for the model, the popularity baseline and, when there
@@ -15,6 +16,7 @@ properties and every slice in `ranking.json`; `blessed` is 1 unless a
 whose ranking was not blessed.
 """
 
+import itertools
 import json
 import os
 from collections import Counter
@@ -123,6 +125,7 @@ def RankingEvaluator(  # pylint: disable=invalid-name
     evaluation: OutputArtifact[RankingEvaluation],
     k: Parameter[int],
     tier_thresholds: Parameter[list[int]],
+    training_splits: Parameter[list[str]],
     # {"metric", "bound", "max_regression"} of a RankingThreshold, or empty: not gated.
     # typing.Union, not "str | float": TFX 1.21 recognises only the former as JSON-compatible.
     threshold: Parameter[dict[str, Union[str, float]]],  # noqa: UP007
@@ -138,7 +141,8 @@ def RankingEvaluator(  # pylint: disable=invalid-name
         return top
 
     result = evaluate(
-        read_interactions(examples.uri, choices.TRAIN), read_interactions(examples.uri, choices.EVAL),
+        itertools.chain.from_iterable(read_interactions(examples.uri, split) for split in training_splits),
+        read_interactions(examples.uri, choices.EVAL),
         candidate_top,
         (lambda users, seen: model_top(_model_dir(baseline_model), users, seen, k)) if baseline_model else None,
         k, (some, many),

@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -15,7 +16,7 @@ import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components import export, features, heads
-from components.model import ModelConfig, TrainingData, build_model, train
+from components.model import ModelConfig, MultiTaskRecommender, TrainingData, best_epoch, build_model, train
 from components.preprocessing import NUM_OOV_BUCKETS
 
 # custom_config key holding ModelConfig.to_json_dict().
@@ -120,26 +121,75 @@ def vocabulary_sizes(
     }
 
 
+def read_splits(
+    fn_args: FnArgs, tf_transform_output: tft.TFTransformOutput
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(the training rows, the validation rows) of `fn_args` as in-memory model columns.
+
+    Both are read from their files once and trained from memory: the model
+    already needs every training row's IDs, and re-reading and parsing the
+    files each epoch cost more than the model's own steps. The training rows
+    are the train splits less the validation split, which a refit's
+    `train_args` also name (the refit fits both).
+    """
+    # Only the model's columns: the others (the tiers, as strings) would cost memory for nothing.
+    fitted = [pattern for pattern in fn_args.train_files if pattern not in fn_args.eval_files]
+    return (
+        read_columns(fitted, tf_transform_output, model_columns()),
+        # The validation split (the Trainer's eval_args) is scored each epoch and
+        # drives early stopping; the Evaluator judges the model on another split.
+        read_columns(fn_args.eval_files, tf_transform_output, model_columns()),
+    )
+
+
 def datasets(
     fn_args: FnArgs, tf_transform_output: tft.TFTransformOutput, config: ModelConfig
 ) -> tuple[TrainingData, tf.data.Dataset, tf.data.Dataset]:
-    """(what the model learns from the training split before fitting, training
-    batches, validation batches) for the Trainer's `fn_args`.
-
-    Both splits are read from their files once and trained from memory: the
-    model already needs every training row's IDs, and re-reading and parsing
-    the files each epoch cost more than the model's own steps.
-    """
-    # Only the model's columns: the others (the tiers, as strings) would cost memory for nothing.
-    train = read_columns(fn_args.train_files, tf_transform_output, model_columns())
-    # The validation split (the Trainer's eval_args) is scored each epoch and
-    # drives early stopping; the Evaluator judges the model on another split.
-    validation = read_columns(fn_args.eval_files, tf_transform_output, model_columns())
+    """(what the model learns from the training rows before fitting, training
+    batches, validation batches) for the Trainer's `fn_args` (see `read_splits`)."""
+    train_columns, validation = read_splits(fn_args, tf_transform_output)
     return (
-        TrainingData.from_columns(train),
-        batches(train, config, shuffle=True, repeat=config.steps_per_epoch is not None),
+        TrainingData.from_columns(train_columns),
+        batches(train_columns, config, shuffle=True, repeat=config.steps_per_epoch is not None),
         batches(validation, config, shuffle=False),
     )
+
+
+class Fitted(NamedTuple):
+    model: MultiTaskRecommender  # the model to export
+    training: TrainingData  # the rows it learnt from
+    epochs_run: tuple[int, ...]  # per fit: the first, then the refit's
+
+
+def fit(
+    train_columns: Mapping[str, np.ndarray],
+    validation: Mapping[str, np.ndarray],
+    sizes: Mapping[str, int],
+    config: ModelConfig,
+    verbose: int = 2,
+) -> Fitted:
+    """A model fitted on `train_columns`, validated (and early-stopped) on `validation`.
+
+    With `config.refit`, the model returned is a fresh one fitted on both for
+    the epochs early stopping kept, with no validation.
+    """
+    training = TrainingData.from_columns(train_columns)
+    model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training)
+    repeat = config.steps_per_epoch is not None
+    history = train(
+        model, batches(train_columns, config, shuffle=True, repeat=repeat),
+        batches(validation, config, shuffle=False), config, verbose,
+    )
+    epochs_run = len(history.history["loss"])
+    if not config.refit:
+        return Fitted(model, training, (epochs_run,))
+    # Only the loop changes; the model's own settings (export, ranking) stay the config's.
+    loop = dataclasses.replace(config, epochs=best_epoch(history), early_stopping_patience=None, refit=False)
+    both = {name: np.concatenate([train_columns[name], validation[name]]) for name in model_columns()}
+    training = TrainingData.from_columns(both)
+    model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], loop, training)
+    train(model, batches(both, loop, shuffle=True, repeat=repeat), None, loop, verbose, label="refit epoch")
+    return Fitted(model, training, (epochs_run, loop.epochs))
 
 
 def run_fn(fn_args: FnArgs) -> None:
@@ -148,7 +198,5 @@ def run_fn(fn_args: FnArgs) -> None:
     config = ModelConfig.from_json_dict(custom[MODEL_CONFIG])
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     sizes = vocabulary_sizes(tf_transform_output, int(custom[NUM_OOV_BUCKETS]))
-    training, train_data, validation_data = datasets(fn_args, tf_transform_output, config)
-    model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training)
-    train(model, train_data, validation_data, config)
-    export.export_model(model, tf_transform_output, fn_args.serving_model_dir, training, config)
+    fitted = fit(*read_splits(fn_args, tf_transform_output), sizes, config)
+    export.export_model(fitted.model, tf_transform_output, fn_args.serving_model_dir, fitted.training, config)

@@ -225,6 +225,10 @@ def create_pipeline(
     example_gen_, schema_gen, gate = data.example_gen, data.schema_gen, data.gate
 
     nodes, examples, cache = [], example_gen_.outputs["examples"], None
+    # The splits the shipped model learns from: a refit (ModelConfig.refit)
+    # fits the validation rows too, so they count as training rows for
+    # Transform's analyzers and the ranking's left-out items as well.
+    training_splits = [choices.TRAIN, choices.VALIDATION] if config.model.refit else [choices.TRAIN]
     if span_resolvers:
         span_window = Resolver(
             strategy_class=LatestSpansStrategy,
@@ -259,7 +263,7 @@ def create_pipeline(
         # transform graph (in memory, in large batches), as the Evaluator and
         # serving do through the exported model; a transformed copy cost a
         # pass that encoded and wrote every training and validation row.
-        splits_config=transform_pb2.SplitsConfig(analyze=[choices.TRAIN]),
+        splits_config=transform_pb2.SplitsConfig(analyze=training_splits),
         materialize=False,
         custom_config={
             preprocessing.NUM_OOV_BUCKETS: config.num_oov_buckets,
@@ -276,7 +280,7 @@ def create_pipeline(
         examples=examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=trainer_pb2.TrainArgs(splits=[choices.TRAIN]),
+        train_args=trainer_pb2.TrainArgs(splits=training_splits),
         eval_args=trainer_pb2.EvalArgs(splits=[choices.VALIDATION]),
         custom_config={
             trainer.MODEL_CONFIG: config.model.to_json_dict(),
@@ -311,6 +315,7 @@ def create_pipeline(
         baseline_model=resolver.outputs["model"],
         k=config.ranking_k,
         tier_thresholds=list(config.tier_thresholds),
+        training_splits=training_splits,
         threshold=dataclasses.asdict(config.ranking_threshold) if config.ranking_threshold else {},
     )
 

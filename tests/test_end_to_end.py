@@ -4,8 +4,9 @@ Run 1 must bless and publish a model that loads without project code and
 serves known and unknown IDs from both signatures; a watcher polling the
 serving folder every 20 ms sees it appear only after its serving check passed,
 with the checked bytes; its ranking is measured against popularity and its
-batch recommendations are the published model's. Run 2 demands an AUC no
-model can reach: it must not be blessed, and writes no recommendations. Run
+batch recommendations are the published model's. Run 2 refits on the
+validation rows and demands an AUC no model can reach: it must not be
+blessed, and writes no recommendations. Run
 3's blessed model fails the serving check (its timeout is too short): nothing
 is published and the run fails naming why. Run 4 is judged against run 1's
 model, the one being served, not run 3's rejected one. Run 5 demands an NDCG
@@ -106,6 +107,7 @@ def first_run(tmp_path_factory):
 def second_run(first_run):
     config = dataclasses.replace(
         first_run[0],
+        model=dataclasses.replace(first_run[0].model, refit=True),
         thresholds={**THRESHOLDS, features.BINARY_RATING: HeadThreshold("AUC", True, 0.9999, 0.0)},
     )
     summary, error = run(config)
@@ -114,9 +116,11 @@ def second_run(first_run):
 
 
 @pytest.fixture(scope="module")
-def third_run(second_run):
+def third_run(first_run, second_run):
     """A blessed model whose serving check cannot finish in time: rejected, never published."""
-    config = dataclasses.replace(second_run[0], thresholds=THRESHOLDS, serving_check_timeout_s=0.5)
+    config = dataclasses.replace(
+        second_run[0], model=first_run[0].model, thresholds=THRESHOLDS, serving_check_timeout_s=0.5
+    )
     with Watcher(config.serving_dir) as watcher:
         summary, error = run(config)
     return config, summary, error, watcher.seen
@@ -241,6 +245,17 @@ def _split_rows(artifact, split):
     ]
 
 
+def _run_executions(store, run_id):
+    """(node id -> the run's execution, node id -> its recorded string properties)."""
+    index = MetadataReader(store)
+    run_context = store.get_context_by_type_and_name("pipeline_run", run_id)
+    executions = {index.node_id(e.id): e for e in store.get_executions_by_context(run_context.id)}
+    recorded = {
+        node: {k: v.string_value for k, v in e.custom_properties.items()} for node, e in executions.items()
+    }
+    return executions, recorded
+
+
 def test_no_row_of_the_evaluators_split_reaches_the_trainer(first_run):
     """Proved from ML Metadata (what each component recorded reading) and from the
     files: the Trainer's inputs hold the train and validation rows and nothing
@@ -248,11 +263,7 @@ def test_no_row_of_the_evaluators_split_reaches_the_trainer(first_run):
     config, summary, _, _, _ = first_run
     store = _store(config)
     index = MetadataReader(store)
-    run_context = store.get_context_by_type_and_name("pipeline_run", summary.run_id)
-    executions = {index.node_id(e.id): e for e in store.get_executions_by_context(run_context.id)}
-    recorded = {
-        node: {k: v.string_value for k, v in e.custom_properties.items()} for node, e in executions.items()
-    }
+    executions, recorded = _run_executions(store, summary.run_id)
     trainer_splits = (
         json.loads(recorded["Trainer"]["train_args"])["splits"] + json.loads(recorded["Trainer"]["eval_args"])["splits"]
     )
@@ -334,6 +345,32 @@ def test_a_run_that_publishes_nothing_writes_no_recommendations(first_run, secon
     assert [p.name for p in config.recommendations_dir.iterdir() if p.name != ".publish.lock"] == [
         os.path.basename(first_run[1].pushed_to.rstrip("/"))
     ]
+
+
+def test_a_refit_also_learns_from_the_validation_rows_and_never_from_eval(second_run):
+    """Run 2 refits: Transform analyses the validation rows too (its vocabulary holds
+    every ID of both), the Trainer fits them after validating on them, and the
+    ranking leaves them out as training items; eval stays the Evaluator's alone."""
+    config, summary = second_run
+    store = _store(config)
+    executions, recorded = _run_executions(store, summary.run_id)
+    assert json.loads(recorded["Transform"]["splits_config"]) == {"analyze": ["train", "validation"]}
+    assert json.loads(recorded["Trainer"]["train_args"])["splits"] == ["train", "validation"]
+    assert json.loads(recorded["Trainer"]["eval_args"])["splits"] == ["validation"]
+    assert json.loads(recorded["RankingEvaluator"]["training_splits"]) == ["train", "validation"]
+    assert json.loads(recorded["Evaluator"]["example_splits"]) == ["eval"]
+    assert [s.readers for s in summary.splits] == [
+        ("Transform (analyze)", "Trainer (fit)"), ("Transform (analyze)", "Trainer (fit, validate)"),
+        ("Evaluator (judge)",),
+    ]
+    inputs = _inputs(store, executions["Trainer"].id)
+    (raw,), (graph,) = inputs["examples"], inputs["transform_graph"]
+    users = {u for u in tft.TFTransformOutput(graph.uri).vocabulary_by_name("user_id_vocab")}
+    by_split = {
+        split: {f["user_id"].bytes_list.value[0] for f in _split_rows(raw, split)}
+        for split in ("train", "validation", "eval")
+    }
+    assert users == by_split["train"] | by_split["validation"]
 
 
 def test_a_blessed_model_that_fails_the_serving_check_is_never_published(first_run, third_run):
