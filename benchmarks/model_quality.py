@@ -128,6 +128,12 @@ def transform(train_rows, other_rows: list, workdir: Path):
     return columns(train_t), [columns(rows) for rows in others], sizes
 
 
+def analysed_rows(config: ModelConfig, train_rows: pd.DataFrame, validation_rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows Transform's analyzers read for `config`, as the pipeline sets its splits_config:
+    the validation rows too when the model is refitted on them."""
+    return pd.concat([train_rows, validation_rows]) if config.refit else train_rows
+
+
 def evaluate(
     config: ModelConfig, train_cols: dict, validation_cols: dict, test_cols: dict, sizes: dict, scale_max: float
 ) -> dict:
@@ -197,13 +203,10 @@ def main() -> int:
                 config = preset("original", seed=seed, **overrides) if args.ablation else ModelConfig(
                     **{"seed": seed, **overrides}
                 )
-                # As Transform's splits_config: a refit's analyzers read the validation rows too.
                 key = (b"|".join(part.index.to_numpy().tobytes() for part in parts), config.refit)
                 if key not in transformed:
-                    train_rows, validation_rows, test_rows = parts
-                    analysed = pd.concat([train_rows, validation_rows]) if config.refit else train_rows
                     _, others, sizes = transform(
-                        analysed, [train_rows, validation_rows, test_rows], workdir / f"seed-{seed}-{len(transformed)}"
+                        analysed_rows(config, *parts[:2]), parts, workdir / f"seed-{seed}-{len(transformed)}"
                     )
                     transformed[key] = others, sizes
                 (train_cols, validation_cols, test_cols), sizes = transformed[key]

@@ -20,16 +20,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from benchmarks import model_quality, splits
 from components import features, ranking, recommend
-from components.model import ModelConfig, TrainingData, build_model, train
+from components.model import ModelConfig
 from components.ranking import MODEL, POPULARITY
 from components.ranking_evaluator import evaluate
+from components.trainer import fit
 
 # name -> (ranking_popularity_weight, {head: weight}); the first is ModelConfig's default.
 BLENDS = {
@@ -51,15 +51,11 @@ def _rows(frame: pd.DataFrame):
 
 
 def trained(train_rows, validation_rows, workdir: Path, config: ModelConfig):
-    """(model, TrainingData, TFTransformOutput) as the Trainer makes them."""
-    train_cols, (validation_cols,), sizes = model_quality.transform(train_rows, [validation_rows], workdir)
-    fit = np.arange(len(train_cols[features.BINARY_RATING]))
-    training = TrainingData.from_batches(model_quality._dataset(train_cols, fit, config, shuffle=False))
-    model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training)
-    validation = np.arange(len(validation_cols[features.BINARY_RATING]))
-    train(model, model_quality._dataset(train_cols, fit, config, shuffle=True),
-          model_quality._dataset(validation_cols, validation, config, shuffle=False), config, verbose=0)
-    return model, training, tft.TFTransformOutput(str(workdir / "transform"))
+    """(model, TrainingData, TFTransformOutput) as the Trainer makes them (refit included, when configured)."""
+    analysed = model_quality.analysed_rows(config, train_rows, validation_rows)
+    _, (train_cols, validation_cols), sizes = model_quality.transform(analysed, [train_rows, validation_rows], workdir)
+    fitted = fit(train_cols, validation_cols, sizes, config, verbose=0)
+    return fitted.model, fitted.training, tft.TFTransformOutput(str(workdir / "transform"))
 
 
 def top_fn(model, tables: recommend.RecommendTables, user_index: dict, num_users: int, k: int):
@@ -91,7 +87,8 @@ def main() -> int:
             user_index = {u: i for i, u in enumerate(users)}
             catalogue = list(tft_output.vocabulary_by_name(features.vocabulary_name(features.ITEM_ID)))
             average = recommend.average_user(model, len(user_index), len(catalogue), seed)
-            judged = _rows(train_rows), _rows(test_rows)
+            # As the RankingEvaluator: the rows the model learnt from are left out of its rankings.
+            judged = _rows(model_quality.analysed_rows(config, train_rows, validation_rows)), _rows(test_rows)
             for name, (popularity_weight, weights) in BLENDS.items():
                 tables = recommend.RecommendTables(
                     catalogue, training.users, training.items, len(user_index), average, weights, True,

@@ -4,7 +4,7 @@
     python -m benchmarks.serving_latency --model-config configs/ml-100k-model.json
 
 Trains a model on generated interactions with the pipeline's own code
-(`preprocessing_fn` on tf.Transform, `build_model`, `train`,
+(`preprocessing_fn` on tf.Transform, `components.trainer.fit`,
 `export.export_model`), loads the export with `tf.saved_model.load` and times,
 side by side in one process, for each batch size:
 
@@ -39,7 +39,8 @@ import tensorflow_transform as tft
 
 from benchmarks import model_quality  # its transform(): the pipeline's preprocessing_fn
 from components import export, features, recommend, warmup
-from components.model import ModelConfig, TrainingData, build_model, train
+from components.model import ModelConfig
+from components.trainer import fit
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.runner_options import model_config_fields
 
@@ -58,11 +59,8 @@ def _trained_export(workdir: Path, config: ModelConfig, rows: int, spec: Synthet
     frame[features.USER_ID] = frame[features.USER_ID].astype(str)
     frame[features.ITEM_ID] = frame[features.ITEM_ID].astype(str)
     train_cols, _, sizes = model_quality.transform(frame, [frame.iloc[:1]], workdir)
-    everything = np.arange(len(frame))
-    batches = model_quality._dataset(train_cols, everything, config, shuffle=False)
-    training = TrainingData.from_batches(batches)
-    model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training)
-    train(model, model_quality._dataset(train_cols, everything, config, shuffle=True), batches, config, verbose=0)
+    # Every row trains and validates: latency needs a trained model, not a held-out score.
+    model, training, _ = fit(train_cols, train_cols, sizes, dataclasses.replace(config, refit=False), verbose=0)
     path = str(workdir / "model")
     tft_output = tft.TFTransformOutput(str(workdir / "transform"))
     export.export_model(model, tft_output, path, training, config)

@@ -59,7 +59,8 @@ def measure(output: Path, epochs: int, repeats: int) -> dict:
     fn_args = fn_args_of(output)
     custom = fn_args.custom_config
     config = dataclasses.replace(
-        ModelConfig.from_json_dict(custom[trainer.MODEL_CONFIG]), epochs=epochs, early_stopping_patience=None
+        ModelConfig.from_json_dict(custom[trainer.MODEL_CONFIG]), epochs=epochs, early_stopping_patience=None,
+        refit=False,
     )
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     sizes = trainer.vocabulary_sizes(tft_output, int(custom[NUM_OOV_BUCKETS]))
@@ -77,8 +78,10 @@ def measure(output: Path, epochs: int, repeats: int) -> dict:
         return read + time.perf_counter() - started, read
 
     training = trainer.datasets(fn_args, tft_output, config)[0]
-    x, y = trainer.split_labels(trainer.read_columns(fn_args.train_files, tft_output, trainer.model_columns()))
-    validation = trainer.split_labels(trainer.read_columns(fn_args.eval_files, tft_output, trainer.model_columns()))
+    # The same rows as the Trainer's first fit (a refit's train_args also name the validation split).
+    train_columns, validation_columns = trainer.read_splits(fn_args, tft_output)
+    x, y = trainer.split_labels(train_columns)
+    validation = trainer.split_labels(validation_columns)
 
     def plain_side():
         plain = model(training)

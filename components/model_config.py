@@ -24,7 +24,8 @@ class ModelConfig:
     The defaults are the configuration chosen on MovieLens 100K's temporal split
     (see benchmarks/model_quality.py and the README): biased matrix
     factorisation as the purchase head, the binary head reading its estimate,
-    per-example L2, early stopping on the validation split.
+    per-example L2, early stopping on the validation split, then a refit on
+    the training and validation rows.
     `configs/original-model.json` is the first design (`preset("original")`).
     `loss_weights` maps every head to the weight of its loss in the total,
     total = sum(weight[head] * loss[head]); None takes each head's declared
@@ -97,8 +98,9 @@ class ModelConfig:
     # Refit: once early stopping has chosen the epoch count on the validation
     # rows, a fresh model is fitted on the training and validation rows together
     # for that many epochs, and that model ships. The Evaluator's rows stay
-    # unseen; Transform's analyzers then read both splits. Needs early stopping.
-    refit: bool = False
+    # unseen; Transform's analyzers then read both splits. Needs early stopping
+    # (a config without it sets refit false).
+    refit: bool = True
     loss_weights: Mapping[str, float] | None = None
     # The `recommend` signature ranks items by popularity ** ranking_popularity_weight
     # x prod(max(head, 0) ** weight) (components.recommend); None takes each
@@ -132,7 +134,10 @@ class ModelConfig:
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ValueError("early_stopping_patience must be >= 1 or None")
         if self.refit and self.early_stopping_patience is None:
-            raise ValueError("refit needs early_stopping_patience: early stopping chooses the refit's epochs")
+            raise ValueError(
+                "refit needs early_stopping_patience: early stopping chooses the refit's epochs "
+                "(set refit false to train without early stopping)"
+            )
         if not (0.0 <= self.user_id_dropout < 1.0 and 0.0 <= self.item_id_dropout < 1.0):
             raise ValueError(
                 f"ID dropout must be in [0, 1), got {self.user_id_dropout}, {self.item_id_dropout}"

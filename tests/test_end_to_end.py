@@ -4,9 +4,9 @@ Run 1 must bless and publish a model that loads without project code and
 serves known and unknown IDs from both signatures; a watcher polling the
 serving folder every 20 ms sees it appear only after its serving check passed,
 with the checked bytes; its ranking is measured against popularity and its
-batch recommendations are the published model's. Run 2 refits on the
-validation rows and demands an AUC no model can reach: it must not be
-blessed, and writes no recommendations. Run
+batch recommendations are the published model's; its Trainer refits on the
+validation rows, as by default. Run 2 trains without the refit and demands an
+AUC no model can reach: it must not be blessed, and writes no recommendations. Run
 3's blessed model fails the serving check (its timeout is too short): nothing
 is published and the run fails naming why. Run 4 is judged against run 1's
 model, the one being served, not run 3's rejected one. Run 5 demands an NDCG
@@ -107,7 +107,7 @@ def first_run(tmp_path_factory):
 def second_run(first_run):
     config = dataclasses.replace(
         first_run[0],
-        model=dataclasses.replace(first_run[0].model, refit=True),
+        model=dataclasses.replace(first_run[0].model, refit=False),
         thresholds={**THRESHOLDS, features.BINARY_RATING: HeadThreshold("AUC", True, 0.9999, 0.0)},
     )
     summary, error = run(config)
@@ -259,7 +259,8 @@ def _run_executions(store, run_id):
 def test_no_row_of_the_evaluators_split_reaches_the_trainer(first_run):
     """Proved from ML Metadata (what each component recorded reading) and from the
     files: the Trainer's inputs hold the train and validation rows and nothing
-    else, the Evaluator reads the eval split, and eval rows are strictly later."""
+    else (it validates on the validation rows, then refits on both), the
+    Evaluator reads the eval split, and eval rows are strictly later."""
     config, summary, _, _, _ = first_run
     store = _store(config)
     index = MetadataReader(store)
@@ -267,9 +268,9 @@ def test_no_row_of_the_evaluators_split_reaches_the_trainer(first_run):
     trainer_splits = (
         json.loads(recorded["Trainer"]["train_args"])["splits"] + json.loads(recorded["Trainer"]["eval_args"])["splits"]
     )
-    assert trainer_splits == ["train", "validation"]
+    assert trainer_splits == ["train", "validation", "validation"]
     assert json.loads(recorded["Evaluator"]["example_splits"]) == ["eval"]
-    assert json.loads(recorded["Transform"]["splits_config"]) == {"analyze": ["train"]}
+    assert json.loads(recorded["Transform"]["splits_config"]) == {"analyze": ["train", "validation"]}
     (raw,) = _inputs(store, executions["Transform"].id)["examples"]
     assert index.producer(raw.id) == executions["ExampleGen"].id
     # Transform writes no transformed rows: the Trainer reads ExampleGen's, the Evaluator too.
@@ -292,7 +293,7 @@ def test_no_row_of_the_evaluators_split_reaches_the_trainer(first_run):
     assert max(stamps["train"]) < min(stamps["validation"]) <= max(stamps["validation"]) < min(stamps["eval"])
     assert [(s.name, s.rows) for s in summary.splits] == [(n, len(r)) for n, r in raw_rows.items()]
     assert [s.readers for s in summary.splits] == [
-        ("Transform (analyze)", "Trainer (fit)"), ("Trainer (validate)",),
+        ("Transform (analyze)", "Trainer (fit)"), ("Transform (analyze)", "Trainer (fit, validate)"),
         ("Evaluator (judge)",),
     ]
 
@@ -347,30 +348,29 @@ def test_a_run_that_publishes_nothing_writes_no_recommendations(first_run, secon
     ]
 
 
-def test_a_refit_also_learns_from_the_validation_rows_and_never_from_eval(second_run):
-    """Run 2 refits: Transform analyses the validation rows too (its vocabulary holds
-    every ID of both), the Trainer fits them after validating on them, and the
-    ranking leaves them out as training items; eval stays the Evaluator's alone."""
-    config, summary = second_run
-    store = _store(config)
-    executions, recorded = _run_executions(store, summary.run_id)
-    assert json.loads(recorded["Transform"]["splits_config"]) == {"analyze": ["train", "validation"]}
-    assert json.loads(recorded["Trainer"]["train_args"])["splits"] == ["train", "validation"]
-    assert json.loads(recorded["Trainer"]["eval_args"])["splits"] == ["validation"]
-    assert json.loads(recorded["RankingEvaluator"]["training_splits"]) == ["train", "validation"]
-    assert json.loads(recorded["Evaluator"]["example_splits"]) == ["eval"]
-    assert [s.readers for s in summary.splits] == [
-        ("Transform (analyze)", "Trainer (fit)"), ("Transform (analyze)", "Trainer (fit, validate)"),
-        ("Evaluator (judge)",),
-    ]
-    inputs = _inputs(store, executions["Trainer"].id)
-    (raw,), (graph,) = inputs["examples"], inputs["transform_graph"]
-    users = {u for u in tft.TFTransformOutput(graph.uri).vocabulary_by_name("user_id_vocab")}
-    by_split = {
-        split: {f["user_id"].bytes_list.value[0] for f in _split_rows(raw, split)}
-        for split in ("train", "validation", "eval")
+def test_the_refit_learns_from_the_validation_rows_too_and_without_it_they_only_validate(first_run, second_run):
+    """Run 1 refits (the default): Transform analyses the validation rows too (its
+    vocabulary holds every user of both splits) and the ranking leaves them out as
+    training items. Run 2 does not refit: they only validate."""
+    expected = {
+        True: (["train", "validation"], ("Transform (analyze)", "Trainer (fit, validate)")),
+        False: (["train"], ("Trainer (validate)",)),
     }
-    assert users == by_split["train"] | by_split["validation"]
+    for config, summary in (first_run[:2], second_run):
+        training_splits, validation_readers = expected[config.model.refit]
+        store = _store(config)
+        executions, recorded = _run_executions(store, summary.run_id)
+        assert json.loads(recorded["Transform"]["splits_config"]) == {"analyze": training_splits}
+        assert json.loads(recorded["Trainer"]["train_args"])["splits"] == training_splits
+        assert json.loads(recorded["Trainer"]["eval_args"])["splits"] == ["validation"]
+        assert json.loads(recorded["RankingEvaluator"]["training_splits"]) == training_splits
+        assert json.loads(recorded["Evaluator"]["example_splits"]) == ["eval"]
+        assert [s.readers for s in summary.splits][1] == validation_readers
+        inputs = _inputs(store, executions["Trainer"].id)
+        (raw,), (graph,) = inputs["examples"], inputs["transform_graph"]
+        users = set(tft.TFTransformOutput(graph.uri).vocabulary_by_name("user_id_vocab"))
+        analysed = {f["user_id"].bytes_list.value[0] for split in training_splits for f in _split_rows(raw, split)}
+        assert users == analysed
 
 
 def test_a_blessed_model_that_fails_the_serving_check_is_never_published(first_run, third_run):

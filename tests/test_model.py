@@ -32,6 +32,7 @@ def _training(inputs, labels):
 MLP = dict(
     embedding_dim=4, hidden_units=(8,), learning_rate=3e-3, use_bias_terms=False, use_dot_product=False,
     factorized_purchase_head=False, l2=0.0, user_id_dropout=0.0, early_stopping_patience=None,
+    refit=False,
     loss_weights={head: 1.0 for head in heads.NAMES},
 )
 

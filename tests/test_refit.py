@@ -51,7 +51,8 @@ def _initial_user_biases(config: ModelConfig, fitted) -> np.ndarray:
 
 
 def test_refit_fits_a_fresh_model_on_both_splits_for_the_epochs_early_stopping_kept():
-    config = _config(refit=True)
+    config = _config()
+    assert config.refit  # the default
     fitted = fit(TRAIN, VALIDATION, SIZES, config, verbose=0)
     ran, refit_epochs = fitted.epochs_run
     assert ran < config.epochs  # early stopping ended the first fit...
@@ -67,7 +68,7 @@ def test_refit_fits_a_fresh_model_on_both_splits_for_the_epochs_early_stopping_k
 
 
 def test_without_refit_the_validation_rows_only_validate():
-    config = _config()
+    config = _config(refit=False)
     fitted = fit(TRAIN, VALIDATION, SIZES, config, verbose=0)
     assert len(fitted.epochs_run) == 1
     assert len(fitted.training.users) == len(TRAIN[USER])
@@ -77,4 +78,4 @@ def test_without_refit_the_validation_rows_only_validate():
 
 def test_refit_needs_early_stopping():
     with pytest.raises(ValueError, match="refit needs early_stopping_patience"):
-        ModelConfig(refit=True, early_stopping_patience=None)
+        ModelConfig(early_stopping_patience=None)
