@@ -46,7 +46,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         spec = SyntheticSpec(num_users=943, num_items=args.catalogue, num_interactions=100_000, seed=12)
-        _, _, _, model_dir = _trained_export(root / "model", ModelConfig(epochs=1), 0, spec)
+        _, _, _, model_dir = _trained_export(root / "model", ModelConfig(epochs=1, refit=False), 0, spec)
         known = tft.TFTransformOutput(str(root / "model" / "transform")).vocabulary_by_name(
             features.vocabulary_name(features.USER_ID)
         )

@@ -60,7 +60,7 @@ def _trained_export(workdir: Path, config: ModelConfig, rows: int, spec: Synthet
     frame[features.ITEM_ID] = frame[features.ITEM_ID].astype(str)
     train_cols, _, sizes = model_quality.transform(frame, [frame.iloc[:1]], workdir)
     # Every row trains and validates: latency needs a trained model, not a held-out score.
-    model, training, _ = fit(train_cols, train_cols, sizes, dataclasses.replace(config, refit=False), verbose=0)
+    model, training, _ = fit(train_cols, train_cols, sizes, config, verbose=0)
     path = str(workdir / "model")
     tft_output = tft.TFTransformOutput(str(workdir / "transform"))
     export.export_model(model, tft_output, path, training, config)
@@ -164,7 +164,8 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=10, help="`recommend`'s k")
     parser.add_argument("--recommend-batch-sizes", type=int, nargs="+", default=[1, 32])
     args = parser.parse_args()
-    config = ModelConfig.from_json_dict({"epochs": 2, **model_config_fields(args.model_config)})
+    # No refit: every generated row trains and validates (see _trained_export), none is held out.
+    config = ModelConfig.from_json_dict({"epochs": 2, **model_config_fields(args.model_config), "refit": False})
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     recommend_results = []
     with tempfile.TemporaryDirectory() as tmp:
