@@ -132,8 +132,8 @@ def read_splits(
     are the train splits less the validation split, which a refit's
     `train_args` also name (the refit fits both).
     """
-    # Only the model's columns: the others (the tiers, as strings) would cost memory for nothing.
     fitted = [pattern for pattern in fn_args.train_files if pattern not in fn_args.eval_files]
+    # Only the model's columns: the others (the tiers, as strings) would cost memory for nothing.
     return (
         read_columns(fitted, tf_transform_output, model_columns()),
         # The validation split (the Trainer's eval_args) is scored each epoch and
