@@ -425,5 +425,14 @@ def train(
 
 
 def best_epoch(history: tf_keras.callbacks.History) -> int:
-    """The epoch (1-based) whose weights early stopping kept: the first with the lowest validation loss."""
-    return int(np.argmin(history.history["val_loss"])) + 1
+    """The epoch (1-based) whose weights early stopping kept.
+
+    Keras's own rule: the first epoch whose validation loss beats every earlier
+    one; a NaN loss never does (np.argmin would pick it), and when none is a
+    number the first epoch's weights are the ones kept.
+    """
+    best, kept = np.inf, 0
+    for epoch, loss in enumerate(history.history["val_loss"]):
+        if loss < best:
+            best, kept = loss, epoch
+    return kept + 1

@@ -79,3 +79,25 @@ def test_without_refit_the_validation_rows_only_validate():
 def test_refit_needs_early_stopping():
     with pytest.raises(ValueError, match="refit needs early_stopping_patience"):
         ModelConfig(early_stopping_patience=None)
+
+
+
+@pytest.mark.parametrize(("losses", "kept"), [
+    ([0.5, 0.4, 0.45, 0.4], 2),  # a tie is no improvement: the first of equal losses
+    ([0.5, float("nan"), 0.45, 0.6], 3),  # a NaN loss is never the best
+    ([float("nan"), float("nan")], 1),  # nothing improved: the first epoch's weights stay
+])
+def test_the_refit_runs_the_epochs_whose_weights_early_stopping_kept(losses, kept):
+    import tf_keras
+
+    from components.model import best_epoch
+
+    # Keras's own callback, fed the same losses, keeps the same epoch.
+    stopper = tf_keras.callbacks.EarlyStopping(monitor="val_loss", patience=len(losses), restore_best_weights=True)
+    stopper.set_model(type("Model", (), {"get_weights": lambda self: [], "stop_training": False})())
+    stopper.on_train_begin()
+    for epoch, loss in enumerate(losses):
+        stopper.on_epoch_end(epoch, {"val_loss": loss})
+    history = tf_keras.callbacks.History()
+    history.history = {"val_loss": losses}
+    assert best_epoch(history) == stopper.best_epoch + 1 == kept
