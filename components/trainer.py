@@ -185,6 +185,9 @@ def fit(
         return Fitted(model, training, (epochs_run,))
     # Only the loop changes; the model's own settings (export, ranking) stay the config's.
     loop = dataclasses.replace(config, epochs=best_epoch(history), early_stopping_patience=None, refit=False)
+    # The first model (the history holds it too) is done with: its embeddings and
+    # optimizer slots need not stay in memory beside the refit's.
+    del model, history
     both = {name: np.concatenate([train_columns[name], validation[name]]) for name in model_columns()}
     training = TrainingData.from_columns(both)
     model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], loop, training)
