@@ -103,8 +103,8 @@ def _instances(frame: pd.DataFrame) -> list[dict]:
 
 
 def transform(train_rows, other_rows: list, workdir: Path):
-    """The pipeline's preprocessing_fn, analysed on the training rows only (as Transform's
-    splits_config does); returns (train columns, [columns of each of other_rows], sizes)."""
+    """The pipeline's preprocessing_fn, analysed on `train_rows` only; returns
+    (train columns, [columns of each of other_rows], sizes)."""
     schema = example_gen.load_schema(str(DEFAULT_SCHEMA))
     metadata = dataset_metadata.DatasetMetadata(schema)
     with tft_beam.Context(temp_dir=str(workdir / "tft-tmp")):
@@ -132,6 +132,16 @@ def analysed_rows(config: ModelConfig, train_rows: pd.DataFrame, validation_rows
     """The rows Transform's analyzers read for `config`, as the pipeline sets its splits_config:
     the validation rows too when the model is refitted on them."""
     return pd.concat([train_rows, validation_rows]) if config.refit else train_rows
+
+
+def transform_splits(config: ModelConfig, parts: list[pd.DataFrame], workdir: Path) -> tuple[list[dict], dict]:
+    """([columns of each of `parts`], sizes): `parts` (train, validation, then any others)
+    through the pipeline's preprocessing_fn, analysed on `analysed_rows`."""
+    if not config.refit:  # the analysed rows are the train rows: their transformed columns come with the analysis
+        train_cols, others, sizes = transform(parts[0], parts[1:], workdir)
+        return [train_cols, *others], sizes
+    _, columns, sizes = transform(analysed_rows(config, *parts[:2]), parts, workdir)
+    return columns, sizes
 
 
 def evaluate(
@@ -205,10 +215,7 @@ def main() -> int:
                 )
                 key = (b"|".join(part.index.to_numpy().tobytes() for part in parts), config.refit)
                 if key not in transformed:
-                    _, others, sizes = transform(
-                        analysed_rows(config, *parts[:2]), parts, workdir / f"seed-{seed}-{len(transformed)}"
-                    )
-                    transformed[key] = others, sizes
+                    transformed[key] = transform_splits(config, parts, workdir / f"seed-{seed}-{len(transformed)}")
                 (train_cols, validation_cols, test_cols), sizes = transformed[key]
                 per_seed[name].append({
                     "seed": seed,

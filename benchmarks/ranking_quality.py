@@ -52,8 +52,7 @@ def _rows(frame: pd.DataFrame):
 
 def trained(train_rows, validation_rows, workdir: Path, config: ModelConfig):
     """(model, TrainingData, TFTransformOutput) as the Trainer makes them (refit included, when configured)."""
-    analysed = model_quality.analysed_rows(config, train_rows, validation_rows)
-    _, (train_cols, validation_cols), sizes = model_quality.transform(analysed, [train_rows, validation_rows], workdir)
+    (train_cols, validation_cols), sizes = model_quality.transform_splits(config, [train_rows, validation_rows], workdir)
     fitted = fit(train_cols, validation_cols, sizes, config, verbose=0)
     return fitted.model, fitted.training, tft.TFTransformOutput(str(workdir / "transform"))
 
