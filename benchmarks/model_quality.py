@@ -7,6 +7,7 @@
     python -m benchmarks.model_quality --movielens PATH --config '[{"l2": 1e-4}, {"l2": 1e-3}]'
     python -m benchmarks.model_quality --movielens PATH --config configs/ml-100k-model.json
     python -m benchmarks.model_quality --movielens PATH --ablation
+    python -m benchmarks.model_quality --movielens PATH --split u1 --ensemble 3 --config FILE
 
 The ratings go through `data.ratings` (labels: liked = rating >= 4,
 purchase_probability = rating / 5), the IDs through the pipeline's
@@ -20,12 +21,15 @@ validates and early-stops on the validation rows, and is scored on the test
 rows, which nothing before saw. Each seed splits (random, u1), initialises and
 shuffles anew. Prints JSON: per configuration, RMSE on the star scale,
 like-AUC, log loss and training seconds, as mean and standard deviation over
-the seeds and per seed; progress goes to stderr.
+the seeds and per seed; progress goes to stderr. `--ensemble N` scores the
+mean prediction of N models per configuration and seed, each with its own
+seed: what averaging buys, measured rather than guessed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -56,6 +60,8 @@ from pipeline.config import DEFAULT_SCHEMA
 from pipeline.runner_options import json_value
 
 NUM_OOV = 10
+# Seed offset between ensemble members (`--ensemble`), far from the split seeds.
+MEMBER_SEED_STRIDE = 1000
 
 # The ablation: each step adds its settings to all the steps before it,
 # starting from the original design.
@@ -145,31 +151,46 @@ def transform_splits(config: ModelConfig, parts: list[pd.DataFrame], workdir: Pa
 
 
 def evaluate(
-    config: ModelConfig, train_cols: dict, validation_cols: dict, test_cols: dict, sizes: dict, scale_max: float
+    config: ModelConfig, train_cols: dict, validation_cols: dict, test_cols: dict, sizes: dict, scale_max: float,
+    members: int = 1,
 ) -> dict:
     """Trains on `train_cols`, validating (and early-stopping) on `validation_cols`, as the
     Trainer does (`components.trainer.fit`, with its refit when configured); scores
-    `test_cols`, which nothing before saw."""
-    started = time.perf_counter()
-    fitted = fit(train_cols, validation_cols, sizes, config, verbose=0)  # stdout carries the JSON only
-    model, epochs = fitted.model, fitted.epochs_run
-    seconds = time.perf_counter() - started
+    `test_cols`, which nothing before saw.
+
+    With `members` > 1, that many models are fitted, member m with seed
+    `config.seed + MEMBER_SEED_STRIDE * m` (the first is the config's own), and the
+    mean of their predictions is scored: what a seed ensemble of the configuration
+    would buy. Each member's own RMSE is reported beside it; seconds are the members' fits.
+    """
     test_inputs, test_labels = split_labels({k: tf.constant(v) for k, v in test_cols.items()})
-    predicted = model.predict(test_inputs, batch_size=4096, verbose=0)
     liked = test_labels[features.BINARY_RATING].numpy().ravel()
-    p_liked = predicted[features.BINARY_RATING].ravel()
     target = test_labels[features.PURCHASE_PROBABILITY].numpy().ravel()
-    p_target = np.clip(predicted[features.PURCHASE_PROBABILITY].ravel(), 0.0, 1.0)
+    seconds, epochs, p_liked, p_target, member_rmse = 0.0, [], [], [], []
+    for member in range(members):
+        started = time.perf_counter()
+        fitted = fit(  # stdout carries the JSON only
+            train_cols, validation_cols, sizes,
+            dataclasses.replace(config, seed=config.seed + MEMBER_SEED_STRIDE * member), verbose=0,
+        )
+        seconds += time.perf_counter() - started
+        epochs.append(fitted.epochs_run)
+        predicted = fitted.model.predict(test_inputs, batch_size=4096, verbose=0)
+        p_liked.append(predicted[features.BINARY_RATING].ravel())
+        p_target.append(np.clip(predicted[features.PURCHASE_PROBABILITY].ravel(), 0.0, 1.0))
+        member_rmse.append(round(float(np.sqrt(np.mean((p_target[-1] - target) ** 2))) * scale_max, 4))
+    p_liked, p_target = np.mean(p_liked, axis=0), np.mean(p_target, axis=0)
     rmse = float(np.sqrt(np.mean((p_target - target) ** 2)))
     return {
         "rmse_stars": round(rmse * scale_max, 4),
         "rmse": round(rmse, 4),
         "like_auc": round(float(roc_auc_score(liked, p_liked)), 4),
         "like_log_loss": round(float(log_loss(liked, np.clip(p_liked, 1e-7, 1 - 1e-7))), 4),
-        "epochs_run": epochs[0],
-        "refit_epochs": epochs[1] if config.refit else None,
+        "epochs_run": float(np.mean([e[0] for e in epochs])),
+        "refit_epochs": float(np.mean([e[1] for e in epochs])) if config.refit else None,
         "train_seconds": round(seconds, 1),
-        "seconds_per_epoch": round(seconds / sum(epochs), 2),
+        "seconds_per_epoch": round(seconds / sum(map(sum, epochs)), 2),
+        **({"member_rmse_stars": member_rmse} if members > 1 else {}),
     }
 
 
@@ -192,7 +213,13 @@ def main() -> int:
         help="JSON overrides of ModelConfig() (or a JSON file of them), or a list of them (one result each)",
     )
     parser.add_argument("--ablation", action="store_true", help="run the ablation table")
+    parser.add_argument(
+        "--ensemble", type=int, default=1, metavar="N",
+        help="fit N models per configuration and seed (seeds seed + 1000 m) and score their mean prediction",
+    )
     args = parser.parse_args()
+    if args.ensemble < 1:
+        parser.error(f"--ensemble must be >= 1, got {args.ensemble}")
     if args.ablation:
         runs = ablation()
     else:
@@ -219,11 +246,12 @@ def main() -> int:
                 (train_cols, validation_cols, test_cols), sizes = transformed[key]
                 per_seed[name].append({
                     "seed": seed,
-                    **evaluate(config, train_cols, validation_cols, test_cols, sizes, scale_max),
+                    **evaluate(config, train_cols, validation_cols, test_cols, sizes, scale_max, args.ensemble),
                 })
                 print(json.dumps({"name": name, **per_seed[name][-1]}), file=sys.stderr)
     print(json.dumps({
-        "dataset": str(args.movielens), "split": args.split, "seeds": args.seeds, "rows": rows,
+        "dataset": str(args.movielens), "split": args.split, "seeds": args.seeds, "ensemble": args.ensemble,
+        "rows": rows,
         "results": [
             {"name": name, "overrides": runs[name], **seed_statistics(results), "per_seed": results}
             for name, results in per_seed.items()
