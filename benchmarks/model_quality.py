@@ -176,6 +176,7 @@ def evaluate(
         seconds += time.perf_counter() - started
         epochs.append(fitted.epochs_run)
         predicted = fitted.model.predict(test_inputs, batch_size=4096, verbose=0)
+        del fitted  # the next member need not train beside this one's weights
         p_liked.append(predicted[features.BINARY_RATING].ravel())
         p_target.append(np.clip(predicted[features.PURCHASE_PROBABILITY].ravel(), 0.0, 1.0))
         member_rmse.append(round(float(np.sqrt(np.mean((p_target[-1] - target) ** 2))) * scale_max, 4))
