@@ -3,9 +3,10 @@ the epochs, then a fresh model learns from the training and validation rows toge
 
 import numpy as np
 import pytest
+import tf_keras
 
 from components import features, heads
-from components.model import ModelConfig, build_model
+from components.model import ModelConfig, best_epoch, build_model
 from components.trainer import fit
 
 USER = features.transformed_name(features.USER_ID)
@@ -81,17 +82,12 @@ def test_refit_needs_early_stopping():
         ModelConfig(early_stopping_patience=None)
 
 
-
 @pytest.mark.parametrize(("losses", "kept"), [
     ([0.5, 0.4, 0.45, 0.4], 2),  # a tie is no improvement: the first of equal losses
     ([0.5, float("nan"), 0.45, 0.6], 3),  # a NaN loss is never the best
     ([float("nan"), float("nan")], 1),  # nothing improved: the first epoch's weights stay
 ])
 def test_the_refit_runs_the_epochs_whose_weights_early_stopping_kept(losses, kept):
-    import tf_keras
-
-    from components.model import best_epoch
-
     # Keras's own callback, fed the same losses, keeps the same epoch.
     stopper = tf_keras.callbacks.EarlyStopping(monitor="val_loss", patience=len(losses), restore_best_weights=True)
     stopper.set_model(type("Model", (), {"get_weights": lambda self: [], "stop_training": False})())
