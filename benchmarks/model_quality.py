@@ -166,6 +166,10 @@ def evaluate(
     test_inputs, test_labels = split_labels({k: tf.constant(v) for k, v in test_cols.items()})
     liked = test_labels[features.BINARY_RATING].numpy().ravel()
     target = test_labels[features.PURCHASE_PROBABILITY].numpy().ravel()
+
+    def rmse(predicted_target: np.ndarray) -> float:  # on the [0, 1] label scale
+        return float(np.sqrt(np.mean((predicted_target - target) ** 2)))
+
     seconds, epochs, p_liked, p_target, member_rmse = 0.0, [], [], [], []
     for member in range(members):
         started = time.perf_counter()
@@ -179,14 +183,14 @@ def evaluate(
         del fitted  # the next member need not train beside this one's weights
         p_liked.append(predicted[features.BINARY_RATING].ravel())
         p_target.append(np.clip(predicted[features.PURCHASE_PROBABILITY].ravel(), 0.0, 1.0))
-        member_rmse.append(round(float(np.sqrt(np.mean((p_target[-1] - target) ** 2))) * scale_max, 4))
-    p_liked, p_target = np.mean(p_liked, axis=0), np.mean(p_target, axis=0)
-    rmse = float(np.sqrt(np.mean((p_target - target) ** 2)))
+        member_rmse.append(round(rmse(p_target[-1]) * scale_max, 4))
+    mean_liked = np.mean(p_liked, axis=0)
+    ensemble_rmse = rmse(np.mean(p_target, axis=0))
     return {
-        "rmse_stars": round(rmse * scale_max, 4),
-        "rmse": round(rmse, 4),
-        "like_auc": round(float(roc_auc_score(liked, p_liked)), 4),
-        "like_log_loss": round(float(log_loss(liked, np.clip(p_liked, 1e-7, 1 - 1e-7))), 4),
+        "rmse_stars": round(ensemble_rmse * scale_max, 4),
+        "rmse": round(ensemble_rmse, 4),
+        "like_auc": round(float(roc_auc_score(liked, mean_liked)), 4),
+        "like_log_loss": round(float(log_loss(liked, np.clip(mean_liked, 1e-7, 1 - 1e-7))), 4),
         "epochs_run": float(np.mean([e[0] for e in epochs])),
         "refit_epochs": float(np.mean([e[1] for e in epochs])) if config.refit else None,
         "train_seconds": round(seconds, 1),
