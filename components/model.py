@@ -16,8 +16,9 @@ import tensorflow as tf
 import tf_keras
 
 from components import features
+from components.autoencoder import AutoencoderBlend
 from components.choices import Optimizer
-from components.heads import HEADS, REGRESSION, BaseRate, Head
+from components.heads import BINARY, HEADS, REGRESSION, BaseRate, Head
 from components.heads import NAMES as HEAD_NAMES
 from components.lazy_adam import LazyAdam
 from components.model_config import ModelConfig
@@ -79,7 +80,9 @@ class MultiTaskRecommender(tf_keras.Model):
     Each head reads the last hidden layer and, as configured, the user and item
     biases and the embeddings' dot product. With `factorized_purchase_head`, the
     first regression head is the factorised estimate and every other head also
-    reads it; see ModelConfig for that and implicit feedback. `training` summarises the training
+    reads it; see ModelConfig for that, implicit feedback and the autoencoder,
+    whose blend applies outside training once the trainer has assigned it
+    (`components.autoencoder.AutoencoderBlend`). `training` summarises the training
     data (see TrainingData); its interactions are required with implicit
     feedback, its label means with base-rate initialisation.
     """
@@ -179,6 +182,11 @@ class MultiTaskRecommender(tf_keras.Model):
             )
             for head in heads
         }
+        # Empty until the trainer assigns a fitted autoencoder and blend.
+        self.autoencoder = AutoencoderBlend(
+            num_users, num_items, config.autoencoder_units, self.factorized_head,
+            tuple(head.name for head in heads if head.kind == BINARY),
+        ) if config.autoencoder_units else None
 
     def call(self, inputs, training=None):
         user = tf.reshape(inputs[features.transformed_name(features.USER_ID)], [-1])
@@ -202,7 +210,11 @@ class MultiTaskRecommender(tf_keras.Model):
             self._hidden_per_head(tf.concat([user_vector, item_vector], axis=-1), training)
             if self.hidden or self.experts or self.towers else {}
         )
-        return self._heads_of(hidden, dot, biases)
+        outputs = self._heads_of(hidden, dot, biases)
+        # Training never blends (nothing is known to the blend while the factorised model trains).
+        if self.autoencoder is not None and not training:
+            outputs = self.autoencoder(outputs, user, item)
+        return outputs
 
     def _hidden_per_head(self, x: tf.Tensor, training) -> dict[str, tf.Tensor]:
         """What each head reads from the concatenated embeddings `x`: the shared hidden
@@ -229,9 +241,11 @@ class MultiTaskRecommender(tf_keras.Model):
     @property
     def separable(self) -> bool:
         """Whether `score_grid` can score this model: the factorised head, no hidden layers
-        (shared, experts or towers) and no history sums (which leave the scored pair out),
-        so a pair's score is a user side met by an item side."""
-        return self.factorized and not (self.hidden or self.experts or self.towers or self.implicit)
+        (shared, experts or towers), no history sums (which leave the scored pair out)
+        and no autoencoder blend, so a pair's score is a user side met by an item side."""
+        return self.factorized and not (
+            self.hidden or self.experts or self.towers or self.implicit or self.autoencoder is not None
+        )
 
     def score_grid(self, users: tf.Tensor, items: tf.Tensor) -> dict[str, tf.Tensor]:
         """Every head's prediction for every (user, item) pair: {head: [len(users), len(items)]}.

@@ -92,6 +92,15 @@ class ModelConfig:
     # what an unseen ID should predict instead of keeping their initial values.
     user_id_dropout: float = 0.0
     item_id_dropout: float = 0.0
+    # An item-based autoencoder (I-AutoRec) with this many sigmoid units, fitted
+    # beside the factorised model on the same rows, and blended with it on pairs
+    # whose user and item both have training rows (components.autoencoder); 0
+    # leaves it out. `autoencoder_l2` penalises its squared weights (its labels
+    # scaled to unit variance); it stops early on the validation rows, within
+    # `autoencoder_max_steps` full-batch steps. Needs the factorised head.
+    autoencoder_units: int = 0
+    autoencoder_l2: float = 200.0
+    autoencoder_max_steps: int = 4000
     # Stop when the validation loss has not improved for this many epochs and
     # keep the best epoch's weights; None trains all `epochs`.
     early_stopping_patience: int | None = 3
@@ -153,6 +162,13 @@ class ModelConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.experts < 0 or (self.experts and not self.hidden_units):
             raise ValueError(f"experts must be >= 0, and > 0 only with hidden_units, got {self.experts}")
+        if self.autoencoder_units < 0 or self.autoencoder_l2 < 0 or self.autoencoder_max_steps < 1:
+            raise ValueError(
+                "need autoencoder_units >= 0, autoencoder_l2 >= 0 and autoencoder_max_steps >= 1, got "
+                f"{self.autoencoder_units}, {self.autoencoder_l2}, {self.autoencoder_max_steps}"
+            )
+        if self.autoencoder_units and not self.factorized_purchase_head:
+            raise ValueError("autoencoder_units needs factorized_purchase_head (the estimate it blends with)")
         if self.factorized_purchase_head and not (self.use_bias_terms and self.use_dot_product):
             raise ValueError("factorized_purchase_head needs use_bias_terms and use_dot_product")
         if not self.hidden_units and not self.tower_units and not self.factorized_purchase_head:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -15,7 +16,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from components import export, features, heads
+from components import autoencoder, export, features, heads
 from components.model import ModelConfig, MultiTaskRecommender, TrainingData, best_epoch, build_model, train
 from components.preprocessing import NUM_OOV_BUCKETS
 
@@ -171,7 +172,9 @@ def fit(
     """A model fitted on `train_columns`, validated (and early-stopped) on `validation`.
 
     With `config.refit`, the model returned is a fresh one fitted on both for
-    the epochs early stopping kept, with no validation.
+    the epochs early stopping kept, with no validation. With
+    `config.autoencoder_units`, an item autoencoder is fitted beside it and
+    blended in (`fit_autoencoder_blend`; a refit refits it too and keeps the blend).
     """
     training = TrainingData.from_columns(train_columns)
     model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training)
@@ -181,7 +184,12 @@ def fit(
         batches(validation, config, shuffle=False), config, verbose,
     )
     epochs_run = len(history.history["loss"])
+    fitted_autoencoder = blend = None
+    if config.autoencoder_units:
+        fitted_autoencoder, blend = fit_autoencoder_blend(model, training, validation, sizes, config)
     if not config.refit:
+        if blend is not None:
+            model.autoencoder.assign(fitted_autoencoder, blend)
         return Fitted(model, training, (epochs_run,))
     # Only the loop changes; the model's own settings (export, ranking) stay the config's.
     loop = dataclasses.replace(config, epochs=best_epoch(history), early_stopping_patience=None, refit=False)
@@ -192,7 +200,51 @@ def fit(
     training = TrainingData.from_columns(both)
     model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], loop, training)
     train(model, batches(both, loop, shuffle=True, repeat=repeat), None, loop, verbose, label="refit epoch")
+    if blend is not None:
+        # The autoencoder too is refitted on both for the steps its early stopping kept; the blend stays.
+        model.autoencoder.assign(
+            _autoencoder(training, model.factorized_head, sizes, config, fitted_autoencoder.steps), blend
+        )
     return Fitted(model, training, (epochs_run, loop.epochs))
+
+
+def _autoencoder(
+    training: TrainingData, head: str, sizes: Mapping[str, int], config: ModelConfig, steps: int,
+    validation: TrainingData | None = None,
+) -> autoencoder.Autoencoder:
+    """The item autoencoder of `config` fitted on `training`'s rows and their `head` labels, for at most `steps`."""
+    return autoencoder.fit_autoencoder(
+        training.users, training.items, training.labels[head], sizes[features.USER_ID], sizes[features.ITEM_ID],
+        config.autoencoder_units, config.autoencoder_l2, config.seed, steps,
+        None if validation is None else (validation.users, validation.items, validation.labels[head]),
+    )
+
+
+def fit_autoencoder_blend(
+    model: MultiTaskRecommender,
+    training: TrainingData,
+    validation: Mapping[str, np.ndarray],
+    sizes: Mapping[str, int],
+    config: ModelConfig,
+) -> tuple[autoencoder.Autoencoder, autoencoder.Blend]:
+    """The item autoencoder fitted on `training` (early-stopped on `validation`), and the blend
+    of it with `model`'s (not yet blended) heads, fitted on the validation pairs both know."""
+    checked = TrainingData.from_columns(validation)
+    fitted = _autoencoder(training, model.factorized_head, sizes, config, config.autoencoder_max_steps, checked)
+    known = fitted.known_users[checked.users] & fitted.known_items[checked.items]
+    inputs, _ = split_labels({name: tf.constant(values[known]) for name, values in validation.items()})
+    outputs = model.predict(inputs, batch_size=READ_BATCH_SIZE, verbose=0)
+    predicted = {name: values.ravel() for name, values in outputs.items()}
+    binary = model.autoencoder.binary
+    blend = autoencoder.fit_blend(
+        predicted[model.factorized_head],
+        {name: predicted[name] for name in binary},
+        autoencoder.estimates(fitted, checked.users[known], checked.items[known]),
+        checked.labels[model.factorized_head][known],
+        {name: checked.labels[name][known] for name in binary},
+    )
+    logging.getLogger(features.PROGRESS_LOGGER).info("autoencoder blend: %s", blend)
+    return fitted, blend
 
 
 def run_fn(fn_args: FnArgs) -> None:

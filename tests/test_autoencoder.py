@@ -1,0 +1,138 @@
+"""The item autoencoder beside the factorised model (`ModelConfig.autoencoder_units`):
+it learns the ratings, stops early on the validation rows, reproduces from its seed,
+and its blend is fitted on the validation pairs and applied only to pairs both of
+whose IDs trained it."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import autoencoder, features
+from components.autoencoder import Autoencoder, AutoencoderBlend, Blend, fit_autoencoder, fit_blend
+from components.model import ModelConfig
+from components.trainer import fit
+
+USER = features.transformed_name(features.USER_ID)
+ITEM = features.transformed_name(features.ITEM_ID)
+USERS, ITEMS = 60, 40
+
+
+def _low_rank_ratings(rows: int, seed: int):
+    """(users, items, labels in [0.2, 1]) drawn from a rank-2 preference model with noise."""
+    rng = np.random.default_rng(0)
+    user_taste, item_kind = rng.normal(size=(USERS, 2)), rng.normal(size=(ITEMS, 2))
+    draw = np.random.default_rng(seed)
+    users, items = draw.integers(0, USERS, rows), draw.integers(0, ITEMS, rows)
+    score = np.einsum("ij,ij->i", user_taste[users], item_kind[items]) + 0.1 * draw.normal(size=rows)
+    return users, items, (0.6 + 0.4 * np.tanh(score)).astype(np.float32)
+
+
+TRAIN = _low_rank_ratings(1_500, seed=1)
+VALIDATION = _low_rank_ratings(300, seed=2)
+
+
+def _rmse(fitted: Autoencoder, users, items, labels) -> float:
+    return float(np.sqrt(np.mean((autoencoder.estimates(fitted, users, items) - labels) ** 2)))
+
+
+def test_the_autoencoder_learns_the_ratings_and_stops_early_on_the_validation_rows():
+    # Wide and barely regularised, so it over-fits and early stopping has work to do.
+    fitted = fit_autoencoder(*TRAIN, USERS + 2, ITEMS + 2, 64, 0.01, 7, 3_000, VALIDATION)
+    # Far better than the training mean on rows it never saw.
+    assert _rmse(fitted, *VALIDATION) < 0.6 * np.std(VALIDATION[2] - TRAIN[2].mean())
+    assert fitted.steps % autoencoder.CHECK_EVERY == 0 and fitted.steps < 3_000
+    # The out-of-vocabulary rows (the last two of each) trained nothing.
+    assert fitted.known_users[:USERS].all() and not fitted.known_users[USERS:].any()
+    assert fitted.known_items[:ITEMS].all() and not fitted.known_items[ITEMS:].any()
+
+
+def test_the_same_rows_and_seed_give_the_same_autoencoder_and_another_seed_another():
+    first, again, other = (fit_autoencoder(*TRAIN, USERS, ITEMS, 8, 1.0, seed, 50) for seed in (7, 7, 8))
+    assert first.steps == 50  # no validation: every step runs
+    np.testing.assert_array_equal(first.item_codes, again.item_codes)
+    np.testing.assert_array_equal(first.decoder, again.decoder)
+    assert not np.allclose(first.decoder, other.decoder)
+
+
+def test_the_blend_recovers_the_mix_and_the_like_model_it_was_made_from():
+    rng = np.random.default_rng(3)
+    factorised, estimate = rng.normal(size=20_000), rng.normal(size=20_000)
+    label = factorised + 0.3 * (estimate - factorised)
+    probability = 1 / (1 + np.exp(-rng.normal(size=20_000)))
+    logit = 0.8 * np.log(probability / (1 - probability)) + 1.5 * estimate - 0.5
+    liked = (rng.random(20_000) < 1 / (1 + np.exp(-logit))).astype(float)
+    blend = fit_blend(factorised, {"like": probability}, estimate, label, {"like": liked})
+    assert blend.alpha == pytest.approx(0.3, abs=1e-6)
+    np.testing.assert_allclose(blend.like["like"], (0.8, 1.5, -0.5), atol=0.1)
+    # No validation pair known to the autoencoder: nothing to blend.
+    assert fit_blend(np.array([]), {}, np.array([]), np.array([]), {}) == Blend()
+
+
+def test_the_blend_layer_changes_only_known_pairs_and_nothing_before_it_is_assigned():
+    layer = AutoencoderBlend(3, 2, 4, "rating", ("like",))
+    outputs = {"rating": tf.constant([[0.5], [0.6], [0.7]]), "like": tf.constant([[0.2], [0.5], [0.9]])}
+    user, item = tf.constant([0, 1, 2]), tf.constant([0, 1, 1])
+    unchanged = layer(outputs, user, item)
+    for name in outputs:
+        np.testing.assert_array_equal(unchanged[name], outputs[name])
+    rng = np.random.default_rng(4)
+    fitted = Autoencoder(
+        item_codes=rng.random((2, 4)).astype(np.float32), decoder=rng.random((3, 4)).astype(np.float32),
+        decoder_bias=rng.random(3).astype(np.float32), known_users=np.array([True, True, False]),
+        known_items=np.array([True, True]), steps=1,
+    )
+    layer.assign(fitted, Blend(alpha=0.25, like={"like": (0.5, 2.0, -1.0)}))
+    blended = {name: value.numpy().ravel() for name, value in layer(outputs, user, item).items()}
+    estimate = autoencoder.estimates(fitted, np.array([0, 1]), np.array([0, 1]))
+    rating, like = outputs["rating"].numpy().ravel(), outputs["like"].numpy().ravel()
+    np.testing.assert_allclose(blended["rating"][:2], rating[:2] + 0.25 * (estimate - rating[:2]), rtol=1e-6)
+    logit = 0.5 * np.log(like[:2] / (1 - like[:2])) + 2.0 * estimate - 1.0
+    np.testing.assert_allclose(blended["like"][:2], 1 / (1 + np.exp(-logit)), rtol=1e-5)
+    # User 2 never trained the autoencoder: the factorised model answers alone.
+    assert blended["rating"][2] == pytest.approx(0.7) and blended["like"][2] == pytest.approx(0.9)
+
+
+def _columns(users, items, labels):
+    return {
+        USER: users.reshape(-1, 1).astype(np.int64),
+        ITEM: items.reshape(-1, 1).astype(np.int64),
+        features.PURCHASE_PROBABILITY: labels.reshape(-1, 1),
+        features.BINARY_RATING: (labels >= 0.7).astype(np.float32).reshape(-1, 1),
+    }
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_the_trainer_fits_the_autoencoder_and_the_model_blends_it_on_known_pairs(refit):
+    sizes = {features.USER_ID: USERS + 2, features.ITEM_ID: ITEMS + 2}
+    # Validation-only user USERS - 1 trains the refit's autoencoder only.
+    train = [part[TRAIN[0] != USERS - 1] for part in TRAIN]
+    config = ModelConfig(
+        embedding_dim=4, learning_rate=0.05, batch_size=64, epochs=30, l2=0.1, early_stopping_patience=2,
+        refit=refit, autoencoder_units=16, autoencoder_l2=1.0, autoencoder_max_steps=1_000, seed=5,
+    )
+    fitted = fit(_columns(*train), _columns(*VALIDATION), sizes, config, verbose=0)
+    layer = fitted.model.autoencoder
+    assert 0 < float(layer.alpha) <= 1
+    assert bool(layer.known_users[USERS - 1]) == refit
+    assert not layer.known_users[USERS:].numpy().any()
+    inputs = {USER: VALIDATION[0].reshape(-1, 1), ITEM: VALIDATION[1].reshape(-1, 1)}
+    blended = fitted.model(inputs, training=False)[features.PURCHASE_PROBABILITY].numpy().ravel()
+    assert not fitted.model.separable
+    # The factorised model alone: its own heads, with the blend layer bypassed.
+    layer_call, fitted.model.autoencoder = fitted.model.autoencoder, None
+    try:
+        factorised = fitted.model(inputs, training=False)[features.PURCHASE_PROBABILITY].numpy().ravel()
+    finally:
+        fitted.model.autoencoder = layer_call
+    assert np.abs(blended - factorised).max() > 1e-3
+    if not refit:
+        # On the rows the blend was fitted on, it is no worse than the factorised model (alpha 0 was a choice).
+        labels = VALIDATION[2]
+        assert np.mean((blended - labels) ** 2) <= np.mean((factorised - labels) ** 2) + 1e-6
+
+
+def test_config_checks_the_autoencoder_settings():
+    with pytest.raises(ValueError, match="autoencoder_units"):
+        ModelConfig(autoencoder_units=-1)
+    with pytest.raises(ValueError, match="factorized_purchase_head"):
+        ModelConfig(autoencoder_units=8, factorized_purchase_head=False, hidden_units=(8,))
