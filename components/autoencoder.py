@@ -32,6 +32,9 @@ PATIENCE = 300
 # Logistic-regression (Newton) iterations and ridge for the like blend.
 NEWTON_STEPS = 25
 RIDGE = 1e-3
+# The fit holds the items x users rating matrix densely (two of them: ratings
+# and which are observed); past this many cells that no longer fits a worker.
+MAX_CELLS = 2**28
 # Probabilities are clipped this far from 0 and 1 before their logit is taken.
 EPSILON = 1e-6
 
@@ -95,14 +98,20 @@ def fit_autoencoder(
     `l2` / 2 times the squared weights, with full-batch Adam seeded by `seed`.
     With `validation` (users, items, labels), stops once the validation RMSE
     has not improved for PATIENCE steps and keeps the best checked weights;
-    without, runs `max_steps`. Memory grows with the pairs times `units`.
+    without, runs `max_steps`. Each step costs items x users x `units`, and
+    the fit holds two items x users matrices: more than MAX_CELLS cells is an error.
     """
+    if num_items * num_users > MAX_CELLS:
+        raise ValueError(
+            f"the item autoencoder needs a dense {num_items} x {num_users} rating matrix, more than "
+            f"{MAX_CELLS} cells: set autoencoder_units to 0 for a catalogue and audience this large"
+        )
     item_of, user_of, value = _pairs(users, items, labels, num_users)
     # The autoencoder works on unit-variance labels (its l2 and the sigmoid's
     # range then mean the same whatever the labels' scale) and answers on theirs.
     scale = float(np.std(value)) or 1.0
     value = value / scale
-    # Dense: at this size two matrix products per step beat sparse gathers.
+    # Dense: two matrix products per step ran faster than sparse gathers on ML-100K.
     ratings = np.zeros([num_items, num_users], np.float32)
     ratings[item_of, user_of] = value
     observed = np.zeros([num_items, num_users], np.float32)

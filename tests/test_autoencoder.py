@@ -131,6 +131,11 @@ def test_the_trainer_fits_the_autoencoder_and_the_model_blends_it_on_known_pairs
         assert np.mean((blended - labels) ** 2) <= np.mean((factorised - labels) ** 2) + 1e-6
 
 
+def test_a_rating_matrix_too_large_to_hold_is_refused_with_its_size():
+    with pytest.raises(ValueError, match="100000 x 5000"):
+        fit_autoencoder(*TRAIN, 5_000, 100_000, 8, 1.0, 7, 10)
+
+
 def test_config_checks_the_autoencoder_settings():
     with pytest.raises(ValueError, match="autoencoder_units"):
         ModelConfig(autoencoder_units=-1)
