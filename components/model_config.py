@@ -214,7 +214,8 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     """The ModelConfig saved as `configs/<name>-model.json`, with `overrides` on top.
 
     "original" is the first design (concatenated embeddings, one Dense(64),
-    Adam, 5 epochs); "ml-100k" the tuned implicit-feedback configuration.
+    Adam, 5 epochs); "ml-100k" the tuned implicit-feedback configuration with
+    an item autoencoder blended in.
     """
     values = json.loads((PRESETS / f"{name}-model.json").read_text())
     return ModelConfig.from_json_dict({**values, **overrides})
