@@ -129,9 +129,6 @@ def fit_autoencoder(
     def codes():
         return tf.sigmoid(tf.matmul(ratings, encoder) + encoder_bias)
 
-    def estimate(item_codes, user, item):
-        return tf.reduce_sum(tf.gather(item_codes, item) * tf.gather(decoder, user), axis=1) + tf.gather(decoder_bias, user)
-
     @tf.function
     def step():
         with tf.GradientTape() as tape:
@@ -141,7 +138,7 @@ def fit_autoencoder(
 
     @tf.function
     def rmse(user, item, label):
-        error = label - estimate(codes(), user, item)
+        error = label - estimate(codes(), decoder, decoder_bias, user, item)
         return tf.sqrt(tf.reduce_mean(error * error))
 
     known_users = np.bincount(user_of, minlength=num_users) > 0
@@ -178,12 +175,14 @@ def fit_autoencoder(
     )
 
 
+def estimate(item_codes, decoder, decoder_bias, user, item) -> tf.Tensor:
+    """The estimate of each (user[k], item[k]) pair from an autoencoder's tables: [len(user)]."""
+    return tf.reduce_sum(tf.gather(item_codes, item) * tf.gather(decoder, user), axis=-1) + tf.gather(decoder_bias, user)
+
+
 def estimates(autoencoder: Autoencoder, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     """The autoencoder's estimate of each (user, item) pair (meaningful where both are known)."""
-    return (
-        np.einsum("ij,ij->i", autoencoder.item_codes[items], autoencoder.decoder[users])
-        + autoencoder.decoder_bias[users]
-    )
+    return estimate(autoencoder.item_codes, autoencoder.decoder, autoencoder.decoder_bias, users, items).numpy()
 
 
 def fit_blend(
@@ -257,16 +256,13 @@ class AutoencoderBlend(tf_keras.layers.Layer):
         self.like.assign([blend.like.get(name, (1.0, 0.0, 0.0)) for name in self.binary])
 
     def call(self, outputs, user, item):
-        estimate = (
-            tf.reduce_sum(tf.gather(self.item_codes, item) * tf.gather(self.decoder, user), axis=-1)
-            + tf.gather(self.decoder_bias, user)
-        )[:, None]
+        pair = estimate(self.item_codes, self.decoder, self.decoder_bias, user, item)[:, None]
         known = (tf.gather(self.known_users, user) & tf.gather(self.known_items, item))[:, None]
         blended = dict(outputs)
         factorised = outputs[self.regression]
-        blended[self.regression] = tf.where(known, factorised + self.alpha * (estimate - factorised), factorised)
+        blended[self.regression] = tf.where(known, factorised + self.alpha * (pair - factorised), factorised)
         for name, like in zip(self.binary, tf.unstack(self.like)):
             p = tf.clip_by_value(outputs[name], EPSILON, 1 - EPSILON)
-            logit = like[0] * tf.math.log(p / (1 - p)) + like[1] * estimate + like[2]
+            logit = like[0] * tf.math.log(p / (1 - p)) + like[1] * pair + like[2]
             blended[name] = tf.where(known, tf.sigmoid(logit), outputs[name])
         return blended

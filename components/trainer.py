@@ -232,7 +232,8 @@ def fit_autoencoder_blend(
     checked = TrainingData.from_columns(validation)
     fitted = _autoencoder(training, model.factorized_head, sizes, config, config.autoencoder_max_steps, checked)
     known = fitted.known_users[checked.users] & fitted.known_items[checked.items]
-    inputs, _ = split_labels({name: tf.constant(values[known]) for name, values in validation.items()})
+    # Only the ID columns, of the known pairs: the model predicts nothing else here.
+    inputs, _ = split_labels({name: validation[name][known] for name in model_columns()})
     outputs = model.predict(inputs, batch_size=READ_BATCH_SIZE, verbose=0)
     predicted = {name: values.ravel() for name, values in outputs.items()}
     binary = model.autoencoder.binary
