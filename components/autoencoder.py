@@ -24,9 +24,8 @@ import tf_keras
 
 from components import features
 
-# Adam's step size for the full-batch fit; the validation RMSE is checked
-# every CHECK_EVERY steps, and the fit stops once PATIENCE steps bring no better one.
-LEARNING_RATE = 1e-3
+# The validation RMSE is checked every CHECK_EVERY steps, and the fit stops
+# once PATIENCE steps bring no better one.
 CHECK_EVERY = 25
 PATIENCE = 300
 # Logistic-regression (Newton) iterations and ridge for the like blend.
@@ -88,6 +87,7 @@ def fit_autoencoder(
     num_items: int,
     units: int,
     l2: float,
+    learning_rate: float,
     seed: int,
     max_steps: int,
     validation: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
@@ -95,7 +95,8 @@ def fit_autoencoder(
     """An item autoencoder fitted on the pairs (`users`, `items`) with regression `labels`.
 
     Minimises the squared reconstruction error over the observed pairs plus
-    `l2` / 2 times the squared weights, with full-batch Adam seeded by `seed`.
+    `l2` / 2 times the squared weights, with full-batch Adam (step size
+    `learning_rate`) seeded by `seed`.
     With `validation` (users, items, labels), stops once the validation RMSE
     has not improved for PATIENCE steps and keeps the best checked weights;
     without, runs `max_steps`. Each step costs items x users x `units`, and
@@ -124,7 +125,7 @@ def fit_autoencoder(
     decoder = tf.Variable(init((num_users, units)))
     decoder_bias = tf.Variable(tf.zeros([num_users]))
     weights = [encoder, encoder_bias, decoder, decoder_bias]
-    optimizer = tf_keras.optimizers.Adam(LEARNING_RATE)
+    optimizer = tf_keras.optimizers.Adam(learning_rate)
 
     def codes():
         return tf.sigmoid(tf.matmul(ratings, encoder) + encoder_bias)

@@ -97,9 +97,11 @@ class ModelConfig:
     # whose user and item both have training rows (components.autoencoder); 0
     # leaves it out. `autoencoder_l2` penalises its squared weights (its labels
     # scaled to unit variance); it stops early on the validation rows, within
-    # `autoencoder_max_steps` full-batch steps. Needs the factorised head.
+    # `autoencoder_max_steps` full-batch Adam steps of `autoencoder_learning_rate`.
+    # Needs the factorised head.
     autoencoder_units: int = 0
     autoencoder_l2: float = 200.0
+    autoencoder_learning_rate: float = 1e-3
     autoencoder_max_steps: int = 4000
     # Stop when the validation loss has not improved for this many epochs and
     # keep the best epoch's weights; None trains all `epochs`.
@@ -162,10 +164,14 @@ class ModelConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.experts < 0 or (self.experts and not self.hidden_units):
             raise ValueError(f"experts must be >= 0, and > 0 only with hidden_units, got {self.experts}")
-        if self.autoencoder_units < 0 or self.autoencoder_l2 < 0 or self.autoencoder_max_steps < 1:
+        if (
+            self.autoencoder_units < 0 or self.autoencoder_l2 < 0 or self.autoencoder_max_steps < 1
+            or not self.autoencoder_learning_rate > 0
+        ):
             raise ValueError(
-                "need autoencoder_units >= 0, autoencoder_l2 >= 0 and autoencoder_max_steps >= 1, got "
-                f"{self.autoencoder_units}, {self.autoencoder_l2}, {self.autoencoder_max_steps}"
+                "need autoencoder_units >= 0, autoencoder_l2 >= 0, autoencoder_max_steps >= 1 and "
+                f"autoencoder_learning_rate > 0, got {self.autoencoder_units}, {self.autoencoder_l2}, "
+                f"{self.autoencoder_max_steps}, {self.autoencoder_learning_rate}"
             )
         if self.autoencoder_units and not self.factorized_purchase_head:
             raise ValueError("autoencoder_units needs factorized_purchase_head (the estimate it blends with)")

@@ -215,7 +215,7 @@ def _autoencoder(
     """The item autoencoder of `config` fitted on `training`'s rows and their `head` labels, for at most `steps`."""
     return autoencoder.fit_autoencoder(
         training.users, training.items, training.labels[head], sizes[features.USER_ID], sizes[features.ITEM_ID],
-        config.autoencoder_units, config.autoencoder_l2, config.seed, steps,
+        config.autoencoder_units, config.autoencoder_l2, config.autoencoder_learning_rate, config.seed, steps,
         None if validation is None else (validation.users, validation.items, validation.labels[head]),
     )
 

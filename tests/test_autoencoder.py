@@ -37,7 +37,7 @@ def _rmse(fitted: Autoencoder, users, items, labels) -> float:
 
 def test_the_autoencoder_learns_the_ratings_and_stops_early_on_the_validation_rows():
     # Wide and barely regularised, so it over-fits and early stopping has work to do.
-    fitted = fit_autoencoder(*TRAIN, USERS + 2, ITEMS + 2, 64, 0.01, 7, 3_000, VALIDATION)
+    fitted = fit_autoencoder(*TRAIN, USERS + 2, ITEMS + 2, 64, 0.01, 1e-3, 7, 3_000, VALIDATION)
     # Far better than the training mean on rows it never saw.
     assert _rmse(fitted, *VALIDATION) < 0.6 * np.std(VALIDATION[2] - TRAIN[2].mean())
     assert fitted.steps % autoencoder.CHECK_EVERY == 0 and fitted.steps < 3_000
@@ -47,7 +47,7 @@ def test_the_autoencoder_learns_the_ratings_and_stops_early_on_the_validation_ro
 
 
 def test_the_same_rows_and_seed_give_the_same_autoencoder_and_another_seed_another():
-    first, again, other = (fit_autoencoder(*TRAIN, USERS, ITEMS, 8, 1.0, seed, 50) for seed in (7, 7, 8))
+    first, again, other = (fit_autoencoder(*TRAIN, USERS, ITEMS, 8, 1.0, 1e-3, seed, 50) for seed in (7, 7, 8))
     assert first.steps == 50  # no validation: every step runs
     np.testing.assert_array_equal(first.item_codes, again.item_codes)
     np.testing.assert_array_equal(first.decoder, again.decoder)
@@ -133,7 +133,7 @@ def test_the_trainer_fits_the_autoencoder_and_the_model_blends_it_on_known_pairs
 
 def test_a_rating_matrix_too_large_to_hold_is_refused_with_its_size():
     with pytest.raises(ValueError, match="100000 x 5000"):
-        fit_autoencoder(*TRAIN, 5_000, 100_000, 8, 1.0, 7, 10)
+        fit_autoencoder(*TRAIN, 5_000, 100_000, 8, 1.0, 1e-3, 7, 10)
 
 
 def test_config_checks_the_autoencoder_settings():
@@ -141,3 +141,5 @@ def test_config_checks_the_autoencoder_settings():
         ModelConfig(autoencoder_units=-1)
     with pytest.raises(ValueError, match="factorized_purchase_head"):
         ModelConfig(autoencoder_units=8, factorized_purchase_head=False, hidden_units=(8,))
+    with pytest.raises(ValueError, match="autoencoder_learning_rate"):
+        ModelConfig(autoencoder_units=8, autoencoder_learning_rate=0.0)
