@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,9 @@ class ModelConfig:
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown ModelConfig field(s) {unknown}")
+        hints = typing.get_type_hints(cls)
+        for name, value in values.items():
+            _check_scalar(name, value, hints[name])
         return cls(**values)
 
     def weights_for(self, heads: tuple[Head, ...] = HEADS) -> dict[str, float]:
@@ -211,6 +215,21 @@ class ModelConfig:
             return {head.name: head.ranking_weight for head in heads}
         check_names(self.ranking_weights, "ranking_weights", heads)
         return dict(self.ranking_weights)
+
+
+# What a JSON value may be for a field of each scalar type (a bool is no number here).
+_SCALARS: dict[type, tuple[type, ...]] = {bool: (bool,), int: (int,), float: (int, float)}
+
+
+def _check_scalar(name: str, value: Any, hint: Any) -> None:
+    """TypeError naming `name` unless `value` is of `hint`'s scalar kind (other hints are not checked)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    kinds = [kind for kind in options if kind in _SCALARS]
+    if not kinds or (value is None and type(None) in options):
+        return
+    if not any(isinstance(value, _SCALARS[k]) and (k is bool or not isinstance(value, bool)) for k in kinds):
+        expected = " or ".join(k.__name__ for k in kinds) + (" or null" if type(None) in options else "")
+        raise TypeError(f"ModelConfig field {name}: expected {expected}, got {value!r}")
 
 
 PRESETS = Path(__file__).resolve().parent.parent / "configs"

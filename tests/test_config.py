@@ -21,6 +21,23 @@ def test_model_config_json_round_trip():
     assert dict(restored.loss_weights) == {"binary_rating": 2.0, "purchase_probability": 0.5}
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"autoencoder_learning_rate": "0.003"}, "autoencoder_learning_rate: expected float, got '0.003'"),
+        ({"epochs": 2.5}, "epochs: expected int, got 2.5"),
+        ({"epochs": True}, "epochs: expected int, got True"),
+        ({"refit": 1}, "refit: expected bool, got 1"),
+        ({"embedding_init_stddev": "small"}, "embedding_init_stddev: expected float or null"),
+    ],
+)
+def test_a_config_file_value_of_the_wrong_type_is_refused_naming_its_field(values, message):
+    with pytest.raises(TypeError, match=message):
+        ModelConfig.from_json_dict(values)
+    # JSON's integers are numbers too, and null is a value where the field allows None.
+    assert ModelConfig.from_json_dict({"learning_rate": 1, "steps_per_epoch": None}).learning_rate == 1
+
+
 def test_model_config_is_frozen():
     config = ModelConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
