@@ -85,6 +85,7 @@ def fit_autoencoder(
     labels: np.ndarray,
     num_users: int,
     num_items: int,
+    *,
     units: int,
     l2: float,
     learning_rate: float,

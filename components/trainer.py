@@ -215,8 +215,9 @@ def _autoencoder(
     """The item autoencoder of `config` fitted on `training`'s rows and their `head` labels, for at most `steps`."""
     return autoencoder.fit_autoencoder(
         training.users, training.items, training.labels[head], sizes[features.USER_ID], sizes[features.ITEM_ID],
-        config.autoencoder_units, config.autoencoder_l2, config.autoencoder_learning_rate, config.seed, steps,
-        None if validation is None else (validation.users, validation.items, validation.labels[head]),
+        units=config.autoencoder_units, l2=config.autoencoder_l2, learning_rate=config.autoencoder_learning_rate,
+        seed=config.seed, max_steps=steps,
+        validation=None if validation is None else (validation.users, validation.items, validation.labels[head]),
     )
 
 

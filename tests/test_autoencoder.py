@@ -37,7 +37,10 @@ def _rmse(fitted: Autoencoder, users, items, labels) -> float:
 
 def test_the_autoencoder_learns_the_ratings_and_stops_early_on_the_validation_rows():
     # Wide and barely regularised, so it over-fits and early stopping has work to do.
-    fitted = fit_autoencoder(*TRAIN, USERS + 2, ITEMS + 2, 64, 0.01, 1e-3, 7, 3_000, VALIDATION)
+    fitted = fit_autoencoder(
+        *TRAIN, USERS + 2, ITEMS + 2, units=64, l2=0.01, learning_rate=1e-3, seed=7, max_steps=3_000,
+        validation=VALIDATION,
+    )
     # Far better than the training mean on rows it never saw.
     assert _rmse(fitted, *VALIDATION) < 0.6 * np.std(VALIDATION[2] - TRAIN[2].mean())
     assert fitted.steps % autoencoder.CHECK_EVERY == 0 and fitted.steps < 3_000
@@ -47,7 +50,10 @@ def test_the_autoencoder_learns_the_ratings_and_stops_early_on_the_validation_ro
 
 
 def test_the_same_rows_and_seed_give_the_same_autoencoder_and_another_seed_another():
-    first, again, other = (fit_autoencoder(*TRAIN, USERS, ITEMS, 8, 1.0, 1e-3, seed, 50) for seed in (7, 7, 8))
+    first, again, other = (
+        fit_autoencoder(*TRAIN, USERS, ITEMS, units=8, l2=1.0, learning_rate=1e-3, seed=seed, max_steps=50)
+        for seed in (7, 7, 8)
+    )
     assert first.steps == 50  # no validation: every step runs
     np.testing.assert_array_equal(first.item_codes, again.item_codes)
     np.testing.assert_array_equal(first.decoder, again.decoder)
@@ -133,7 +139,7 @@ def test_the_trainer_fits_the_autoencoder_and_the_model_blends_it_on_known_pairs
 
 def test_a_rating_matrix_too_large_to_hold_is_refused_with_its_size():
     with pytest.raises(ValueError, match="100000 x 5000"):
-        fit_autoencoder(*TRAIN, 5_000, 100_000, 8, 1.0, 1e-3, 7, 10)
+        fit_autoencoder(*TRAIN, 5_000, 100_000, units=8, l2=1.0, learning_rate=1e-3, seed=7, max_steps=10)
 
 
 def test_config_checks_the_autoencoder_settings():
