@@ -6,7 +6,10 @@ through one sigmoid layer; its reconstruction at a user is its estimate of that
 pair. Once trained, an item's hidden code depends only on the training rows,
 so the model keeps the codes and the decoder, not the ratings: an estimate is
 a dot product of an item code and a user's decoder row, and the cost of
-serving grows with the IDs, not with the rows.
+serving grows with the IDs, not with the rows. It covers at most `max_users`
+users and `max_items` items (the most active ones, where there are more), so
+each training step and the tables it leaves cost the same however many rows
+and IDs the data has.
 
 Two different model families err differently, so the pipeline blends them:
 the blend's few weights are fitted on the validation rows (see `fit_blend`).
@@ -31,9 +34,6 @@ PATIENCE = 300
 # Logistic-regression (Newton) iterations and ridge for the like blend.
 NEWTON_STEPS = 25
 RIDGE = 1e-3
-# The fit holds the items x users rating matrix densely (two of them: ratings
-# and which are observed); past this many cells that no longer fits a worker.
-MAX_CELLS = 2**28
 # Probabilities are clipped this far from 0 and 1 before their logit is taken.
 EPSILON = 1e-6
 
@@ -42,19 +42,31 @@ EPSILON = 1e-6
 class Autoencoder:
     """A trained autoencoder, as the model carries it.
 
-    `item_codes` [items, units], `decoder` [users, units], `decoder_bias`
-    [users]: the estimate for (user, item) is item_codes[item] . decoder[user]
-    + decoder_bias[user]. `known_users`, `known_items`: which IDs had training
-    ratings (elsewhere the estimate means nothing). `steps`: the Adam steps
-    whose weights these are.
+    `user_rows` [num_users], `item_rows` [num_items]: each ID's row in the
+    tables, -1 for an ID that trained nothing (no training rating, or not
+    covered). `item_codes` [covered items, units], `decoder` [covered users,
+    units], `decoder_bias` [covered users]: the estimate for (user, item) is
+    item_codes[item_rows[item]] . decoder[user_rows[user]] + decoder_bias[user_rows[user]],
+    meaningful only where both rows are >= 0. `steps`: the Adam steps whose
+    weights these are.
     """
 
     item_codes: np.ndarray
     decoder: np.ndarray
     decoder_bias: np.ndarray
-    known_users: np.ndarray
-    known_items: np.ndarray
+    user_rows: np.ndarray
+    item_rows: np.ndarray
     steps: int
+
+    @property
+    def known_users(self) -> np.ndarray:
+        """[num_users] bool: which users trained the autoencoder."""
+        return self.user_rows >= 0
+
+    @property
+    def known_items(self) -> np.ndarray:
+        """[num_items] bool: which items trained the autoencoder."""
+        return self.item_rows >= 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +91,21 @@ def _pairs(users: np.ndarray, items: np.ndarray, labels: np.ndarray, num_users: 
     return unique // num_users, unique % num_users, mean.astype(np.float32)
 
 
+def covered_rows(counts: np.ndarray, cap: int) -> np.ndarray:
+    """Each ID's row in tables of at most `cap` rows, given its training pairs `counts`; -1 for none.
+
+    Every ID keeps its own index when there are at most `cap` of them (so the
+    tables do not depend on the cap until it binds); otherwise the `cap` IDs
+    with the most pairs (ties to the lower ID) take rows 0..cap-1 in ID order.
+    """
+    if len(counts) <= cap:
+        return np.arange(len(counts))
+    chosen = np.sort(np.argsort(-counts, kind="stable")[:cap])
+    rows = np.full(len(counts), -1, np.int64)
+    rows[chosen] = np.arange(cap)
+    return rows
+
+
 def fit_autoencoder(
     users: np.ndarray,
     items: np.ndarray,
@@ -91,6 +118,8 @@ def fit_autoencoder(
     learning_rate: float,
     seed: int,
     max_steps: int,
+    max_users: int,
+    max_items: int,
     validation: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> Autoencoder:
     """An item autoencoder fitted on the pairs (`users`, `items`) with regression `labels`.
@@ -100,31 +129,32 @@ def fit_autoencoder(
     `learning_rate`) seeded by `seed`.
     With `validation` (users, items, labels), stops once the validation RMSE
     has not improved for PATIENCE steps and keeps the best checked weights;
-    without, runs `max_steps`. Each step costs items x users x `units`, and
-    the fit holds two items x users matrices: more than MAX_CELLS cells is an error.
+    without, runs `max_steps`. It learns from the pairs of at most `max_users`
+    users and `max_items` items (`covered_rows`); each step costs covered items
+    x covered users x `units`, and the fit holds two such matrices.
     """
-    if num_items * num_users > MAX_CELLS:
-        raise ValueError(
-            f"the item autoencoder needs a dense {num_items} x {num_users} rating matrix, more than "
-            f"{MAX_CELLS} cells: set autoencoder_units to 0 for a catalogue and audience this large"
-        )
     item_of, user_of, value = _pairs(users, items, labels, num_users)
+    user_slot = covered_rows(np.bincount(user_of, minlength=num_users), max_users)
+    item_slot = covered_rows(np.bincount(item_of, minlength=num_items), max_items)
+    kept = (user_slot[user_of] >= 0) & (item_slot[item_of] >= 0)
+    item_of, user_of, value = item_slot[item_of[kept]], user_slot[user_of[kept]], value[kept]
+    num_rows_users, num_rows_items = min(num_users, max_users), min(num_items, max_items)
     # The autoencoder works on unit-variance labels (its l2 and the sigmoid's
     # range then mean the same whatever the labels' scale) and answers on theirs.
-    scale = float(np.std(value)) or 1.0
+    scale = (float(np.std(value)) if len(value) else 0.0) or 1.0
     value = value / scale
     # Dense: two matrix products per step ran faster than sparse gathers on ML-100K.
-    ratings = np.zeros([num_items, num_users], np.float32)
+    ratings = np.zeros([num_rows_items, num_rows_users], np.float32)
     ratings[item_of, user_of] = value
-    observed = np.zeros([num_items, num_users], np.float32)
+    observed = np.zeros([num_rows_items, num_rows_users], np.float32)
     observed[item_of, user_of] = 1.0
     ratings, observed = tf.constant(ratings), tf.constant(observed)
     tf_keras.utils.set_random_seed(seed)
     init = tf_keras.initializers.GlorotUniform(seed=seed)
-    encoder = tf.Variable(init((num_users, units)))
+    encoder = tf.Variable(init((num_rows_users, units)))
     encoder_bias = tf.Variable(tf.zeros([units]))
-    decoder = tf.Variable(init((num_users, units)))
-    decoder_bias = tf.Variable(tf.zeros([num_users]))
+    decoder = tf.Variable(init((num_rows_users, units)))
+    decoder_bias = tf.Variable(tf.zeros([num_rows_users]))
     weights = [encoder, encoder_bias, decoder, decoder_bias]
     optimizer = tf_keras.optimizers.Adam(learning_rate)
 
@@ -139,17 +169,19 @@ def fit_autoencoder(
         optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
 
     @tf.function
-    def rmse(user, item, label):
-        error = label - estimate(codes(), decoder, decoder_bias, user, item)
+    def rmse(user_row, item_row, label):
+        error = label - estimate(codes(), decoder, decoder_bias, user_row, item_row)
         return tf.sqrt(tf.reduce_mean(error * error))
 
-    known_users = np.bincount(user_of, minlength=num_users) > 0
-    known_items = np.bincount(item_of, minlength=num_items) > 0
+    user_rows = np.where(np.isin(user_slot, user_of), user_slot, -1)
+    item_rows = np.where(np.isin(item_slot, item_of), item_slot, -1)
     if validation is not None:
         v_users, v_items, v_labels = validation
-        scored = known_users[v_users] & known_items[v_items]
+        v_user_rows, v_item_rows = user_rows[v_users], item_rows[v_items]
+        scored = (v_user_rows >= 0) & (v_item_rows >= 0)
         v_users, v_items, v_labels = (
-            tf.constant(v_users[scored]), tf.constant(v_items[scored]), tf.constant(v_labels[scored] / scale, tf.float32)
+            tf.constant(v_user_rows[scored]), tf.constant(v_item_rows[scored]),
+            tf.constant(v_labels[scored] / scale, tf.float32),
         )
     best, best_step, kept = np.inf, 0, [w.numpy() for w in weights]
     for done in range(1, max_steps + 1):
@@ -171,20 +203,24 @@ def fit_autoencoder(
         item_codes=codes().numpy(),
         decoder=decoder.numpy() * scale,
         decoder_bias=decoder_bias.numpy() * scale,
-        known_users=known_users,
-        known_items=known_items,
+        user_rows=user_rows,
+        item_rows=item_rows,
         steps=best_step if validation is not None else max_steps,
     )
 
 
-def estimate(item_codes, decoder, decoder_bias, user, item) -> tf.Tensor:
-    """The estimate of each (user[k], item[k]) pair from an autoencoder's tables: [len(user)]."""
-    return tf.reduce_sum(tf.gather(item_codes, item) * tf.gather(decoder, user), axis=-1) + tf.gather(decoder_bias, user)
+def estimate(item_codes, decoder, decoder_bias, user_row, item_row) -> tf.Tensor:
+    """The estimate of each (user_row[k], item_row[k]) pair of table rows: [len(user_row)]."""
+    return (
+        tf.reduce_sum(tf.gather(item_codes, item_row) * tf.gather(decoder, user_row), axis=-1)
+        + tf.gather(decoder_bias, user_row)
+    )
 
 
 def estimates(autoencoder: Autoencoder, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """The autoencoder's estimate of each (user, item) pair (meaningful where both are known)."""
-    return estimate(autoencoder.item_codes, autoencoder.decoder, autoencoder.decoder_bias, users, items).numpy()
+    """The autoencoder's estimate of each (user, item) pair of IDs (meaningful where both are known)."""
+    user_row, item_row = np.maximum(autoencoder.user_rows[users], 0), np.maximum(autoencoder.item_rows[items], 0)
+    return estimate(autoencoder.item_codes, autoencoder.decoder, autoencoder.decoder_bias, user_row, item_row).numpy()
 
 
 def fit_blend(
@@ -226,40 +262,66 @@ class AutoencoderBlend(tf_keras.layers.Layer):
 
     `call(outputs, user, item)` returns `outputs` ({head: [batch, 1]}) with the
     factorised head `regression` and every head in `binary` blended on pairs
-    whose IDs both had training ratings; other pairs and heads pass unchanged.
-    Until `assign` the known sets are empty, so nothing is blended (the
-    factorised model trains and validates as it would alone).
+    whose IDs both trained the autoencoder; other pairs and heads pass
+    unchanged. `grid` does the same for every pair of a users x items grid.
+    The tables hold at most `max_users` users and `max_items` items. Until
+    `assign` no ID has a row, so nothing is blended (the factorised model
+    trains and validates as it would alone).
     """
 
-    def __init__(self, num_users: int, num_items: int, units: int, regression: str, binary: tuple[str, ...]):
+    def __init__(
+        self, num_users: int, num_items: int, units: int, regression: str, binary: tuple[str, ...],
+        *, max_users: int, max_items: int,
+    ):
         super().__init__(name="item_autoencoder")
         self.regression, self.binary = regression, binary
 
-        def table(name, shape, dtype=tf.float32):
-            return self.add_weight(name=name, shape=shape, dtype=dtype, initializer="zeros", trainable=False)
+        def table(name, shape, dtype=tf.float32, initializer="zeros"):
+            return self.add_weight(name=name, shape=shape, dtype=dtype, initializer=initializer, trainable=False)
 
-        self.item_codes = table("item_codes", [num_items, units])
-        self.decoder = table("decoder", [num_users, units])
-        self.decoder_bias = table("decoder_bias", [num_users])
-        self.known_users = table("known_users", [num_users], tf.bool)
-        self.known_items = table("known_items", [num_items], tf.bool)
+        self.item_codes = table("item_codes", [min(num_items, max_items), units])
+        self.decoder = table("decoder", [min(num_users, max_users), units])
+        self.decoder_bias = table("decoder_bias", [min(num_users, max_users)])
+        no_row = tf_keras.initializers.Constant(-1)
+        self.user_rows = table("user_rows", [num_users], tf.int64, no_row)
+        self.item_rows = table("item_rows", [num_items], tf.int64, no_row)
         self.alpha = table("alpha", [])
         # One row of logistic weights per binary head; zeros until assigned.
         self.like = table("like", [len(binary), 3])
 
     def assign(self, autoencoder: Autoencoder, blend: Blend) -> None:
-        """Loads a trained autoencoder and its blend."""
-        self.item_codes.assign(autoencoder.item_codes)
-        self.decoder.assign(autoencoder.decoder)
-        self.decoder_bias.assign(autoencoder.decoder_bias)
-        self.known_users.assign(autoencoder.known_users)
-        self.known_items.assign(autoencoder.known_items)
+        """Loads a trained autoencoder (fitted with at most this layer's users and items) and its blend."""
+        for table, value in (
+            (self.item_codes, autoencoder.item_codes), (self.decoder, autoencoder.decoder),
+            (self.decoder_bias, autoencoder.decoder_bias),
+        ):
+            padded = np.zeros(table.shape, np.float32)
+            padded[: len(value)] = value
+            table.assign(padded)
+        self.user_rows.assign(autoencoder.user_rows)
+        self.item_rows.assign(autoencoder.item_rows)
         self.alpha.assign(blend.alpha)
         self.like.assign([blend.like.get(name, (1.0, 0.0, 0.0)) for name in self.binary])
 
     def call(self, outputs, user, item):
-        pair = estimate(self.item_codes, self.decoder, self.decoder_bias, user, item)[:, None]
-        known = (tf.gather(self.known_users, user) & tf.gather(self.known_items, item))[:, None]
+        user_row, item_row = tf.gather(self.user_rows, user), tf.gather(self.item_rows, item)
+        pair = estimate(
+            self.item_codes, self.decoder, self.decoder_bias, tf.maximum(user_row, 0), tf.maximum(item_row, 0)
+        )
+        return self._blend(outputs, pair[:, None], ((user_row >= 0) & (item_row >= 0))[:, None])
+
+    def grid(self, outputs, users, items):
+        """`outputs` ({head: [len(users), len(items)]}, every pair's prediction) blended as `call` blends each pair."""
+        user_row, item_row = tf.gather(self.user_rows, users), tf.gather(self.item_rows, items)
+        user_side = tf.maximum(user_row, 0)
+        pair = (
+            tf.matmul(tf.gather(self.decoder, user_side), tf.gather(self.item_codes, tf.maximum(item_row, 0)), transpose_b=True)
+            + tf.gather(self.decoder_bias, user_side)[:, None]
+        )
+        return self._blend(outputs, pair, (user_row >= 0)[:, None] & (item_row >= 0)[None, :])
+
+    def _blend(self, outputs, pair, known):
+        """`outputs` with the blended heads where `known` (every tensor of one shape)."""
         blended = dict(outputs)
         factorised = outputs[self.regression]
         blended[self.regression] = tf.where(known, factorised + self.alpha * (pair - factorised), factorised)

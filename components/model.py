@@ -186,6 +186,7 @@ class MultiTaskRecommender(tf_keras.Model):
         self.autoencoder = AutoencoderBlend(
             num_users, num_items, config.autoencoder_units, self.factorized_head,
             tuple(head.name for head in heads if head.kind == BINARY),
+            max_users=config.autoencoder_max_users, max_items=config.autoencoder_max_items,
         ) if config.autoencoder_units else None
 
     def call(self, inputs, training=None):
@@ -241,11 +242,10 @@ class MultiTaskRecommender(tf_keras.Model):
     @property
     def separable(self) -> bool:
         """Whether `score_grid` can score this model: the factorised head, no hidden layers
-        (shared, experts or towers), no history sums (which leave the scored pair out)
-        and no autoencoder blend, so a pair's score is a user side met by an item side."""
-        return self.factorized and not (
-            self.hidden or self.experts or self.towers or self.implicit or self.autoencoder is not None
-        )
+        (shared, experts or towers) and no history sums (which leave the scored pair
+        out), so a pair's score is a user side met by an item side (the autoencoder's
+        estimate is one too, and its blend works cell by cell)."""
+        return self.factorized and not (self.hidden or self.experts or self.towers or self.implicit)
 
     def score_grid(self, users: tf.Tensor, items: tf.Tensor) -> dict[str, tf.Tensor]:
         """Every head's prediction for every (user, item) pair: {head: [len(users), len(items)]}.
@@ -277,7 +277,7 @@ class MultiTaskRecommender(tf_keras.Model):
             w = head.kernel[:, 0]
             user_term = w[0] * (mu + user_bias) + w[2] * user_bias + head.bias
             out[name] = head.activation((w[0] + w[1]) * dot + user_term + (w[0] + w[3]) * item_bias)
-        return out
+        return out if self.autoencoder is None else self.autoencoder.grid(out, users, items)
 
     def _heads_of(self, hidden: Mapping[str, tf.Tensor], dot: list, biases: list) -> dict[str, tf.Tensor]:
         """Each head's output from its hidden representation (`_hidden_per_head`), the dot

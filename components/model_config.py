@@ -17,16 +17,21 @@ from typing import Any
 from components.choices import Optimizer, parse
 from components.heads import HEADS, Head, check_names
 
+# The autoencoder holds two covered items x covered users float32 matrices
+# while it trains (ratings, and which are observed); past this many cells
+# they no longer fit a worker.
+AUTOENCODER_MAX_CELLS = 2**28
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Hyperparameters of the model and its training loop.
 
-    The defaults are the configuration chosen on MovieLens 100K's temporal split
-    (see benchmarks/model_quality.py and the README): biased matrix
-    factorisation as the purchase head, the binary head reading its estimate,
-    per-example L2, early stopping on the validation split, then a refit on
-    the training and validation rows.
+    The defaults are the configuration chosen on MovieLens 100K's temporal and
+    random splits (see benchmarks/model_quality.py and the README): biased
+    matrix factorisation as the purchase head, the binary head reading its
+    estimate, per-example L2, early stopping on the validation split, an item
+    autoencoder blended in, then a refit on the training and validation rows.
     `configs/original-model.json` is the first design (`preset("original")`).
     `loss_weights` maps every head to the weight of its loss in the total,
     total = sum(weight[head] * loss[head]); None takes each head's declared
@@ -100,10 +105,15 @@ class ModelConfig:
     # scaled to unit variance); it stops early on the validation rows, within
     # `autoencoder_max_steps` full-batch Adam steps of `autoencoder_learning_rate`.
     # Needs the factorised head.
-    autoencoder_units: int = 0
+    # It covers at most `autoencoder_max_users` users and `autoencoder_max_items`
+    # items (the most active, where there are more), so its cost per step and
+    # its tables stay bounded however many rows and IDs the data has.
+    autoencoder_units: int = 500
     autoencoder_l2: float = 200.0
-    autoencoder_learning_rate: float = 1e-3
+    autoencoder_learning_rate: float = 3e-3
     autoencoder_max_steps: int = 4000
+    autoencoder_max_users: int = 1024
+    autoencoder_max_items: int = 2048
     # Stop when the validation loss has not improved for this many epochs and
     # keep the best epoch's weights; None trains all `epochs`.
     early_stopping_patience: int | None = 3
@@ -174,8 +184,18 @@ class ModelConfig:
                 f"autoencoder_learning_rate > 0, got {self.autoencoder_units}, {self.autoencoder_l2}, "
                 f"{self.autoencoder_max_steps}, {self.autoencoder_learning_rate}"
             )
+        cells = self.autoencoder_max_users * self.autoencoder_max_items
+        if self.autoencoder_max_users < 1 or self.autoencoder_max_items < 1 or cells > AUTOENCODER_MAX_CELLS:
+            raise ValueError(
+                "autoencoder_max_users and autoencoder_max_items must be >= 1, and their product (the "
+                f"cells of the dense rating matrix the autoencoder trains on) at most {AUTOENCODER_MAX_CELLS}, "
+                f"got {self.autoencoder_max_users} x {self.autoencoder_max_items}"
+            )
         if self.autoencoder_units and not self.factorized_purchase_head:
-            raise ValueError("autoencoder_units needs factorized_purchase_head (the estimate it blends with)")
+            raise ValueError(
+                "autoencoder_units needs factorized_purchase_head (the estimate it blends with): "
+                "set autoencoder_units to 0 for a model without it"
+            )
         if self.factorized_purchase_head and not (self.use_bias_terms and self.use_dot_product):
             raise ValueError("factorized_purchase_head needs use_bias_terms and use_dot_product")
         if not self.hidden_units and not self.tower_units and not self.factorized_purchase_head:

@@ -217,6 +217,7 @@ def _autoencoder(
         training.users, training.items, training.labels[head], sizes[features.USER_ID], sizes[features.ITEM_ID],
         units=config.autoencoder_units, l2=config.autoencoder_l2, learning_rate=config.autoencoder_learning_rate,
         seed=config.seed, max_steps=steps,
+        max_users=config.autoencoder_max_users, max_items=config.autoencoder_max_items,
         validation=None if validation is None else (validation.users, validation.items, validation.labels[head]),
     )
 

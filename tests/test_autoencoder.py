@@ -39,7 +39,7 @@ def test_the_autoencoder_learns_the_ratings_and_stops_early_on_the_validation_ro
     # Wide and barely regularised, so it over-fits and early stopping has work to do.
     fitted = fit_autoencoder(
         *TRAIN, USERS + 2, ITEMS + 2, units=64, l2=0.01, learning_rate=1e-3, seed=7, max_steps=3_000,
-        validation=VALIDATION,
+        max_users=1024, max_items=1024, validation=VALIDATION,
     )
     # Far better than the training mean on rows it never saw.
     assert _rmse(fitted, *VALIDATION) < 0.6 * np.std(VALIDATION[2] - TRAIN[2].mean())
@@ -51,7 +51,10 @@ def test_the_autoencoder_learns_the_ratings_and_stops_early_on_the_validation_ro
 
 def test_the_same_rows_and_seed_give_the_same_autoencoder_and_another_seed_another():
     first, again, other = (
-        fit_autoencoder(*TRAIN, USERS, ITEMS, units=8, l2=1.0, learning_rate=1e-3, seed=seed, max_steps=50)
+        fit_autoencoder(
+            *TRAIN, USERS, ITEMS, units=8, l2=1.0, learning_rate=1e-3, seed=seed, max_steps=50,
+            max_users=USERS, max_items=ITEMS,
+        )
         for seed in (7, 7, 8)
     )
     assert first.steps == 50  # no validation: every step runs
@@ -75,7 +78,7 @@ def test_the_blend_recovers_the_mix_and_the_like_model_it_was_made_from():
 
 
 def test_the_blend_layer_changes_only_known_pairs_and_nothing_before_it_is_assigned():
-    layer = AutoencoderBlend(3, 2, 4, "rating", ("like",))
+    layer = AutoencoderBlend(3, 2, 4, "rating", ("like",), max_users=8, max_items=8)
     outputs = {"rating": tf.constant([[0.5], [0.6], [0.7]]), "like": tf.constant([[0.2], [0.5], [0.9]])}
     user, item = tf.constant([0, 1, 2]), tf.constant([0, 1, 1])
     unchanged = layer(outputs, user, item)
@@ -84,8 +87,8 @@ def test_the_blend_layer_changes_only_known_pairs_and_nothing_before_it_is_assig
     rng = np.random.default_rng(4)
     fitted = Autoencoder(
         item_codes=rng.random((2, 4)).astype(np.float32), decoder=rng.random((3, 4)).astype(np.float32),
-        decoder_bias=rng.random(3).astype(np.float32), known_users=np.array([True, True, False]),
-        known_items=np.array([True, True]), steps=1,
+        decoder_bias=rng.random(3).astype(np.float32), user_rows=np.array([0, 1, -1]),
+        item_rows=np.array([0, 1]), steps=1,
     )
     layer.assign(fitted, Blend(alpha=0.25, like={"like": (0.5, 2.0, -1.0)}))
     blended = {name: value.numpy().ravel() for name, value in layer(outputs, user, item).items()}
@@ -119,11 +122,11 @@ def test_the_trainer_fits_the_autoencoder_and_the_model_blends_it_on_known_pairs
     fitted = fit(_columns(*train), _columns(*VALIDATION), sizes, config, verbose=0)
     layer = fitted.model.autoencoder
     assert 0 < float(layer.alpha) <= 1
-    assert bool(layer.known_users[USERS - 1]) == refit
-    assert not layer.known_users[USERS:].numpy().any()
+    known_users = layer.user_rows.numpy() >= 0
+    assert bool(known_users[USERS - 1]) == refit
+    assert not known_users[USERS:].any()
     inputs = {USER: VALIDATION[0].reshape(-1, 1), ITEM: VALIDATION[1].reshape(-1, 1)}
     blended = fitted.model(inputs, training=False)[features.PURCHASE_PROBABILITY].numpy().ravel()
-    assert not fitted.model.separable
     # The factorised model alone: its own heads, with the blend layer bypassed.
     layer_call, fitted.model.autoencoder = fitted.model.autoencoder, None
     try:
@@ -137,9 +140,33 @@ def test_the_trainer_fits_the_autoencoder_and_the_model_blends_it_on_known_pairs
         assert np.mean((blended - labels) ** 2) <= np.mean((factorised - labels) ** 2) + 1e-6
 
 
-def test_a_rating_matrix_too_large_to_hold_is_refused_with_its_size():
-    with pytest.raises(ValueError, match="100000 x 5000"):
-        fit_autoencoder(*TRAIN, 5_000, 100_000, units=8, l2=1.0, learning_rate=1e-3, seed=7, max_steps=10)
+def test_past_its_caps_the_autoencoder_covers_the_ids_with_most_pairs_and_only_their_pairs_blend():
+    # Users 0-9 rate every item and items 0-4 are rated by every user: they have the most pairs.
+    users = np.concatenate([TRAIN[0], np.repeat(np.arange(10), ITEMS), np.repeat(np.arange(USERS), 5)])
+    items = np.concatenate([TRAIN[1], np.tile(np.arange(ITEMS), 10), np.tile(np.arange(5), USERS)])
+    labels = np.concatenate([TRAIN[2], np.full(10 * ITEMS + 5 * USERS, 0.8, np.float32)])
+    fitted = fit_autoencoder(
+        users, items, labels, USERS, ITEMS, units=8, l2=1.0, learning_rate=1e-2, seed=7, max_steps=100,
+        max_users=10, max_items=5,
+    )
+    assert fitted.item_codes.shape == (5, 8) and fitted.decoder.shape == (10, 8)
+    np.testing.assert_array_equal(np.flatnonzero(fitted.known_users), np.arange(10))
+    np.testing.assert_array_equal(np.flatnonzero(fitted.known_items), np.arange(5))
+    # Within the caps every ID keeps its own row.
+    whole = fit_autoencoder(
+        users, items, labels, USERS, ITEMS, units=8, l2=1.0, learning_rate=1e-2, seed=7, max_steps=1,
+        max_users=USERS, max_items=ITEMS,
+    )
+    np.testing.assert_array_equal(whole.user_rows, np.arange(USERS))
+    # The layer holds only the covered rows and blends only pairs of covered IDs.
+    layer = AutoencoderBlend(USERS, ITEMS, 8, "rating", ("like",), max_users=10, max_items=5)
+    assert layer.item_codes.shape == (5, 8) and layer.decoder.shape == (10, 8)
+    layer.assign(fitted, Blend(alpha=1.0, like={"like": (0.0, 1.0, 0.0)}))
+    user, item = tf.constant([3, 3, 30]), tf.constant([4, 20, 4])
+    outputs = {"rating": tf.fill([3, 1], 0.5), "like": tf.fill([3, 1], 0.5)}
+    blended = layer(outputs, user, item)["rating"].numpy().ravel()
+    assert blended[0] == pytest.approx(autoencoder.estimates(fitted, np.array([3]), np.array([4]))[0], rel=1e-5)
+    assert blended[1] == blended[2] == 0.5
 
 
 def test_config_checks_the_autoencoder_settings():
@@ -149,3 +176,7 @@ def test_config_checks_the_autoencoder_settings():
         ModelConfig(autoencoder_units=8, factorized_purchase_head=False, hidden_units=(8,))
     with pytest.raises(ValueError, match="autoencoder_learning_rate"):
         ModelConfig(autoencoder_units=8, autoencoder_learning_rate=0.0)
+    with pytest.raises(ValueError, match="100000 x 5000"):
+        ModelConfig(autoencoder_units=8, autoencoder_max_users=100_000, autoencoder_max_items=5_000)
+    with pytest.raises(ValueError, match="autoencoder_max_users"):
+        ModelConfig(autoencoder_units=8, autoencoder_max_users=0)

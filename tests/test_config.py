@@ -57,7 +57,7 @@ def test_model_config_is_frozen():
         ({"tower_units": (0,)}, "tower_units must be positive"),
         ({"experts": 2, "hidden_units": ()}, "experts must be >= 0"),
         ({"experts": -1, "hidden_units": (8,)}, "experts must be >= 0"),
-        ({"hidden_units": (), "factorized_purchase_head": False}, "may both be empty only"),
+        ({"hidden_units": (), "factorized_purchase_head": False, "autoencoder_units": 0}, "may both be empty only"),
     ],
 )
 def test_model_config_rejects_bad_values(kwargs, message):

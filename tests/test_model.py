@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from components import features, heads
+from components.autoencoder import Autoencoder, Blend
 from components.model import ModelConfig, TrainingData, build_model
 from components.model_config import preset
 
@@ -31,7 +32,7 @@ def _training(inputs, labels):
 # A plain MLP model: the structure these tests check, whatever the defaults are.
 MLP = dict(
     embedding_dim=4, hidden_units=(8,), learning_rate=3e-3, use_bias_terms=False, use_dot_product=False,
-    factorized_purchase_head=False, l2=0.0, user_id_dropout=0.0, early_stopping_patience=None,
+    factorized_purchase_head=False, autoencoder_units=0, l2=0.0, user_id_dropout=0.0, early_stopping_patience=None,
     refit=False,
     loss_weights={head: 1.0 for head in heads.NAMES},
 )
@@ -250,6 +251,24 @@ def test_score_grid_gives_every_pair_the_prediction_call_gives_it():
             grid[head].numpy(), pairs[head].numpy().reshape(len(users), len(items)), rtol=0, atol=1e-6
         )
         assert np.ptp(grid[head].numpy()) > 0  # a trained model: the cells differ
+    # With an autoencoder blended in (user 11 and item 8 unknown to it), still cell for cell.
+    blended = build_model(12, 9, ModelConfig(embedding_dim=4, epochs=1, autoencoder_units=3), _training(inputs, labels))
+    blended.fit(inputs, labels, epochs=1, batch_size=32, verbose=0)
+    assert blended.separable
+    rng = np.random.default_rng(1)
+    blended.autoencoder.assign(
+        Autoencoder(
+            item_codes=rng.random((9, 3)), decoder=rng.normal(size=(12, 3)), decoder_bias=rng.normal(size=12),
+            user_rows=np.append(np.arange(11), -1), item_rows=np.append(np.arange(8), -1), steps=1,
+        ),
+        Blend(alpha=0.5, like={features.BINARY_RATING: (0.5, 1.0, -0.2)}),
+    )
+    grid = blended.score_grid(tf.constant(users), tf.constant(items))
+    pairs = blended({USER: np.repeat(users, len(items)), ITEM: np.tile(items, len(users))})
+    for head in heads.NAMES:
+        np.testing.assert_allclose(
+            grid[head].numpy(), pairs[head].numpy().reshape(len(users), len(items)), rtol=0, atol=1e-6
+        )
     for config in (
         mlp(), ModelConfig(embedding_dim=4, implicit_feedback=True), ModelConfig(embedding_dim=4, tower_units=(4,)),
     ):
