@@ -314,10 +314,10 @@ class AutoencoderBlend(tf_keras.layers.Layer):
         """`outputs` ({head: [len(users), len(items)]}, every pair's prediction) blended as `call` blends each pair."""
         user_row, item_row = tf.gather(self.user_rows, users), tf.gather(self.item_rows, items)
         user_side = tf.maximum(user_row, 0)
-        pair = (
-            tf.matmul(tf.gather(self.decoder, user_side), tf.gather(self.item_codes, tf.maximum(item_row, 0)), transpose_b=True)
-            + tf.gather(self.decoder_bias, user_side)[:, None]
-        )
+        # One product with the covered item codes (at most max_items of them), then one column
+        # per item: a catalogue larger than the tables costs a gather, not a row of codes per item.
+        covered = tf.matmul(tf.gather(self.decoder, user_side), self.item_codes, transpose_b=True)
+        pair = tf.gather(covered, tf.maximum(item_row, 0), axis=1) + tf.gather(self.decoder_bias, user_side)[:, None]
         return self._blend(outputs, pair, (user_row >= 0)[:, None] & (item_row >= 0)[None, :])
 
     def _blend(self, outputs, pair, known):
