@@ -7,9 +7,9 @@ pair. Once trained, an item's hidden code depends only on the training rows,
 so the model keeps the codes and the decoder, not the ratings: an estimate is
 a dot product of an item code and a user's decoder row, and the cost of
 serving grows with the IDs, not with the rows. It covers at most `max_users`
-users and `max_items` items (the most active ones, where there are more), so
-each training step and the tables it leaves cost the same however many rows
-and IDs the data has.
+users and `max_items` items (those with the most training pairs, where there
+are more), so each training step and the tables it leaves cost the same
+however many rows and IDs the data has.
 
 Two different model families err differently, so the pipeline blends them:
 the blend's few weights are fitted on the validation rows (see `fit_blend`).
