@@ -166,6 +166,17 @@ def test_the_serving_check_refuses_recommendations_out_of_order(exported, tmp_pa
         serving_check._check_answers(path, [(features.RECOMMEND, inputs, answer)])
 
 
+def test_the_serving_check_refuses_recommend_scores_that_serving_default_does_not_give(exported):
+    loaded, path, seen, _ = exported
+    inputs = {features.USER_ID: np.array(sorted(seen)[:2]), "k": np.int32(3)}
+    answer = _recommend(loaded, inputs[features.USER_ID], 3)
+    serving_check._check_recommended_pairs(path, loaded, inputs, answer)
+    # A skew far below any that changes a ranking, still far above float rounding.
+    answer[heads.NAMES[0]] = answer[heads.NAMES[0]] + 1e-3
+    with pytest.raises(serving_check.ServingCheckError, match="'recommend' and 'serving_default' differ by 0.001"):
+        serving_check._check_recommended_pairs(path, loaded, inputs, answer)
+
+
 def test_the_batch_job_writes_each_listed_users_top_k_and_never_replaces_a_table(exported, tmp_path):
     import apache_beam as beam
     import pyarrow.parquet as pq
