@@ -60,6 +60,11 @@ COMPONENT_IDS = {
     "Evaluator", "RankingEvaluator", "ServingCheck", "Pusher",
 }
 
+# Pipeline runs that check something other than the default model's quality
+# train the default with a narrow item autoencoder: the same code, its fit a
+# fraction of the 500 units' cost (test_end_to_end runs the default itself).
+QUICK_AUTOENCODER = {"autoencoder_units": 32}
+
 # Bounds any trained model passes: for tests about data and plumbing, not quality.
 LOOSE_THRESHOLDS = {
     features.BINARY_RATING: HeadThreshold("AUC", True, bound=0.5, max_regression=1.0),

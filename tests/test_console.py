@@ -1,5 +1,6 @@
 """What a person sees when the pipeline runs: one line per component, the rest in the log."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from data.synthetic import SyntheticSpec, write_csv
+from tests.support import QUICK_AUTOENCODER
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,7 +55,10 @@ def test_the_console_shows_component_lines_and_the_log_keeps_everything_else(tmp
 def test_make_run_prints_a_line_per_component_and_names_the_failure_and_the_log(tmp_path):
     data = write_csv(SyntheticSpec(num_interactions=3_000), tmp_path / "data" / "interactions.csv")
     good = subprocess.run(
-        [sys.executable, "run_local.py", "--data", str(data), "--output", str(tmp_path / "out"), "--epochs", "2"],
+        [
+            sys.executable, "run_local.py", "--data", str(data), "--output", str(tmp_path / "out"), "--epochs", "2",
+            "--model-config", json.dumps(QUICK_AUTOENCODER),
+        ],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
     )
     assert good.returncode == 0, good.stderr[-3000:]

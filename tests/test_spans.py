@@ -14,7 +14,7 @@ from components.resolvers import span_of
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import PipelineConfig
 from run_local import run
-from tests.support import LOOSE_THRESHOLDS, served_versions
+from tests.support import LOOSE_THRESHOLDS, QUICK_AUTOENCODER, served_versions
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def _latest_inputs(store, node, key_type):
 def spans(tmp_path_factory):
     root = tmp_path_factory.mktemp("spans")
     config = PipelineConfig(
-        data_path=root / "data", output_dir=root / "out", model=ModelConfig(epochs=2),
+        data_path=root / "data", output_dir=root / "out", model=ModelConfig(epochs=2, **QUICK_AUTOENCODER),
         thresholds=LOOSE_THRESHOLDS, window_spans=2,
     )
     _add_span(config.data_path, 1, seed=1)
