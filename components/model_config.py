@@ -106,7 +106,7 @@ class ModelConfig:
     # `autoencoder_max_steps` full-batch Adam steps of `autoencoder_learning_rate`.
     # Needs the factorised head.
     # It covers at most `autoencoder_max_users` users and `autoencoder_max_items`
-    # items (the most active, where there are more), so its cost per step and
+    # items (those with the most training pairs), so its cost per step and
     # its tables stay bounded however many rows and IDs the data has.
     autoencoder_units: int = 500
     autoencoder_l2: float = 200.0
