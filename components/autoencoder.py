@@ -290,14 +290,11 @@ class AutoencoderBlend(tf_keras.layers.Layer):
         self.like = table("like", [len(binary), 3])
 
     def assign(self, autoencoder: Autoencoder, blend: Blend) -> None:
-        """Loads a trained autoencoder (fitted with at most this layer's users and items) and its blend."""
-        for table, value in (
-            (self.item_codes, autoencoder.item_codes), (self.decoder, autoencoder.decoder),
-            (self.decoder_bias, autoencoder.decoder_bias),
-        ):
-            padded = np.zeros(table.shape, np.float32)
-            padded[: len(value)] = value
-            table.assign(padded)
+        """Loads a trained autoencoder (fitted with this layer's ID counts and caps, so its tables
+        have this layer's shapes) and its blend."""
+        self.item_codes.assign(autoencoder.item_codes)
+        self.decoder.assign(autoencoder.decoder)
+        self.decoder_bias.assign(autoencoder.decoder_bias)
         self.user_rows.assign(autoencoder.user_rows)
         self.item_rows.assign(autoencoder.item_rows)
         self.alpha.assign(blend.alpha)
