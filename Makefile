@@ -13,6 +13,8 @@ AIRFLOW_READY := $(VENV)/.airflow-ready
 # The wheels of ml-metadata and TFDV 1.21 exist only for manylinux_2_39.
 PLATFORM := x86_64-manylinux_2_39
 PYTEST_ARGS ?=
+# Test worker processes (pytest-xdist), each given whole files; 0 runs the suite in this process.
+TEST_WORKERS ?= 2
 
 .PHONY: env run test lint lock clean
 
@@ -44,7 +46,7 @@ run: $(READY)
 # the MySQL ML Metadata test run; without it that one test is skipped.
 test: lint $(AIRFLOW_READY)
 	sh tools/install_mariadb.sh
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The lint configuration is pyproject.toml's [tool.ruff].
 lint: $(READY)

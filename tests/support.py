@@ -1,5 +1,6 @@
 """Helpers shared by the tests."""
 
+import fcntl
 import subprocess
 import sys
 import threading
@@ -35,8 +36,12 @@ def installed_project(root: Path) -> Path:
     the environment's folder; its `bin/python` imports the project from its own
     site-packages, whatever the working directory.
     """
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "-w", str(root / "dist"), str(REPO_ROOT)], check=True, capture_output=True)
+    # setuptools builds in the checkout's build/ folder: test workers building at once take turns.
+    (REPO_ROOT / "build").mkdir(exist_ok=True)
+    with open(REPO_ROOT / "build" / ".wheel.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                        "-w", str(root / "dist"), str(REPO_ROOT)], check=True, capture_output=True)
     (wheel,) = (root / "dist").glob("*.whl")
     base = getattr(sys, "_base_executable", None) or "python3"
     subprocess.run([base, "-m", "venv", "--without-pip", str(root / "env")], check=True)
