@@ -1,6 +1,7 @@
 """Helpers shared by the tests."""
 
 import fcntl
+import shutil
 import subprocess
 import sys
 import threading
@@ -36,10 +37,16 @@ def installed_project(root: Path) -> Path:
     the environment's folder; its `bin/python` imports the project from its own
     site-packages, whatever the working directory.
     """
-    # setuptools builds in the checkout's build/ folder: test workers building at once take turns.
-    (REPO_ROOT / "build").mkdir(exist_ok=True)
-    with open(REPO_ROOT / "build" / ".wheel.lock", "w") as lock:
+    # setuptools builds in the checkout's build/ folder and packs all its lib/ holds, a module
+    # deleted since an earlier build included: each build starts from an empty one, and test
+    # workers building at once take turns.
+    build = REPO_ROOT / "build"
+    build.mkdir(exist_ok=True)
+    with open(build / ".wheel.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        for earlier in build.iterdir():
+            if earlier.is_dir():
+                shutil.rmtree(earlier)
         subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                         "-w", str(root / "dist"), str(REPO_ROOT)], check=True, capture_output=True)
     (wheel,) = (root / "dist").glob("*.whl")
