@@ -13,6 +13,10 @@ however many rows and IDs the data has.
 
 Two different model families err differently, so the pipeline blends them:
 the blend's few weights are fitted on the validation rows (see `fit_blend`).
+Each weight may vary with the pair's support, how many training pairs its user
+and its item have (feature-weighted linear stacking, Sill et al. 2009): the
+autoencoder's estimate deserves more trust for a well-rated item than for a
+rarely-rated one.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ NEWTON_STEPS = 25
 RIDGE = 1e-3
 # Probabilities are clipped this far from 0 and 1 before their logit is taken.
 EPSILON = 1e-6
+# A pair's support features: 1, log(1 + its user's pairs), log(1 + its item's pairs).
+SUPPORT_FEATURES = 3
+
+Weights = tuple[float, float, float]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +52,8 @@ class Autoencoder:
 
     `user_rows` [num_users], `item_rows` [num_items]: each ID's row in the
     tables, -1 for an ID that trained nothing (no training rating, or not
-    covered). `item_codes` [covered items, units], `decoder` [covered users,
+    covered). `user_pairs` [num_users], `item_pairs` [num_items]: how many
+    distinct pairs of each ID trained it (0 where its row is -1). `item_codes` [covered items, units], `decoder` [covered users,
     units], `decoder_bias` [covered users]: the estimate for (user, item) is
     item_codes[item_rows[item]] . decoder[user_rows[user]] + decoder_bias[user_rows[user]],
     meaningful only where both rows are >= 0. `steps`: the Adam steps whose
@@ -56,6 +65,8 @@ class Autoencoder:
     decoder_bias: np.ndarray
     user_rows: np.ndarray
     item_rows: np.ndarray
+    user_pairs: np.ndarray
+    item_pairs: np.ndarray
     steps: int
 
     @property
@@ -73,14 +84,18 @@ class Autoencoder:
 class Blend:
     """How the model's heads combine with the autoencoder's estimate `a` on a known pair.
 
-    Regression: m + alpha * (a - m), for the factorised estimate m. Each
-    binary head h: sigmoid(like[h][0] * logit(p) + like[h][1] * a + like[h][2]),
-    for its probability p; a head `like` does not name passes unchanged.
+    Every weight is a vector w over the pair's support features s (`support`)
+    and counts as the dot product w.s. Regression: m + (alpha.s) (a - m) +
+    shift.s, for the factorised estimate m. Each binary head h:
+    sigmoid((like[h][0].s) logit(p) + (like[h][1].s) a + like[h][2].s), for
+    its probability p; a head `like` does not name passes unchanged. Weights
+    on the first feature only (the constant) make a blend that ignores support.
     `Blend()` changes nothing.
     """
 
-    alpha: float = 0.0
-    like: Mapping[str, tuple[float, float, float]] = dataclasses.field(default_factory=dict)
+    alpha: Weights = (0.0, 0.0, 0.0)
+    shift: Weights = (0.0, 0.0, 0.0)
+    like: Mapping[str, tuple[Weights, Weights, Weights]] = dataclasses.field(default_factory=dict)
 
 
 def _pairs(users: np.ndarray, items: np.ndarray, labels: np.ndarray, num_users: int):
@@ -175,6 +190,9 @@ def fit_autoencoder(
 
     user_rows = np.where(np.isin(user_slot, user_of), user_slot, -1)
     item_rows = np.where(np.isin(item_slot, item_of), item_slot, -1)
+    # Pairs per table row, read back per ID (an ID without a row: 0).
+    user_pairs = np.where(user_rows >= 0, np.bincount(user_of, minlength=num_rows_users)[user_rows], 0)
+    item_pairs = np.where(item_rows >= 0, np.bincount(item_of, minlength=num_rows_items)[item_rows], 0)
     if validation is not None:
         v_users, v_items, v_labels = validation
         v_user_rows, v_item_rows = user_rows[v_users], item_rows[v_items]
@@ -205,6 +223,8 @@ def fit_autoencoder(
         decoder_bias=decoder_bias.numpy() * scale,
         user_rows=user_rows,
         item_rows=item_rows,
+        user_pairs=user_pairs,
+        item_pairs=item_pairs,
         steps=best_step if validation is not None else max_steps,
     )
 
@@ -223,38 +243,76 @@ def estimates(autoencoder: Autoencoder, users: np.ndarray, items: np.ndarray) ->
     return estimate(autoencoder.item_codes, autoencoder.decoder, autoencoder.decoder_bias, user_row, item_row).numpy()
 
 
+def support(autoencoder: Autoencoder, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """[len(users), SUPPORT_FEATURES]: each pair's (1, log(1 + user's pairs), log(1 + item's pairs))."""
+    return np.stack(
+        [np.ones(len(users)), np.log1p(autoencoder.user_pairs[users]), np.log1p(autoencoder.item_pairs[items])], axis=1
+    )
+
+
 def fit_blend(
     factorised: np.ndarray,
     probabilities: Mapping[str, np.ndarray],
     autoencoded: np.ndarray,
     label: np.ndarray,
     liked: Mapping[str, np.ndarray],
+    support_features: np.ndarray | None = None,
 ) -> Blend:
     """The Blend that best combines, on known validation pairs, the factorised estimate
     and each binary head's probability with the autoencoder's estimate.
 
-    `alpha`: least squares against the regression `label`, clipped to [0, 1];
-    `like[h]`: logistic regression of `liked[h]` (0/1) on (logit(p), a, 1), by
-    Newton's method with a small ridge. With no pairs, `Blend()`.
+    With `support_features` ([pairs, SUPPORT_FEATURES], from `support`):
+    `alpha` and `shift` by least squares of `label` - factorised on
+    (a - m) s and s, and `like[h]` by logistic regression of `liked[h]` (0/1)
+    on logit(p) s, a s and s, both with a small ridge. Without: a blend that
+    ignores support, `alpha` a single least-squares weight clipped to [0, 1]
+    and no shift, `like[h]` a logistic regression on (logit(p), a, 1).
+    With no pairs, `Blend()`.
     """
     if not len(label):
         return Blend()
+    by_support = support_features is not None
+    s = support_features if by_support else np.ones([len(label), 1])
     gap = autoencoded - factorised
-    alpha = float(np.clip(np.dot(gap, label - factorised) / max(np.dot(gap, gap), EPSILON), 0.0, 1.0))
-    return Blend(alpha=alpha, like={name: _logistic(p, autoencoded, liked[name]) for name, p in probabilities.items()})
+    if by_support:
+        x = np.concatenate([gap[:, None] * s, s], axis=1)
+        w = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ (label - factorised))
+        alpha, shift = w[:SUPPORT_FEATURES], w[SUPPORT_FEATURES:]
+    else:
+        alpha = np.clip(np.dot(gap, label - factorised) / max(np.dot(gap, gap), EPSILON), 0.0, 1.0)
+        alpha, shift = _padded(np.array([alpha])), _padded(np.zeros(1))
+    return Blend(
+        alpha=_weights(alpha), shift=_weights(shift),
+        like={name: _logistic(p, autoencoded, liked[name], s) for name, p in probabilities.items()},
+    )
 
 
-def _logistic(probability: np.ndarray, autoencoded: np.ndarray, liked: np.ndarray) -> tuple[float, float, float]:
-    """Weights of logit(probability), `autoencoded` and 1 in a logistic regression of `liked`."""
+def _padded(weights: np.ndarray) -> np.ndarray:
+    """Weights on the constant feature alone, as weights on every support feature."""
+    return np.concatenate([weights, np.zeros(SUPPORT_FEATURES - len(weights))])
+
+
+def _weights(weights: np.ndarray) -> Weights:
+    """One weight vector over the support features, as Blend holds it."""
+    return tuple(float(v) for v in weights)
+
+
+def _logistic(
+    probability: np.ndarray, autoencoded: np.ndarray, liked: np.ndarray, s: np.ndarray
+) -> tuple[Weights, Weights, Weights]:
+    """Weight vectors (over the columns of `s`, padded to every support feature) of
+    logit(probability), `autoencoded` and 1 in a logistic regression of `liked`."""
     p = np.clip(probability, EPSILON, 1 - EPSILON)
-    x = np.stack([np.log(p / (1 - p)), autoencoded, np.ones_like(p)], axis=1).astype(np.float64)
-    w = np.array([1.0, 0.0, 0.0])
+    inputs = np.stack([np.log(p / (1 - p)), autoencoded, np.ones_like(p)], axis=1)
+    x = (inputs[:, :, None] * s[:, None, :]).reshape(len(p), -1).astype(np.float64)
+    w = np.zeros(x.shape[1])
+    w[0] = 1.0  # logit(p) at weight one on the constant: the head as it is
     for _ in range(NEWTON_STEPS):
         q = 1 / (1 + np.exp(-(x @ w)))
         gradient = x.T @ (q - liked) + RIDGE * w
-        hessian = (x * (q * (1 - q))[:, None]).T @ x + RIDGE * np.eye(3)
+        hessian = (x * (q * (1 - q))[:, None]).T @ x + RIDGE * np.eye(len(w))
         w -= np.linalg.solve(hessian, gradient)
-    return tuple(float(v) for v in w)
+    return tuple(_weights(_padded(row)) for row in w.reshape(3, s.shape[1]))
 
 
 class AutoencoderBlend(tf_keras.layers.Layer):
@@ -285,9 +343,13 @@ class AutoencoderBlend(tf_keras.layers.Layer):
         no_row = tf_keras.initializers.Constant(-1)
         self.user_rows = table("user_rows", [num_users], tf.int64, no_row)
         self.item_rows = table("item_rows", [num_items], tf.int64, no_row)
-        self.alpha = table("alpha", [])
-        # One row of logistic weights per binary head; zeros until assigned.
-        self.like = table("like", [len(binary), 3])
+        # Each ID's log(1 + pairs that trained it), its part of a pair's support features.
+        self.user_support = table("user_support", [num_users])
+        self.item_support = table("item_support", [num_items])
+        self.alpha = table("alpha", [SUPPORT_FEATURES])
+        self.shift = table("shift", [SUPPORT_FEATURES])
+        # Per binary head, the weight vectors of logit(p), a and 1; zeros until assigned.
+        self.like = table("like", [len(binary), 3, SUPPORT_FEATURES])
 
     def assign(self, autoencoder: Autoencoder, blend: Blend) -> None:
         """Loads a trained autoencoder (fitted with this layer's ID counts and caps, so its tables
@@ -297,15 +359,22 @@ class AutoencoderBlend(tf_keras.layers.Layer):
         self.decoder_bias.assign(autoencoder.decoder_bias)
         self.user_rows.assign(autoencoder.user_rows)
         self.item_rows.assign(autoencoder.item_rows)
+        self.user_support.assign(np.log1p(autoencoder.user_pairs))
+        self.item_support.assign(np.log1p(autoencoder.item_pairs))
         self.alpha.assign(blend.alpha)
-        self.like.assign([blend.like.get(name, (1.0, 0.0, 0.0)) for name in self.binary])
+        self.shift.assign(blend.shift)
+        unchanged = ((1.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+        self.like.assign([blend.like.get(name, unchanged) for name in self.binary])
 
     def call(self, outputs, user, item):
         user_row, item_row = tf.gather(self.user_rows, user), tf.gather(self.item_rows, item)
         pair = estimate(
             self.item_codes, self.decoder, self.decoder_bias, tf.maximum(user_row, 0), tf.maximum(item_row, 0)
         )
-        return self._blend(outputs, pair[:, None], ((user_row >= 0) & (item_row >= 0))[:, None])
+        return self._blend(
+            outputs, pair[:, None], ((user_row >= 0) & (item_row >= 0))[:, None],
+            tf.gather(self.user_support, user)[:, None], tf.gather(self.item_support, item)[:, None],
+        )
 
     def grid(self, outputs, users, items):
         """`outputs` ({head: [len(users), len(items)]}, every pair's prediction) blended as `call` blends each pair."""
@@ -315,15 +384,24 @@ class AutoencoderBlend(tf_keras.layers.Layer):
         # per item: a catalogue larger than the tables costs a gather, not a row of codes per item.
         covered = tf.matmul(tf.gather(self.decoder, user_side), self.item_codes, transpose_b=True)
         pair = tf.gather(covered, tf.maximum(item_row, 0), axis=1) + tf.gather(self.decoder_bias, user_side)[:, None]
-        return self._blend(outputs, pair, (user_row >= 0)[:, None] & (item_row >= 0)[None, :])
+        return self._blend(
+            outputs, pair, (user_row >= 0)[:, None] & (item_row >= 0)[None, :],
+            tf.gather(self.user_support, users)[:, None], tf.gather(self.item_support, items)[None, :],
+        )
 
-    def _blend(self, outputs, pair, known):
-        """`outputs` with the blended heads where `known` (every tensor of one shape)."""
+    def _blend(self, outputs, pair, known, user_support, item_support):
+        """`outputs` with the blended heads where `known`; the user's and the item's
+        support broadcast to the shape of the other tensors."""
+
+        def weight(w):  # w . s, for every pair
+            return w[0] + w[1] * user_support + w[2] * item_support
+
         blended = dict(outputs)
         factorised = outputs[self.regression]
-        blended[self.regression] = tf.where(known, factorised + self.alpha * (pair - factorised), factorised)
+        mixed = factorised + weight(self.alpha) * (pair - factorised) + weight(self.shift)
+        blended[self.regression] = tf.where(known, mixed, factorised)
         for name, like in zip(self.binary, tf.unstack(self.like)):
             p = tf.clip_by_value(outputs[name], EPSILON, 1 - EPSILON)
-            logit = like[0] * tf.math.log(p / (1 - p)) + like[1] * pair + like[2]
+            logit = weight(like[0]) * tf.math.log(p / (1 - p)) + weight(like[1]) * pair + weight(like[2])
             blended[name] = tf.where(known, tf.sigmoid(logit), outputs[name])
         return blended

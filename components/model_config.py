@@ -114,6 +114,10 @@ class ModelConfig:
     autoencoder_max_steps: int = 4000
     autoencoder_max_users: int = 1024
     autoencoder_max_items: int = 2048
+    # Let each blend weight grow or shrink with the pair's support (the log of
+    # how many training pairs its user and its item have); false fits one
+    # weight per input whatever the support (components.autoencoder.Blend).
+    blend_by_support: bool = True
     # Stop when the validation loss has not improved for this many epochs and
     # keep the best epoch's weights; None trains all `epochs`.
     early_stopping_patience: int | None = 3

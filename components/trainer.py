@@ -239,12 +239,14 @@ def fit_autoencoder_blend(
     outputs = model.predict(inputs, batch_size=READ_BATCH_SIZE, verbose=0)
     predicted = {name: values.ravel() for name, values in outputs.items()}
     binary = model.autoencoder.binary
+    users, items = checked.users[known], checked.items[known]
     blend = autoencoder.fit_blend(
         predicted[model.factorized_head],
         {name: predicted[name] for name in binary},
-        autoencoder.estimates(fitted, checked.users[known], checked.items[known]),
+        autoencoder.estimates(fitted, users, items),
         checked.labels[model.factorized_head][known],
         {name: checked.labels[name][known] for name in binary},
+        autoencoder.support(fitted, users, items) if config.blend_by_support else None,
     )
     logging.getLogger(features.PROGRESS_LOGGER).info("autoencoder blend: %s", blend)
     return fitted, blend

@@ -63,18 +63,50 @@ def test_the_same_rows_and_seed_give_the_same_autoencoder_and_another_seed_anoth
     assert not np.allclose(first.decoder, other.decoder)
 
 
+def _logit(p):
+    return np.log(p / (1 - p))
+
+
 def test_the_blend_recovers_the_mix_and_the_like_model_it_was_made_from():
     rng = np.random.default_rng(3)
     factorised, estimate = rng.normal(size=20_000), rng.normal(size=20_000)
     label = factorised + 0.3 * (estimate - factorised)
     probability = 1 / (1 + np.exp(-rng.normal(size=20_000)))
-    logit = 0.8 * np.log(probability / (1 - probability)) + 1.5 * estimate - 0.5
+    logit = 0.8 * _logit(probability) + 1.5 * estimate - 0.5
     liked = (rng.random(20_000) < 1 / (1 + np.exp(-logit))).astype(float)
     blend = fit_blend(factorised, {"like": probability}, estimate, label, {"like": liked})
-    assert blend.alpha == pytest.approx(0.3, abs=1e-6)
-    np.testing.assert_allclose(blend.like["like"], (0.8, 1.5, -0.5), atol=0.1)
+    # Without support features every weight sits on the constant one.
+    assert blend.alpha == pytest.approx((0.3, 0.0, 0.0), abs=1e-6) and blend.shift == (0.0, 0.0, 0.0)
+    np.testing.assert_allclose(blend.like["like"], [(0.8, 0, 0), (1.5, 0, 0), (-0.5, 0, 0)], atol=0.1)
     # No validation pair known to the autoencoder: nothing to blend.
     assert fit_blend(np.array([]), {}, np.array([]), np.array([]), {}) == Blend()
+
+
+def test_the_blend_by_support_recovers_weights_that_grow_with_the_pairs_user_and_item_have():
+    rng = np.random.default_rng(5)
+    n = 40_000
+    support = np.stack([np.ones(n), np.log1p(rng.integers(1, 500, n)), np.log1p(rng.integers(1, 500, n))], axis=1)
+    factorised, estimate = rng.normal(size=n), rng.normal(size=n)
+    alpha, shift = np.array([-0.2, 0.08, 0.06]), np.array([0.05, -0.01, 0.002])
+    label = factorised + (support @ alpha) * (estimate - factorised) + support @ shift
+    probability = 1 / (1 + np.exp(-rng.normal(size=n)))
+    like = np.array([(0.9, 0.02, 0.0), (0.2, 0.1, 0.05), (-0.5, 0.0, 0.0)])
+    logit = (support @ like[0]) * _logit(probability) + (support @ like[1]) * estimate + support @ like[2]
+    liked = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+    blend = fit_blend(factorised, {"like": probability}, estimate, label, {"like": liked}, support)
+    np.testing.assert_allclose(blend.alpha, alpha, atol=1e-4)
+    np.testing.assert_allclose(blend.shift, shift, atol=1e-4)
+    # The like weights trade off against each other (the support features correlate),
+    # so the test reads the logit they give each pair, not each weight.
+    fitted_like = np.array(blend.like["like"])
+    fitted_logit = (support @ fitted_like[0]) * _logit(probability) + (support @ fitted_like[1]) * estimate
+    fitted_logit += support @ fitted_like[2]
+    assert np.sqrt(np.mean((fitted_logit - logit) ** 2)) < 0.05 * np.std(logit)
+    # The support-blind fit of the same rows cannot follow the support: a larger error.
+    flat = fit_blend(factorised, {}, estimate, label, {})
+    flat_error = label - factorised - flat.alpha[0] * (estimate - factorised)
+    fitted_error = label - factorised - (support @ blend.alpha) * (estimate - factorised) - support @ blend.shift
+    assert np.mean(fitted_error**2) < 0.01 * np.mean(flat_error**2)
 
 
 def test_the_blend_layer_changes_only_known_pairs_and_nothing_before_it_is_assigned():
@@ -88,14 +120,24 @@ def test_the_blend_layer_changes_only_known_pairs_and_nothing_before_it_is_assig
     fitted = Autoencoder(
         item_codes=rng.random((2, 4)).astype(np.float32), decoder=rng.random((3, 4)).astype(np.float32),
         decoder_bias=rng.random(3).astype(np.float32), user_rows=np.array([0, 1, -1]),
-        item_rows=np.array([0, 1]), steps=1,
+        item_rows=np.array([0, 1]), user_pairs=np.array([4, 30, 0]), item_pairs=np.array([9, 200]), steps=1,
     )
-    layer.assign(fitted, Blend(alpha=0.25, like={"like": (0.5, 2.0, -1.0)}))
+    blend = Blend(
+        alpha=(0.25, 0.01, -0.02), shift=(0.01, 0.0, 0.003),
+        like={"like": ((0.5, 0.0, 0.1), (2.0, -0.1, 0.0), (-1.0, 0.0, 0.05))},
+    )
+    layer.assign(fitted, blend)
     blended = {name: value.numpy().ravel() for name, value in layer(outputs, user, item).items()}
     estimate = autoencoder.estimates(fitted, np.array([0, 1]), np.array([0, 1]))
+    s = autoencoder.support(fitted, np.array([0, 1]), np.array([0, 1]))
+    np.testing.assert_allclose(s[:, 1:], np.log1p([[4, 9], [30, 200]]))
     rating, like = outputs["rating"].numpy().ravel(), outputs["like"].numpy().ravel()
-    np.testing.assert_allclose(blended["rating"][:2], rating[:2] + 0.25 * (estimate - rating[:2]), rtol=1e-6)
-    logit = 0.5 * np.log(like[:2] / (1 - like[:2])) + 2.0 * estimate - 1.0
+    np.testing.assert_allclose(
+        blended["rating"][:2],
+        rating[:2] + (s @ blend.alpha) * (estimate - rating[:2]) + s @ blend.shift, rtol=1e-5,
+    )
+    weights = np.array(blend.like["like"])
+    logit = (s @ weights[0]) * _logit(like[:2]) + (s @ weights[1]) * estimate + s @ weights[2]
     np.testing.assert_allclose(blended["like"][:2], 1 / (1 + np.exp(-logit)), rtol=1e-5)
     # User 2 never trained the autoencoder: the factorised model answers alone.
     assert blended["rating"][2] == pytest.approx(0.7) and blended["like"][2] == pytest.approx(0.9)
@@ -110,18 +152,27 @@ def _columns(users, items, labels):
     }
 
 
-@pytest.mark.parametrize("refit", [False, True])
-def test_the_trainer_fits_the_autoencoder_and_the_model_blends_it_on_known_pairs(refit):
+@pytest.mark.parametrize(("refit", "by_support"), [(False, False), (False, True), (True, True)])
+def test_the_trainer_fits_the_autoencoder_and_the_model_blends_it_on_known_pairs(refit, by_support):
     sizes = {features.USER_ID: USERS + 2, features.ITEM_ID: ITEMS + 2}
     # Validation-only user USERS - 1 trains the refit's autoencoder only.
     train = [part[TRAIN[0] != USERS - 1] for part in TRAIN]
     config = ModelConfig(
         embedding_dim=4, learning_rate=0.05, batch_size=64, epochs=30, l2=0.1, early_stopping_patience=2,
         refit=refit, autoencoder_units=16, autoencoder_l2=1.0, autoencoder_max_steps=1_000, seed=5,
+        blend_by_support=by_support,
     )
     fitted = fit(_columns(*train), _columns(*VALIDATION), sizes, config, verbose=0)
     layer = fitted.model.autoencoder
-    assert 0 < float(layer.alpha) <= 1
+    alpha = layer.alpha.numpy()
+    if by_support:
+        assert np.all(alpha != 0) and np.all(layer.shift.numpy() != 0)
+    else:
+        assert 0 < alpha[0] <= 1 and not alpha[1:].any() and not layer.shift.numpy().any()
+    # The support the layer reads is that of the autoencoder it holds (the refit's, after a refit).
+    seen = [np.concatenate([t, v]) for t, v in zip(train, VALIDATION)] if refit else train
+    pairs = len(np.unique(seen[0] * ITEMS + seen[1]))
+    assert np.expm1(layer.user_support.numpy()).sum() == pytest.approx(pairs, rel=1e-4)
     known_users = layer.user_rows.numpy() >= 0
     assert bool(known_users[USERS - 1]) == refit
     assert not known_users[USERS:].any()
@@ -150,6 +201,9 @@ def test_past_its_caps_the_autoencoder_covers_the_ids_with_most_pairs_and_only_t
         max_users=10, max_items=5,
     )
     assert fitted.item_codes.shape == (5, 8) and fitted.decoder.shape == (10, 8)
+    # Each covered ID counts its distinct pairs with covered IDs: users 0-9 x items 0-4.
+    np.testing.assert_array_equal(fitted.user_pairs, np.where(np.arange(USERS) < 10, 5, 0))
+    np.testing.assert_array_equal(fitted.item_pairs, np.where(np.arange(ITEMS) < 5, 10, 0))
     np.testing.assert_array_equal(np.flatnonzero(fitted.known_users), np.arange(10))
     np.testing.assert_array_equal(np.flatnonzero(fitted.known_items), np.arange(5))
     # Within the caps every ID keeps its own row.
@@ -161,7 +215,7 @@ def test_past_its_caps_the_autoencoder_covers_the_ids_with_most_pairs_and_only_t
     # The layer holds only the covered rows and blends only pairs of covered IDs.
     layer = AutoencoderBlend(USERS, ITEMS, 8, "rating", ("like",), max_users=10, max_items=5)
     assert layer.item_codes.shape == (5, 8) and layer.decoder.shape == (10, 8)
-    layer.assign(fitted, Blend(alpha=1.0, like={"like": (0.0, 1.0, 0.0)}))
+    layer.assign(fitted, Blend(alpha=(1.0, 0.0, 0.0), like={"like": ((0, 0, 0), (1, 0, 0), (0, 0, 0))}))
     user, item = tf.constant([3, 3, 30]), tf.constant([4, 20, 4])
     outputs = {"rating": tf.fill([3, 1], 0.5), "like": tf.fill([3, 1], 0.5)}
     blended = layer(outputs, user, item)["rating"].numpy().ravel()

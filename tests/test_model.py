@@ -259,9 +259,13 @@ def test_score_grid_gives_every_pair_the_prediction_call_gives_it():
     blended.autoencoder.assign(
         Autoencoder(
             item_codes=rng.random((9, 3)), decoder=rng.normal(size=(12, 3)), decoder_bias=rng.normal(size=12),
-            user_rows=np.append(np.arange(11), -1), item_rows=np.append(np.arange(8), -1), steps=1,
+            user_rows=np.append(np.arange(11), -1), item_rows=np.append(np.arange(8), -1),
+            user_pairs=np.append(rng.integers(1, 50, 11), 0), item_pairs=np.append(rng.integers(1, 90, 8), 0), steps=1,
         ),
-        Blend(alpha=0.5, like={features.BINARY_RATING: (0.5, 1.0, -0.2)}),
+        Blend(
+            alpha=(0.5, 0.02, -0.03), shift=(0.01, -0.002, 0.004),
+            like={features.BINARY_RATING: ((0.5, 0.01, 0.0), (1.0, 0.0, -0.05), (-0.2, 0.02, 0.01))},
+        ),
     )
     grid = blended.score_grid(tf.constant(users), tf.constant(items))
     pairs = blended({USER: np.repeat(users, len(items)), ITEM: np.tile(items, len(users))})
