@@ -279,22 +279,17 @@ def fit_blend(
         w = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ (label - factorised))
         alpha, shift = w[:SUPPORT_FEATURES], w[SUPPORT_FEATURES:]
     else:
-        alpha = np.clip(np.dot(gap, label - factorised) / max(np.dot(gap, gap), EPSILON), 0.0, 1.0)
-        alpha, shift = _padded(np.array([alpha])), _padded(np.zeros(1))
+        alpha = np.clip([np.dot(gap, label - factorised) / max(np.dot(gap, gap), EPSILON)], 0.0, 1.0)
+        shift = np.zeros(1)
     return Blend(
         alpha=_weights(alpha), shift=_weights(shift),
         like={name: _logistic(p, autoencoded, liked[name], s) for name, p in probabilities.items()},
     )
 
 
-def _padded(weights: np.ndarray) -> np.ndarray:
-    """Weights on the constant feature alone, as weights on every support feature."""
-    return np.concatenate([weights, np.zeros(SUPPORT_FEATURES - len(weights))])
-
-
 def _weights(weights: np.ndarray) -> Weights:
-    """One weight vector over the support features, as Blend holds it."""
-    return tuple(float(v) for v in weights)
+    """Weights on the first support features, as Blend holds them: on every feature (the rest 0)."""
+    return tuple(float(v) for v in np.concatenate([weights, np.zeros(SUPPORT_FEATURES - len(weights))]))
 
 
 def _logistic(
@@ -312,7 +307,7 @@ def _logistic(
         gradient = x.T @ (q - liked) + RIDGE * w
         hessian = (x * (q * (1 - q))[:, None]).T @ x + RIDGE * np.eye(len(w))
         w -= np.linalg.solve(hessian, gradient)
-    return tuple(_weights(_padded(row)) for row in w.reshape(3, s.shape[1]))
+    return tuple(_weights(row) for row in w.reshape(3, s.shape[1]))
 
 
 class AutoencoderBlend(tf_keras.layers.Layer):

@@ -174,7 +174,8 @@ def fit(
     With `config.refit`, the model returned is a fresh one fitted on both for
     the epochs early stopping kept, with no validation. With
     `config.autoencoder_units`, an item autoencoder is fitted beside it and
-    blended in (`fit_autoencoder_blend`; a refit refits it too and keeps the blend).
+    blended in (`fit_autoencoder_blend`; a refit refits it too and keeps the blend,
+    whose support features then count the pairs the refitted autoencoder learned from).
     """
     training = TrainingData.from_columns(train_columns)
     model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training)
