@@ -54,7 +54,7 @@ def _export(name, tmp_path_factory):
             # Fitted as the Trainer fits it; on the training rows, as here only serving is checked.
             sizes = vocabulary_sizes(tft_output, OOV)
             model.autoencoder.assign(*fit_autoencoder_blend(model, TrainingData.from_columns(columns), columns, sizes, config))
-            assert (model.autoencoder.user_rows.numpy() >= 0).any() and float(model.autoencoder.alpha) > 0
+            assert (model.autoencoder.user_rows.numpy() >= 0).any() and model.autoencoder.alpha.numpy().any()
         path = str(root / "model")
         export.export_model(model, tft_output, path)
         _EXPORTED[name] = rows, tft_output, model, path
