@@ -79,6 +79,16 @@ class Autoencoder:
         """[num_items] bool: which items trained the autoencoder."""
         return self.item_rows >= 0
 
+    @property
+    def user_support(self) -> np.ndarray:
+        """[num_users]: each user's support feature, log(1 + its pairs)."""
+        return np.log1p(self.user_pairs)
+
+    @property
+    def item_support(self) -> np.ndarray:
+        """[num_items]: each item's support feature, log(1 + its pairs)."""
+        return np.log1p(self.item_pairs)
+
 
 @dataclasses.dataclass(frozen=True)
 class Blend:
@@ -245,9 +255,7 @@ def estimates(autoencoder: Autoencoder, users: np.ndarray, items: np.ndarray) ->
 
 def support(autoencoder: Autoencoder, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     """[len(users), SUPPORT_FEATURES]: each pair's (1, log(1 + user's pairs), log(1 + item's pairs))."""
-    return np.stack(
-        [np.ones(len(users)), np.log1p(autoencoder.user_pairs[users]), np.log1p(autoencoder.item_pairs[items])], axis=1
-    )
+    return np.stack([np.ones(len(users)), autoencoder.user_support[users], autoencoder.item_support[items]], axis=1)
 
 
 def fit_blend(
@@ -354,11 +362,11 @@ class AutoencoderBlend(tf_keras.layers.Layer):
         self.decoder_bias.assign(autoencoder.decoder_bias)
         self.user_rows.assign(autoencoder.user_rows)
         self.item_rows.assign(autoencoder.item_rows)
-        self.user_support.assign(np.log1p(autoencoder.user_pairs))
-        self.item_support.assign(np.log1p(autoencoder.item_pairs))
+        self.user_support.assign(autoencoder.user_support)
+        self.item_support.assign(autoencoder.item_support)
         self.alpha.assign(blend.alpha)
         self.shift.assign(blend.shift)
-        unchanged = ((1.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+        unchanged = (_weights(np.ones(1)), _weights(np.zeros(1)), _weights(np.zeros(1)))  # logit(p) alone
         self.like.assign([blend.like.get(name, unchanged) for name in self.binary])
 
     def call(self, outputs, user, item):
