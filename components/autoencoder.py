@@ -16,12 +16,15 @@ the blend's few weights are fitted on the validation rows (see `fit_blend`).
 Each weight may vary with the pair's support, how many training pairs its user
 and its item have (feature-weighted linear stacking, Sill et al. 2009): the
 autoencoder's estimate deserves more trust for a well-rated item than for a
-rarely-rated one.
+rarely-rated one. Such weights need many pairs to fit, so each head's form of
+blend (none, one weight per input, weights by support) is chosen by
+cross-validation on the same pairs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 from collections.abc import Mapping
 
@@ -42,8 +45,22 @@ RIDGE = 1e-3
 EPSILON = 1e-6
 # A pair's support features: 1, log(1 + its user's pairs), log(1 + its item's pairs).
 SUPPORT_FEATURES = 3
+# Folds of the cross-validation that picks each head's blend form; the
+# folds are a fixed permutation of the pairs, so the choice is reproducible.
+FOLDS = 5
 
 Weights = tuple[float, float, float]
+
+
+class BlendForm(enum.StrEnum):
+    """How one head's blend weights are shaped, simplest first."""
+
+    # The head passes unchanged: the autoencoder does not help it.
+    NONE = "none"
+    # One weight per input, whatever the pair's support.
+    FLAT = "flat"
+    # Every weight linear in the pair's support features.
+    BY_SUPPORT = "by_support"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,12 +117,15 @@ class Blend:
     sigmoid((like[h][0].s) logit(p) + (like[h][1].s) a + like[h][2].s), for
     its probability p; a head `like` does not name passes unchanged. Weights
     on the first feature only (the constant) make a blend that ignores support.
-    `Blend()` changes nothing.
+    `forms` names the BlendForm each head's weights took (a record for the
+    logs and the tests; the weights alone define the blend). `Blend()`
+    changes nothing.
     """
 
     alpha: Weights = (0.0, 0.0, 0.0)
     shift: Weights = (0.0, 0.0, 0.0)
     like: Mapping[str, tuple[Weights, Weights, Weights]] = dataclasses.field(default_factory=dict)
+    forms: Mapping[str, BlendForm] = dataclasses.field(default_factory=dict)
 
 
 def _pairs(users: np.ndarray, items: np.ndarray, labels: np.ndarray, num_users: int):
@@ -265,34 +285,80 @@ def fit_blend(
     label: np.ndarray,
     liked: Mapping[str, np.ndarray],
     support_features: np.ndarray | None = None,
+    *,
+    regression: str = "regression",
 ) -> Blend:
     """The Blend that best combines, on known validation pairs, the factorised estimate
     and each binary head's probability with the autoencoder's estimate.
 
-    With `support_features` ([pairs, SUPPORT_FEATURES], from `support`):
-    `alpha` and `shift` by least squares of `label` - factorised on
-    (a - m) s and s, and `like[h]` by logistic regression of `liked[h]` (0/1)
-    on logit(p) s, a s and s, both with a small ridge. Without: a blend that
-    ignores support, `alpha` a single least-squares weight clipped to [0, 1]
-    and no shift, `like[h]` a logistic regression on (logit(p), a, 1).
-    With no pairs, `Blend()`.
+    Each head takes the BlendForm whose weights, fitted on FOLDS - 1 folds of
+    the pairs, give the lowest error on the held-out fold, summed over the
+    folds (squared error for the regression, log loss for a binary head; on a
+    tie the simpler form), then refitted on every pair. The regression's forms:
+    none; `alpha`, one least-squares weight clipped to [0, 1]; by support,
+    `alpha` and `shift` by least squares of `label` - factorised on (a - m) s
+    and s. Each binary head's: none; `like[h]`, a logistic regression of
+    `liked[h]` (0/1) on (logit(p), a, 1); by support, on logit(p) s, a s and s.
+    Both by small ridge. The by-support forms compete only with
+    `support_features` ([pairs, SUPPORT_FEATURES], from `support`). `forms`
+    records the choices, the regression's under `regression`. With fewer
+    pairs than FOLDS, `Blend()`.
     """
-    if not len(label):
+    if len(label) < FOLDS:
         return Blend()
     by_support = support_features is not None
     s = support_features if by_support else np.ones([len(label), 1])
+    fold = np.random.default_rng(0).permutation(len(label)) % FOLDS
     gap = autoencoded - factorised
+
+    def flat_alpha(rows):
+        alpha = np.dot(gap[rows], label[rows] - factorised[rows]) / max(np.dot(gap[rows], gap[rows]), EPSILON)
+        return np.clip([alpha], 0.0, 1.0), np.zeros(1)
+
+    def support_alpha(rows):
+        x = np.concatenate([gap[:, None] * s, s], axis=1)[rows]
+        w = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ (label[rows] - factorised[rows]))
+        return w[:SUPPORT_FEATURES], w[SUPPORT_FEATURES:]
+
+    def squared_error(weights, rows):
+        alpha, shift = (_weights(w) for w in weights)
+        x = _padded(s[rows])
+        return np.sum((factorised[rows] + (x @ alpha) * gap[rows] + x @ shift - label[rows]) ** 2)
+
+    regression_forms = {BlendForm.NONE: lambda rows: (np.zeros(1), np.zeros(1)), BlendForm.FLAT: flat_alpha}
     if by_support:
-        x = np.concatenate([gap[:, None] * s, s], axis=1)
-        w = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ (label - factorised))
-        alpha, shift = w[:SUPPORT_FEATURES], w[SUPPORT_FEATURES:]
-    else:
-        alpha = np.clip([np.dot(gap, label - factorised) / max(np.dot(gap, gap), EPSILON)], 0.0, 1.0)
-        shift = np.zeros(1)
-    return Blend(
-        alpha=_weights(alpha), shift=_weights(shift),
-        like={name: _logistic(p, autoencoded, liked[name], s) for name, p in probabilities.items()},
-    )
+        regression_forms[BlendForm.BY_SUPPORT] = support_alpha
+    form, (alpha, shift) = _choose(regression_forms, squared_error, fold)
+    forms, like = {regression: form}, {}
+    for name, probability in probabilities.items():
+        p = np.clip(probability, EPSILON, 1 - EPSILON)
+        inputs = np.stack([np.log(p / (1 - p)), autoencoded, np.ones_like(p)], axis=1)
+        y = liked[name]
+
+        def logistic(columns, inputs=inputs, y=y):
+            return lambda rows: _logistic(inputs[rows], y[rows], s[rows, :columns])
+
+        def log_loss(weights, rows, inputs=inputs, y=y):
+            logit = np.sum(inputs[rows] * (_padded(s[rows]) @ np.array(weights).T), axis=1)
+            return np.sum(np.logaddexp(0.0, np.where(y[rows] > 0.5, -logit, logit)))
+
+        like_forms = {BlendForm.NONE: lambda rows: _UNCHANGED, BlendForm.FLAT: logistic(1)}
+        if by_support:
+            like_forms[BlendForm.BY_SUPPORT] = logistic(SUPPORT_FEATURES)
+        forms[name], like[name] = _choose(like_forms, log_loss, fold)
+    return Blend(alpha=_weights(alpha), shift=_weights(shift), like=like, forms=forms)
+
+
+def _choose(forms: Mapping[BlendForm, object], loss, fold: np.ndarray):
+    """(form, its weights fitted on every row): the form of `forms` (simplest first; each maps a
+    boolean row mask to weights) with the lowest `loss(weights, rows)` summed over held-out folds."""
+    every = np.ones(len(fold), bool)
+    if len(forms) == 1:
+        (form, fit), = forms.items()
+        return form, fit(every)
+    scores = [sum(loss(fit(fold != k), fold == k) for k in range(FOLDS)) for fit in forms.values()]
+    form, fit = list(forms.items())[int(np.argmin(scores))]  # the first of equal scores: the simplest
+    return form, fit(every)
 
 
 def _weights(weights: np.ndarray) -> Weights:
@@ -300,14 +366,19 @@ def _weights(weights: np.ndarray) -> Weights:
     return tuple(float(v) for v in np.concatenate([weights, np.zeros(SUPPORT_FEATURES - len(weights))]))
 
 
-def _logistic(
-    probability: np.ndarray, autoencoded: np.ndarray, liked: np.ndarray, s: np.ndarray
-) -> tuple[Weights, Weights, Weights]:
+def _padded(s: np.ndarray) -> np.ndarray:
+    """Support features `s` on their first columns, as every weight reads them: on every feature (the rest 0)."""
+    return np.pad(s, ((0, 0), (0, SUPPORT_FEATURES - s.shape[1])))
+
+
+# The like weights that leave a head as it is: logit(p) at weight one.
+_UNCHANGED = (_weights(np.ones(1)), _weights(np.zeros(1)), _weights(np.zeros(1)))
+
+
+def _logistic(inputs: np.ndarray, liked: np.ndarray, s: np.ndarray) -> tuple[Weights, Weights, Weights]:
     """Weight vectors (over the columns of `s`, padded to every support feature) of
-    logit(probability), `autoencoded` and 1 in a logistic regression of `liked`."""
-    p = np.clip(probability, EPSILON, 1 - EPSILON)
-    inputs = np.stack([np.log(p / (1 - p)), autoencoded, np.ones_like(p)], axis=1)
-    x = (inputs[:, :, None] * s[:, None, :]).reshape(len(p), -1).astype(np.float64)
+    each column of `inputs` (logit(p), a, 1) in a logistic regression of `liked`."""
+    x = (inputs[:, :, None] * s[:, None, :]).reshape(len(inputs), -1).astype(np.float64)
     w = np.zeros(x.shape[1])
     w[0] = 1.0  # logit(p) at weight one on the constant: the head as it is
     for _ in range(NEWTON_STEPS):
@@ -366,8 +437,7 @@ class AutoencoderBlend(tf_keras.layers.Layer):
         self.item_support.assign(autoencoder.item_support)
         self.alpha.assign(blend.alpha)
         self.shift.assign(blend.shift)
-        unchanged = (_weights(np.ones(1)), _weights(np.zeros(1)), _weights(np.zeros(1)))  # logit(p) alone
-        self.like.assign([blend.like.get(name, unchanged) for name in self.binary])
+        self.like.assign([blend.like.get(name, _UNCHANGED) for name in self.binary])
 
     def call(self, outputs, user, item):
         user_row, item_row = tf.gather(self.user_rows, user), tf.gather(self.item_rows, item)

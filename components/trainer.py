@@ -160,6 +160,7 @@ class Fitted(NamedTuple):
     model: MultiTaskRecommender  # the model to export
     training: TrainingData  # the rows it learnt from
     epochs_run: tuple[int, ...]  # per fit: the first, then the refit's
+    blend: autoencoder.Blend | None = None  # the autoencoder blend the model holds, if any
 
 
 def fit(
@@ -191,7 +192,7 @@ def fit(
     if not config.refit:
         if blend is not None:
             model.autoencoder.assign(fitted_autoencoder, blend)
-        return Fitted(model, training, (epochs_run,))
+        return Fitted(model, training, (epochs_run,), blend)
     # Only the loop changes; the model's own settings (export, ranking) stay the config's.
     loop = dataclasses.replace(config, epochs=best_epoch(history), early_stopping_patience=None, refit=False)
     # The first model (the history holds it too) is done with: its embeddings and
@@ -206,7 +207,7 @@ def fit(
         model.autoencoder.assign(
             _autoencoder(training, model.factorized_head, sizes, config, fitted_autoencoder.steps), blend
         )
-    return Fitted(model, training, (epochs_run, loop.epochs))
+    return Fitted(model, training, (epochs_run, loop.epochs), blend)
 
 
 def _autoencoder(
@@ -248,6 +249,7 @@ def fit_autoencoder_blend(
         checked.labels[model.factorized_head][known],
         {name: checked.labels[name][known] for name in binary},
         autoencoder.support(fitted, users, items) if config.blend_by_support else None,
+        regression=model.factorized_head,
     )
     logging.getLogger(features.PROGRESS_LOGGER).info("autoencoder blend: %s", blend)
     return fitted, blend

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from components import autoencoder, features
-from components.autoencoder import Autoencoder, AutoencoderBlend, Blend, fit_autoencoder, fit_blend
+from components.autoencoder import Autoencoder, AutoencoderBlend, Blend, BlendForm, fit_autoencoder, fit_blend
 from components.model import ModelConfig
 from components.trainer import fit
 
@@ -75,27 +75,40 @@ def test_the_blend_recovers_the_mix_and_the_like_model_it_was_made_from():
     logit = 0.8 * _logit(probability) + 1.5 * estimate - 0.5
     liked = (rng.random(20_000) < 1 / (1 + np.exp(-logit))).astype(float)
     blend = fit_blend(factorised, {"like": probability}, estimate, label, {"like": liked})
+    assert blend.forms == {"regression": BlendForm.FLAT, "like": BlendForm.FLAT}
     # Without support features every weight sits on the constant one.
     assert blend.alpha == pytest.approx((0.3, 0.0, 0.0), abs=1e-6) and blend.shift == (0.0, 0.0, 0.0)
     np.testing.assert_allclose(blend.like["like"], [(0.8, 0, 0), (1.5, 0, 0), (-0.5, 0, 0)], atol=0.1)
-    # No validation pair known to the autoencoder: nothing to blend.
+    # No validation pair known to the autoencoder, or too few to cross-validate: nothing to blend.
     assert fit_blend(np.array([]), {}, np.array([]), np.array([]), {}) == Blend()
+    few = slice(autoencoder.FOLDS - 1)
+    assert fit_blend(factorised[few], {}, estimate[few], label[few], {}) == Blend()
+
+
+def _support_dependent_pairs(n: int, seed: int):
+    """(support, factorised, estimate, label, probability, liked, logit) for `n` pairs whose
+    blend weights are linear in their support."""
+    rng = np.random.default_rng(seed)
+    support = np.stack([np.ones(n), np.log1p(rng.integers(1, 500, n)), np.log1p(rng.integers(1, 500, n))], axis=1)
+    factorised, estimate = rng.normal(size=n), rng.normal(size=n)
+    label = factorised + (support @ SUPPORT_ALPHA) * (estimate - factorised) + support @ SUPPORT_SHIFT
+    probability = 1 / (1 + np.exp(-rng.normal(size=n)))
+    logit = (support @ SUPPORT_LIKE[0]) * _logit(probability) + (support @ SUPPORT_LIKE[1]) * estimate
+    logit += support @ SUPPORT_LIKE[2]
+    liked = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+    return support, factorised, estimate, label, probability, liked, logit
+
+
+SUPPORT_ALPHA, SUPPORT_SHIFT = np.array([-0.2, 0.08, 0.06]), np.array([0.05, -0.01, 0.002])
+SUPPORT_LIKE = np.array([(0.9, 0.02, 0.0), (0.2, 0.1, 0.05), (-0.5, 0.0, 0.0)])
 
 
 def test_the_blend_by_support_recovers_weights_that_grow_with_the_pairs_user_and_item_have():
-    rng = np.random.default_rng(5)
-    n = 40_000
-    support = np.stack([np.ones(n), np.log1p(rng.integers(1, 500, n)), np.log1p(rng.integers(1, 500, n))], axis=1)
-    factorised, estimate = rng.normal(size=n), rng.normal(size=n)
-    alpha, shift = np.array([-0.2, 0.08, 0.06]), np.array([0.05, -0.01, 0.002])
-    label = factorised + (support @ alpha) * (estimate - factorised) + support @ shift
-    probability = 1 / (1 + np.exp(-rng.normal(size=n)))
-    like = np.array([(0.9, 0.02, 0.0), (0.2, 0.1, 0.05), (-0.5, 0.0, 0.0)])
-    logit = (support @ like[0]) * _logit(probability) + (support @ like[1]) * estimate + support @ like[2]
-    liked = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+    support, factorised, estimate, label, probability, liked, logit = _support_dependent_pairs(40_000, seed=5)
     blend = fit_blend(factorised, {"like": probability}, estimate, label, {"like": liked}, support)
-    np.testing.assert_allclose(blend.alpha, alpha, atol=1e-4)
-    np.testing.assert_allclose(blend.shift, shift, atol=1e-4)
+    assert blend.forms == {"regression": BlendForm.BY_SUPPORT, "like": BlendForm.BY_SUPPORT}
+    np.testing.assert_allclose(blend.alpha, SUPPORT_ALPHA, atol=1e-4)
+    np.testing.assert_allclose(blend.shift, SUPPORT_SHIFT, atol=1e-4)
     # The like weights trade off against each other (the support features correlate),
     # so the test reads the logit they give each pair, not each weight.
     fitted_like = np.array(blend.like["like"])
@@ -107,6 +120,31 @@ def test_the_blend_by_support_recovers_weights_that_grow_with_the_pairs_user_and
     flat_error = label - factorised - flat.alpha[0] * (estimate - factorised)
     fitted_error = label - factorised - (support @ blend.alpha) * (estimate - factorised) - support @ blend.shift
     assert np.mean(fitted_error**2) < 0.01 * np.mean(flat_error**2)
+
+
+def test_with_few_pairs_the_blend_ignores_a_support_that_does_not_matter_and_predicts_fresh_pairs_better():
+    # The true weights do not depend on support. Fitted by support on 60 noisy pairs, 6 regression
+    # and 9 like weights follow the noise; cross-validation keeps to the forms the pairs can fit.
+    def pairs(n, seed):
+        rng = np.random.default_rng(seed)
+        support = np.stack([np.ones(n), np.log1p(rng.integers(1, 500, n)), np.log1p(rng.integers(1, 500, n))], 1)
+        factorised, estimate = rng.normal(size=n), rng.normal(size=n)
+        label = factorised + 0.3 * (estimate - factorised) + 0.5 * rng.normal(size=n)
+        probability = 1 / (1 + np.exp(-rng.normal(size=n)))
+        logit = 0.8 * _logit(probability) + 0.5 * estimate
+        liked = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+        return support, factorised, estimate, label, probability, liked
+
+    support, factorised, estimate, label, probability, liked = pairs(60, seed=6)
+    blend = fit_blend(factorised, {"like": probability}, estimate, label, {"like": liked}, support)
+    assert BlendForm.BY_SUPPORT not in blend.forms.values()
+    x = np.concatenate([(estimate - factorised)[:, None] * support, support], axis=1)
+    forced = np.linalg.lstsq(x, label - factorised, rcond=None)[0]
+    fresh_support, fresh_factorised, fresh_estimate, fresh_label, *_ = pairs(20_000, seed=7)
+    gap = fresh_estimate - fresh_factorised
+    chosen_error = fresh_label - fresh_factorised - (fresh_support @ blend.alpha) * gap - fresh_support @ blend.shift
+    forced_error = fresh_label - fresh_factorised - np.concatenate([gap[:, None] * fresh_support, fresh_support], 1) @ forced
+    assert np.mean(chosen_error**2) < np.mean(forced_error**2)
 
 
 def test_the_blend_layer_changes_only_known_pairs_and_nothing_before_it_is_assigned():
@@ -164,11 +202,13 @@ def test_the_trainer_fits_the_autoencoder_and_the_model_blends_it_on_known_pairs
     )
     fitted = fit(_columns(*train), _columns(*VALIDATION), sizes, config, verbose=0)
     layer = fitted.model.autoencoder
-    alpha = layer.alpha.numpy()
-    if by_support:
-        assert np.all(alpha != 0) and np.all(layer.shift.numpy() != 0)
-    else:
-        assert 0 < alpha[0] <= 1 and not alpha[1:].any() and not layer.shift.numpy().any()
+    # The layer holds the blend the fit chose, and only the switch lets a form follow the support.
+    blend = fitted.blend
+    assert set(blend.forms) == {features.PURCHASE_PROBABILITY, features.BINARY_RATING}
+    assert by_support or autoencoder.BlendForm.BY_SUPPORT not in blend.forms.values()
+    np.testing.assert_allclose(layer.alpha.numpy(), blend.alpha, rtol=1e-6)
+    np.testing.assert_allclose(layer.shift.numpy(), blend.shift, rtol=1e-6)
+    np.testing.assert_allclose(layer.like.numpy()[0], blend.like[features.BINARY_RATING], rtol=1e-6)
     # The support the layer reads is that of the autoencoder it holds (the refit's, after a refit).
     seen = [np.concatenate([t, v]) for t, v in zip(train, VALIDATION)] if refit else train
     pairs = len(np.unique(seen[0] * ITEMS + seen[1]))
@@ -177,18 +217,41 @@ def test_the_trainer_fits_the_autoencoder_and_the_model_blends_it_on_known_pairs
     assert bool(known_users[USERS - 1]) == refit
     assert not known_users[USERS:].any()
     inputs = {USER: VALIDATION[0].reshape(-1, 1), ITEM: VALIDATION[1].reshape(-1, 1)}
-    blended = fitted.model(inputs, training=False)[features.PURCHASE_PROBABILITY].numpy().ravel()
+    outputs = {name: value.numpy().ravel() for name, value in fitted.model(inputs, training=False).items()}
     # The factorised model alone: its own heads, with the blend layer bypassed.
     layer_call, fitted.model.autoencoder = fitted.model.autoencoder, None
     try:
-        factorised = fitted.model(inputs, training=False)[features.PURCHASE_PROBABILITY].numpy().ravel()
+        factorised = {name: value.numpy().ravel() for name, value in fitted.model(inputs, training=False).items()}
     finally:
         fitted.model.autoencoder = layer_call
-    assert np.abs(blended - factorised).max() > 1e-3
+    blended = outputs[features.PURCHASE_PROBABILITY]
+    assert np.abs(blended - factorised[features.PURCHASE_PROBABILITY]).max() > 1e-3
     if not refit:
-        # On the rows the blend was fitted on, it is no worse than the factorised model (alpha 0 was a choice).
+        # The blend is the one fit_blend gives on the validation pairs both IDs of which the
+        # autoencoder knows, read from the layer's own tables (support features only when switched on).
+        user_row, item_row = layer.user_rows.numpy()[VALIDATION[0]], layer.item_rows.numpy()[VALIDATION[1]]
+        known = (user_row >= 0) & (item_row >= 0)
+        estimate = autoencoder.estimate(
+            layer.item_codes, layer.decoder, layer.decoder_bias, user_row[known], item_row[known]
+        ).numpy()
+        support = np.stack([
+            np.ones(known.sum()), layer.user_support.numpy()[VALIDATION[0][known]],
+            layer.item_support.numpy()[VALIDATION[1][known]],
+        ], axis=1)
+        labels = _columns(*VALIDATION)
+        again = fit_blend(
+            factorised[features.PURCHASE_PROBABILITY][known],
+            {features.BINARY_RATING: factorised[features.BINARY_RATING][known]}, estimate,
+            labels[features.PURCHASE_PROBABILITY].ravel()[known],
+            {features.BINARY_RATING: labels[features.BINARY_RATING].ravel()[known]},
+            support if by_support else None, regression=features.PURCHASE_PROBABILITY,
+        )
+        assert again.forms == blend.forms
+        np.testing.assert_allclose(again.alpha, blend.alpha, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(again.shift, blend.shift, rtol=1e-4, atol=1e-6)
+        # On the rows the blend was fitted on, it is no worse than the factorised model.
         labels = VALIDATION[2]
-        assert np.mean((blended - labels) ** 2) <= np.mean((factorised - labels) ** 2) + 1e-6
+        assert np.mean((blended - labels) ** 2) <= np.mean((factorised[features.PURCHASE_PROBABILITY] - labels) ** 2) + 1e-6
 
 
 def test_past_its_caps_the_autoencoder_covers_the_ids_with_most_pairs_and_only_their_pairs_blend():
