@@ -170,7 +170,7 @@ def evaluate(
     def rmse(predicted_target: np.ndarray) -> float:  # on the [0, 1] label scale
         return float(np.sqrt(np.mean((predicted_target - target) ** 2)))
 
-    seconds, epochs, p_liked, p_target, member_rmse, forms = 0.0, [], [], [], [], []
+    seconds, epochs, p_liked, p_target, member_rmse, forms, kept = 0.0, [], [], [], [], [], []
     for member in range(members):
         started = time.perf_counter()
         fitted = fit(  # stdout carries the JSON only
@@ -180,6 +180,7 @@ def evaluate(
         seconds += time.perf_counter() - started
         epochs.append(fitted.epochs_run)
         forms.append(dict(fitted.blend.forms) if fitted.blend else {})
+        kept.append(dict(fitted.alternative))
         predicted = fitted.model.predict(test_inputs, batch_size=4096, verbose=0)
         del fitted  # the next member need not train beside this one's weights
         p_liked.append(predicted[features.BINARY_RATING].ravel())
@@ -196,7 +197,9 @@ def evaluate(
         "refit_epochs": float(np.mean([e[1] for e in epochs])) if config.refit else None,
         "train_seconds": round(seconds, 1),
         "seconds_per_epoch": round(seconds / sum(map(sum, epochs)), 2),
-        # Per member: the blend form cross-validation chose for each head.
+        # Per member: the alternative its validation rows kept ({}: the config itself),
+        # and the blend form cross-validation chose for each head.
+        "alternative": kept,
         "blend_forms": forms,
         **({"member_rmse_stars": member_rmse} if members > 1 else {}),
     }

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import types
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
+import tf_keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components import autoencoder, export, features, heads
@@ -159,8 +161,12 @@ def datasets(
 class Fitted(NamedTuple):
     model: MultiTaskRecommender  # the model to export
     training: TrainingData  # the rows it learnt from
-    epochs_run: tuple[int, ...]  # per fit: the first, then the refit's
+    epochs_run: tuple[int, ...]  # per fit: the first (the kept alternative's), then the refit's
     blend: autoencoder.Blend | None = None  # the autoencoder blend the model holds, if any
+    # The entry of `config.alternatives` whose first fit was kept ({} for the config
+    # itself), and the config the model was fitted with: that entry over `config`.
+    alternative: Mapping[str, Any] = types.MappingProxyType({})
+    config: ModelConfig | None = None
 
 
 def fit(
@@ -172,19 +178,19 @@ def fit(
 ) -> Fitted:
     """A model fitted on `train_columns`, validated (and early-stopped) on `validation`.
 
-    With `config.refit`, the model returned is a fresh one fitted on both for
-    the epochs early stopping kept, with no validation. With
-    `config.autoencoder_units`, an item autoencoder is fitted beside it and
-    blended in (`fit_autoencoder_blend`; a refit refits it too and keeps the blend,
-    whose support features then count the pairs the refitted autoencoder learned from).
+    The first fit runs for `config` and for each of its `alternatives`, and
+    keeps the one `validation_score` ranks first (`first_fit`); from there the
+    kept alternative's config is the config. With `config.refit`, the model
+    returned is a fresh one fitted on both for the epochs early stopping kept,
+    with no validation. With `config.autoencoder_units`, an item autoencoder is
+    fitted beside it and blended in (`fit_autoencoder_blend`; a refit refits it
+    too and keeps the blend, whose support features then count the pairs the
+    refitted autoencoder learned from).
     """
     training = TrainingData.from_columns(train_columns)
-    model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training)
+    model, history, alternative = first_fit(train_columns, validation, training, sizes, config, verbose)
+    config = config.alternative(alternative) if alternative else config
     repeat = config.steps_per_epoch is not None
-    history = train(
-        model, batches(train_columns, config, shuffle=True, repeat=repeat),
-        batches(validation, config, shuffle=False), config, verbose,
-    )
     epochs_run = len(history.history["loss"])
     fitted_autoencoder = blend = None
     if config.autoencoder_units:
@@ -192,7 +198,7 @@ def fit(
     if not config.refit:
         if blend is not None:
             model.autoencoder.assign(fitted_autoencoder, blend)
-        return Fitted(model, training, (epochs_run,), blend)
+        return Fitted(model, training, (epochs_run,), blend, alternative, config)
     # Only the loop changes; the model's own settings (export, ranking) stay the config's.
     loop = dataclasses.replace(config, epochs=best_epoch(history), early_stopping_patience=None, refit=False)
     # The first model (the history holds it too) is done with: its embeddings and
@@ -207,7 +213,55 @@ def fit(
         model.autoencoder.assign(
             _autoencoder(training, model.factorized_head, sizes, config, fitted_autoencoder.steps), blend
         )
-    return Fitted(model, training, (epochs_run, loop.epochs), blend)
+    return Fitted(model, training, (epochs_run, loop.epochs), blend, alternative, config)
+
+
+def validation_score(history: tf_keras.callbacks.History, config: ModelConfig) -> float:
+    """The validation loss of the epoch whose weights a first fit keeps (early stopping's,
+    else the last), each head's loss weighted by `config`'s loss weights; NaN counts as infinite.
+
+    Fits under other L2 or loss weights compare alike: the L2 penalty is a
+    training loss only, and the weights are the one config's.
+    """
+    epoch = best_epoch(history) if config.early_stopping_patience is not None else len(history.history["loss"])
+    score = sum(
+        weight * history.history[f"val_{name}_loss"][epoch - 1] for name, weight in config.weights_for().items()
+    )
+    return score if np.isfinite(score) else np.inf
+
+
+def first_fit(
+    train_columns: Mapping[str, np.ndarray],
+    validation: Mapping[str, np.ndarray],
+    training: TrainingData,
+    sizes: Mapping[str, int],
+    config: ModelConfig,
+    verbose: int,
+) -> tuple[MultiTaskRecommender, tf_keras.callbacks.History, Mapping[str, Any]]:
+    """(model, its history, the alternative it came from: {} for `config` itself) of the fit
+    with the lowest `validation_score` among `config`'s and its alternatives' (the first on a tie).
+
+    Each is trained on `train_columns` and validated on `validation`; only
+    the best so far stays in memory.
+    """
+    best = None
+    for alternative in ({}, *config.alternatives):
+        candidate = config.alternative(alternative) if alternative else config
+        model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], candidate, training)
+        history = train(
+            model, batches(train_columns, candidate, shuffle=True, repeat=candidate.steps_per_epoch is not None),
+            batches(validation, candidate, shuffle=False), candidate, verbose,
+        )
+        score = validation_score(history, config)
+        if config.alternatives:
+            logging.getLogger(features.PROGRESS_LOGGER).info(
+                "first fit %s: validation score %.5f", dict(alternative) or "as configured", score
+            )
+        if best is None or score < best[0]:
+            best = (score, model, history, alternative)
+        del model, history
+    _, model, history, alternative = best
+    return model, history, alternative
 
 
 def _autoencoder(
@@ -262,4 +316,4 @@ def run_fn(fn_args: FnArgs) -> None:
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     sizes = vocabulary_sizes(tf_transform_output, int(custom[NUM_OOV_BUCKETS]))
     fitted = fit(*read_splits(fn_args, tf_transform_output), sizes, config)
-    export.export_model(fitted.model, tf_transform_output, fn_args.serving_model_dir, fitted.training, config)
+    export.export_model(fitted.model, tf_transform_output, fn_args.serving_model_dir, fitted.training, fitted.config)

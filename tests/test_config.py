@@ -19,6 +19,10 @@ def test_model_config_json_round_trip():
     assert restored == config
     assert restored.hidden_units == (32, 16)
     assert dict(restored.loss_weights) == {"binary_rating": 2.0, "purchase_probability": 0.5}
+    assert [dict(a) for a in restored.alternatives] == [{"implicit_feedback": True, "l2": 1.0}]
+    # An alternative is this config with its fields on top, and no alternatives of its own.
+    chosen = config.alternative(config.alternatives[0])
+    assert chosen == dataclasses.replace(config, implicit_feedback=True, l2=1.0, alternatives=())
 
 
 @pytest.mark.parametrize(
@@ -44,6 +48,8 @@ def test_model_config_is_frozen():
         config.epochs = 3
     with pytest.raises(TypeError):
         config.loss_weights["binary_rating"] = 3.0
+    with pytest.raises(TypeError):
+        config.alternatives[0]["l2"] = 3.0
 
 
 @pytest.mark.parametrize(
@@ -58,6 +64,9 @@ def test_model_config_is_frozen():
         ({"experts": 2, "hidden_units": ()}, "experts must be >= 0"),
         ({"experts": -1, "hidden_units": (8,)}, "experts must be >= 0"),
         ({"hidden_units": (), "factorized_purchase_head": False, "autoencoder_units": 0}, "may both be empty only"),
+        ({"alternatives": [{"l2": -1.0}]}, r"alternatives\[0\] \{'l2': -1.0\}: need l2 >= 0"),
+        ({"alternatives": [{}, {"epoch": 2}]}, r"alternatives\[1\] \{'epoch': 2\}: unknown ModelConfig field"),
+        ({"alternatives": [{"alternatives": []}]}, r"alternatives\[0\] may not set alternatives"),
     ],
 )
 def test_model_config_rejects_bad_values(kwargs, message):
@@ -125,6 +134,8 @@ def test_the_original_design_is_a_preset_file():
     assert original.hidden_units == (64,) and original.epochs == 5 and original.optimizer is Optimizer.ADAM
     assert dict(original.loss_weights) == {"binary_rating": 1.0, "purchase_probability": 1.0}
     assert preset("original", epochs=2).epochs == 2
+    # The presets are measured configurations: they tune nothing on the validation rows.
+    assert preset("original").alternatives == () and preset("ml-100k").alternatives == ()
     with pytest.raises(ValueError, match=r"unknown ModelConfig field\(s\) \['epoch'\]"):
         preset("original", epoch=2)
 
