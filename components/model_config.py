@@ -27,11 +27,13 @@ AUTOENCODER_MAX_CELLS = 2**28
 class ModelConfig:
     """Hyperparameters of the model and its training loop.
 
-    The defaults are the configuration chosen on MovieLens 100K's temporal and
-    random splits (see benchmarks/model_quality.py and the README): biased
-    matrix factorisation as the purchase head, the binary head reading its
-    estimate, per-example L2, early stopping on the validation split, an item
-    autoencoder blended in, then a refit on the training and validation rows.
+    The defaults are the configuration chosen on MovieLens 100K's temporal,
+    random and u1 splits (see benchmarks/model_quality.py and the README):
+    biased matrix factorisation as the purchase head, the binary head reading
+    its estimate, per-example L2, early stopping on the validation split, an
+    alternative with implicit feedback under a lighter L2 kept where the
+    validation rows prefer it, an item autoencoder blended in, then a refit on
+    the training and validation rows.
     `configs/original-model.json` is the first design (`preset("original")`).
     `loss_weights` maps every head to the weight of its loss in the total,
     total = sum(weight[head] * loss[head]); None takes each head's declared
