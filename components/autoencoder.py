@@ -16,9 +16,9 @@ the blend's few weights are fitted on the validation rows (see `fit_blend`).
 Each weight may vary with the pair's support, how many training pairs its user
 and its item have (feature-weighted linear stacking, Sill et al. 2009): the
 autoencoder's estimate deserves more trust for a well-rated item than for a
-rarely-rated one. Such weights need many pairs to fit, so each head's form of
-blend (none, one weight per input, weights by support) is chosen by
-cross-validation on the same pairs.
+rarely-rated one. Such weights need many pairs to fit, so they replace one
+weight per input only where the pairs are many, and cross-validation on the
+same pairs decides whether each head blends at all.
 """
 
 from __future__ import annotations
@@ -45,9 +45,12 @@ RIDGE = 1e-3
 EPSILON = 1e-6
 # A pair's support features: 1, log(1 + its user's pairs), log(1 + its item's pairs).
 SUPPORT_FEATURES = 3
-# Folds of the cross-validation that picks each head's blend form; the
-# folds are a fixed permutation of the pairs, so the choice is reproducible.
+# Folds of the cross-validation that decides whether each head blends at all;
+# the folds are a fixed permutation of the pairs, so the choice is reproducible.
 FOLDS = 5
+# Weights by support need many pairs: a head fits them only with at least this
+# many validation pairs per weight, else one weight per input (README: the blend).
+MIN_PAIRS_PER_WEIGHT = 500
 
 Weights = tuple[float, float, float]
 
@@ -291,18 +294,19 @@ def fit_blend(
     """The Blend that best combines, on known validation pairs, the factorised estimate
     and each binary head's probability with the autoencoder's estimate.
 
-    Each head takes the BlendForm whose weights, fitted on FOLDS - 1 folds of
-    the pairs, give the lowest error on the held-out fold, summed over the
-    folds (squared error for the regression, log loss for a binary head; on a
-    tie the simpler form), then refitted on every pair. The regression's forms:
-    none; `alpha`, one least-squares weight clipped to [0, 1]; by support,
-    `alpha` and `shift` by least squares of `label` - factorised on (a - m) s
-    and s. Each binary head's: none; `like[h]`, a logistic regression of
-    `liked[h]` (0/1) on (logit(p), a, 1); by support, on logit(p) s, a s and s.
-    Both by small ridge. The by-support forms compete only with
-    `support_features` ([pairs, SUPPORT_FEATURES], from `support`). `forms`
-    records the choices, the regression's under `regression`. With fewer
-    pairs than FOLDS, `Blend()`.
+    Each head's blend takes one form. By support, with `support_features`
+    ([pairs, SUPPORT_FEATURES], from `support`) and at least
+    MIN_PAIRS_PER_WEIGHT pairs per weight: the regression's `alpha` and
+    `shift` by least squares of `label` - factorised on (a - m) s and s, a
+    binary head's `like[h]` by logistic regression of `liked[h]` (0/1) on
+    logit(p) s, a s and s. Else flat: `alpha` one least-squares weight clipped
+    to [0, 1] and no shift, `like[h]` a logistic regression on (logit(p), a,
+    1). Both with a small ridge. A head blends only if that form, fitted on
+    FOLDS - 1 folds of the pairs, has a lower error on the held-out fold than
+    the head alone, summed over the folds (squared error for the regression,
+    log loss for a binary head); the weights are then refitted on every pair.
+    `forms` records each head's outcome (NONE where it does not blend), the
+    regression's under `regression`. With fewer pairs than FOLDS, `Blend()`.
     """
     if len(label) < FOLDS:
         return Blend()
@@ -325,10 +329,13 @@ def fit_blend(
         x = _padded(s[rows])
         return np.sum((factorised[rows] + (x @ alpha) * gap[rows] + x @ shift - label[rows]) ** 2)
 
-    regression_forms = {BlendForm.NONE: lambda rows: (np.zeros(1), np.zeros(1)), BlendForm.FLAT: flat_alpha}
-    if by_support:
-        regression_forms[BlendForm.BY_SUPPORT] = support_alpha
-    form, (alpha, shift) = _choose(regression_forms, squared_error, fold)
+    if by_support and len(label) >= MIN_PAIRS_PER_WEIGHT * 2 * SUPPORT_FEATURES:
+        blended = {BlendForm.BY_SUPPORT: support_alpha}
+    else:
+        blended = {BlendForm.FLAT: flat_alpha}
+    form, (alpha, shift) = _choose(
+        {BlendForm.NONE: lambda rows: (np.zeros(1), np.zeros(1)), **blended}, squared_error, fold
+    )
     forms, like = {regression: form}, {}
     for name, probability in probabilities.items():
         p = np.clip(probability, EPSILON, 1 - EPSILON)
@@ -342,10 +349,11 @@ def fit_blend(
             logit = np.sum(inputs[rows] * (_padded(s[rows]) @ np.array(weights).T), axis=1)
             return np.sum(np.logaddexp(0.0, np.where(y[rows] > 0.5, -logit, logit)))
 
-        like_forms = {BlendForm.NONE: lambda rows: _UNCHANGED, BlendForm.FLAT: logistic(1)}
-        if by_support:
-            like_forms[BlendForm.BY_SUPPORT] = logistic(SUPPORT_FEATURES)
-        forms[name], like[name] = _choose(like_forms, log_loss, fold)
+        if by_support and len(label) >= MIN_PAIRS_PER_WEIGHT * 3 * SUPPORT_FEATURES:
+            blended = {BlendForm.BY_SUPPORT: logistic(SUPPORT_FEATURES)}
+        else:
+            blended = {BlendForm.FLAT: logistic(1)}
+        forms[name], like[name] = _choose({BlendForm.NONE: lambda rows: _UNCHANGED, **blended}, log_loss, fold)
     return Blend(alpha=_weights(alpha), shift=_weights(shift), like=like, forms=forms)
 
 
@@ -353,9 +361,6 @@ def _choose(forms: Mapping[BlendForm, object], loss, fold: np.ndarray):
     """(form, its weights fitted on every row): the form of `forms` (simplest first; each maps a
     boolean row mask to weights) with the lowest `loss(weights, rows)` summed over held-out folds."""
     every = np.ones(len(fold), bool)
-    if len(forms) == 1:
-        (form, fit), = forms.items()
-        return form, fit(every)
     scores = [sum(loss(fit(fold != k), fold == k) for k in range(FOLDS)) for fit in forms.values()]
     form, fit = list(forms.items())[int(np.argmin(scores))]  # the first of equal scores: the simplest
     return form, fit(every)
