@@ -79,6 +79,10 @@ def test_the_blend_recovers_the_mix_and_the_like_model_it_was_made_from():
     # Without support features every weight sits on the constant one.
     assert blend.alpha == pytest.approx((0.3, 0.0, 0.0), abs=1e-6) and blend.shift == (0.0, 0.0, 0.0)
     np.testing.assert_allclose(blend.like["like"], [(0.8, 0, 0), (1.5, 0, 0), (-0.5, 0, 0)], atol=0.1)
+    # An estimate that errs against the label earns the regression no weight: the head is left alone.
+    against = factorised - 2 * (label - factorised) + 0.1 * rng.normal(size=20_000)
+    declined = fit_blend(factorised, {}, against, label, {})
+    assert declined.forms == {"regression": BlendForm.NONE} and declined.alpha == (0.0, 0.0, 0.0)
     # No validation pair known to the autoencoder, or too few to cross-validate: nothing to blend.
     assert fit_blend(np.array([]), {}, np.array([]), np.array([]), {}) == Blend()
     few = slice(autoencoder.FOLDS - 1)
@@ -122,9 +126,9 @@ def test_the_blend_by_support_recovers_weights_that_grow_with_the_pairs_user_and
     assert np.mean(fitted_error**2) < 0.01 * np.mean(flat_error**2)
 
 
-def test_with_few_pairs_the_blend_ignores_a_support_that_does_not_matter_and_predicts_fresh_pairs_better():
+def test_with_few_pairs_the_blend_keeps_one_weight_per_input_and_predicts_fresh_pairs_better():
     # The true weights do not depend on support. Fitted by support on 60 noisy pairs, 6 regression
-    # and 9 like weights follow the noise; cross-validation keeps to the forms the pairs can fit.
+    # and 9 like weights would follow the noise; below MIN_PAIRS_PER_WEIGHT the blend keeps one per input.
     def pairs(n, seed):
         rng = np.random.default_rng(seed)
         support = np.stack([np.ones(n), np.log1p(rng.integers(1, 500, n)), np.log1p(rng.integers(1, 500, n))], 1)
@@ -191,7 +195,9 @@ def _columns(users, items, labels):
 
 
 @pytest.mark.parametrize(("refit", "by_support"), [(False, False), (False, True), (True, True)])
-def test_the_trainer_fits_the_autoencoder_and_the_model_blends_it_on_known_pairs(refit, by_support):
+def test_the_trainer_fits_the_autoencoder_and_the_model_blends_it_on_known_pairs(refit, by_support, monkeypatch):
+    # The test's few hundred validation pairs stand for the many a release has, so weights by support compete.
+    monkeypatch.setattr(autoencoder, "MIN_PAIRS_PER_WEIGHT", 10)
     sizes = {features.USER_ID: USERS + 2, features.ITEM_ID: ITEMS + 2}
     # Validation-only user USERS - 1 trains the refit's autoencoder only.
     train = [part[TRAIN[0] != USERS - 1] for part in TRAIN]
