@@ -170,7 +170,7 @@ def evaluate(
     def rmse(predicted_target: np.ndarray) -> float:  # on the [0, 1] label scale
         return float(np.sqrt(np.mean((predicted_target - target) ** 2)))
 
-    seconds, epochs, p_liked, p_target, member_rmse, forms, kept = 0.0, [], [], [], [], [], []
+    seconds, epochs, epochs_tried, p_liked, p_target, member_rmse, forms, kept = 0.0, [], [], [], [], [], [], []
     for member in range(members):
         started = time.perf_counter()
         fitted = fit(  # stdout carries the JSON only
@@ -179,6 +179,7 @@ def evaluate(
         )
         seconds += time.perf_counter() - started
         epochs.append(fitted.epochs_run)
+        epochs_tried.append(fitted.epochs_tried)
         forms.append(dict(fitted.blend.forms) if fitted.blend else {})
         kept.append(dict(fitted.alternative))
         predicted = fitted.model.predict(test_inputs, batch_size=4096, verbose=0)
@@ -196,7 +197,8 @@ def evaluate(
         "epochs_run": float(np.mean([e[0] for e in epochs])),
         "refit_epochs": float(np.mean([e[1] for e in epochs])) if config.refit else None,
         "train_seconds": round(seconds, 1),
-        "seconds_per_epoch": round(seconds / sum(map(sum, epochs)), 2),
+        # Every epoch run: each first fit's (the config's and its alternatives'), then the refit's.
+        "seconds_per_epoch": round(seconds / sum(sum(t) + sum(e[1:]) for t, e in zip(epochs_tried, epochs)), 2),
         # Per member: the alternative its validation rows kept ({}: the config itself),
         # and the blend form cross-validation chose for each head.
         "alternative": kept,

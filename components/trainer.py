@@ -167,6 +167,8 @@ class Fitted(NamedTuple):
     # itself), and the config the model was fitted with: that entry over `config`.
     alternative: Mapping[str, Any] = types.MappingProxyType({})
     config: ModelConfig | None = None
+    # Epochs each first fit ran: the config's, then each alternative's.
+    epochs_tried: tuple[int, ...] = ()
 
 
 def fit(
@@ -188,7 +190,7 @@ def fit(
     refitted autoencoder learned from).
     """
     training = TrainingData.from_columns(train_columns)
-    model, history, alternative = first_fit(train_columns, validation, training, sizes, config, verbose)
+    model, history, alternative, epochs_tried = first_fit(train_columns, validation, training, sizes, config, verbose)
     config = config.alternative(alternative) if alternative else config
     repeat = config.steps_per_epoch is not None
     epochs_run = len(history.history["loss"])
@@ -198,7 +200,7 @@ def fit(
     if not config.refit:
         if blend is not None:
             model.autoencoder.assign(fitted_autoencoder, blend)
-        return Fitted(model, training, (epochs_run,), blend, alternative, config)
+        return Fitted(model, training, (epochs_run,), blend, alternative, config, epochs_tried)
     # Only the loop changes; the model's own settings (export, ranking) stay the config's.
     loop = dataclasses.replace(config, epochs=best_epoch(history), early_stopping_patience=None, refit=False)
     # The first model (the history holds it too) is done with: its embeddings and
@@ -213,7 +215,7 @@ def fit(
         model.autoencoder.assign(
             _autoencoder(training, model.factorized_head, sizes, config, fitted_autoencoder.steps), blend
         )
-    return Fitted(model, training, (epochs_run, loop.epochs), blend, alternative, config)
+    return Fitted(model, training, (epochs_run, loop.epochs), blend, alternative, config, epochs_tried)
 
 
 def validation_score(history: tf_keras.callbacks.History, config: ModelConfig) -> float:
@@ -237,14 +239,15 @@ def first_fit(
     sizes: Mapping[str, int],
     config: ModelConfig,
     verbose: int,
-) -> tuple[MultiTaskRecommender, tf_keras.callbacks.History, Mapping[str, Any]]:
+) -> tuple[MultiTaskRecommender, tf_keras.callbacks.History, Mapping[str, Any], tuple[int, ...]]:
     """(model, its history, the alternative it came from: {} for `config` itself) of the fit
-    with the lowest `validation_score` among `config`'s and its alternatives' (the first on a tie).
+    with the lowest `validation_score` among `config`'s and its alternatives' (the first on a
+    tie), and the epochs each of those fits ran.
 
     Each is trained on `train_columns` and validated on `validation`; only
     the best so far stays in memory.
     """
-    best = None
+    best, epochs = None, []
     for alternative in ({}, *config.alternatives):
         candidate = config.alternative(alternative) if alternative else config
         model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], candidate, training)
@@ -253,6 +256,7 @@ def first_fit(
             batches(validation, candidate, shuffle=False), candidate, verbose,
         )
         score = validation_score(history, config)
+        epochs.append(len(history.history["loss"]))
         if config.alternatives:
             logging.getLogger(features.PROGRESS_LOGGER).info(
                 "first fit %s: validation score %.5f", dict(alternative) or "as configured", score
@@ -261,7 +265,7 @@ def first_fit(
             best = (score, model, history, alternative)
         del model, history
     _, model, history, alternative = best
-    return model, history, alternative
+    return model, history, alternative, tuple(epochs)
 
 
 def _autoencoder(

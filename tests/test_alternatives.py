@@ -65,12 +65,15 @@ def test_the_fit_with_the_lowest_validation_loss_is_kept_refitted_and_reported(o
     # The refit and the exported model are the kept config's.
     assert fitted.model.l2 == pytest.approx(light["l2"])
     assert len(fitted.epochs_run) == 2
+    # Both first fits ran; the kept one's epochs are the first of epochs_run.
+    assert len(fitted.epochs_tried) == 2 and fitted.epochs_run[0] == fitted.epochs_tried[1 if kept else 0]
 
 
 def test_without_alternatives_the_configured_fit_is_the_only_one():
     config = _config(alternatives=[])
     fitted = fit(TRAIN, VALIDATION, SIZES, config, verbose=0)
     assert dict(fitted.alternative) == {} and fitted.config == config
+    assert fitted.epochs_tried == fitted.epochs_run[:1]
 
 
 def test_the_validation_score_weights_each_heads_loss_at_the_kept_epoch_and_counts_nan_as_worst():
