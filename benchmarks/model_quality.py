@@ -200,7 +200,7 @@ def evaluate(
         # Every epoch run: each first fit's (the config's and its alternatives'), then the refit's.
         "seconds_per_epoch": round(seconds / sum(sum(t) + sum(e[1:]) for t, e in zip(epochs_tried, epochs)), 2),
         # Per member: the alternative its validation rows kept ({}: the config itself),
-        # and the blend form cross-validation chose for each head.
+        # and the blend form each head took.
         "alternative": kept,
         "blend_forms": forms,
         **({"member_rmse_stars": member_rmse} if members > 1 else {}),

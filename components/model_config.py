@@ -117,15 +117,15 @@ class ModelConfig:
     autoencoder_max_users: int = 1024
     autoencoder_max_items: int = 2048
     # Let each blend weight grow or shrink with the pair's support (the log of
-    # how many training pairs its user and its item have) where cross-validation
-    # on the validation pairs favours that over one weight per input or no
-    # blend; false leaves the support out of the choice (components.autoencoder).
+    # how many training pairs its user and its item have) where the validation
+    # pairs are many enough to fit such weights (MIN_PAIRS_PER_WEIGHT in
+    # components.autoencoder); false keeps one weight per input whatever the count.
     blend_by_support: bool = True
     # Stop when the validation loss has not improved for this many epochs and
     # keep the best epoch's weights; None trains all `epochs`.
     early_stopping_patience: int | None = 3
-    # Tuned on the validation rows: the first fit also runs once per entry here,
-    # each these fields' values over the rest of this config, and the fit whose
+    # Tuned on the validation rows: the first fit also runs once per entry here
+    # (the entry's fields over the rest of this config), and the fit whose
     # validation loss at the epoch it keeps (weighted by this config's loss
     # weights) is lowest is the one blended, refitted and exported. Where the
     # data rewards it (many pairs per ID: ML-100K's random and u1 splits)
@@ -151,6 +151,9 @@ class ModelConfig:
         object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
         object.__setattr__(self, "tower_units", tuple(int(u) for u in self.tower_units))
         object.__setattr__(self, "optimizer", parse(Optimizer, self.optimizer, "optimizer"))
+        for number, alternative in enumerate(self.alternatives):
+            if not isinstance(alternative, Mapping):
+                raise TypeError(f"alternatives[{number}] must map ModelConfig fields to values, got {alternative!r}")
         object.__setattr__(
             self, "alternatives", tuple(types.MappingProxyType(dict(a)) for a in self.alternatives)
         )

@@ -74,6 +74,11 @@ def test_model_config_rejects_bad_values(kwargs, message):
         ModelConfig(**kwargs)
 
 
+def test_an_alternative_that_is_no_mapping_of_fields_is_refused_naming_its_entry():
+    with pytest.raises(TypeError, match=r"alternatives\[0\] must map ModelConfig fields to values, got 'l2'"):
+        ModelConfig(alternatives=["l2"])
+
+
 def test_pipeline_config_puts_every_output_under_the_output_root(tmp_path):
     config = PipelineConfig(data_path=tmp_path / "d.csv", output_dir=tmp_path / "out")
     for path in (config.pipeline_root, config.metadata_path, config.serving_dir):
