@@ -314,13 +314,17 @@ def fit_blend(
     s = support_features if by_support else np.ones([len(label), 1])
     fold = np.random.default_rng(0).permutation(len(label)) % FOLDS
     gap = autoencoded - factorised
+    supported = np.concatenate([gap[:, None] * s, s], axis=1)
+
+    def enough(weights):  # whether the pairs can fit `weights` weights per support feature, by support
+        return by_support and len(label) >= MIN_PAIRS_PER_WEIGHT * weights * SUPPORT_FEATURES
 
     def flat_alpha(rows):
         alpha = np.dot(gap[rows], label[rows] - factorised[rows]) / max(np.dot(gap[rows], gap[rows]), EPSILON)
         return np.clip([alpha], 0.0, 1.0), np.zeros(1)
 
     def support_alpha(rows):
-        x = np.concatenate([gap[:, None] * s, s], axis=1)[rows]
+        x = supported[rows]
         w = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ (label[rows] - factorised[rows]))
         return w[:SUPPORT_FEATURES], w[SUPPORT_FEATURES:]
 
@@ -329,10 +333,8 @@ def fit_blend(
         x = _padded(s[rows])
         return np.sum((factorised[rows] + (x @ alpha) * gap[rows] + x @ shift - label[rows]) ** 2)
 
-    if by_support and len(label) >= MIN_PAIRS_PER_WEIGHT * 2 * SUPPORT_FEATURES:
-        blended = {BlendForm.BY_SUPPORT: support_alpha}
-    else:
-        blended = {BlendForm.FLAT: flat_alpha}
+    # Weights by support for alpha and shift, where the pairs are enough.
+    blended = {BlendForm.BY_SUPPORT: support_alpha} if enough(2) else {BlendForm.FLAT: flat_alpha}
     form, (alpha, shift) = _choose(
         {BlendForm.NONE: lambda rows: (np.zeros(1), np.zeros(1)), **blended}, squared_error, fold
     )
@@ -349,10 +351,8 @@ def fit_blend(
             logit = np.sum(inputs[rows] * (_padded(s[rows]) @ np.array(weights).T), axis=1)
             return np.sum(np.logaddexp(0.0, np.where(y[rows] > 0.5, -logit, logit)))
 
-        if by_support and len(label) >= MIN_PAIRS_PER_WEIGHT * 3 * SUPPORT_FEATURES:
-            blended = {BlendForm.BY_SUPPORT: logistic(SUPPORT_FEATURES)}
-        else:
-            blended = {BlendForm.FLAT: logistic(1)}
+        # Weights by support for logit(p), a and 1, where the pairs are enough.
+        blended = {BlendForm.BY_SUPPORT: logistic(SUPPORT_FEATURES)} if enough(3) else {BlendForm.FLAT: logistic(1)}
         forms[name], like[name] = _choose({BlendForm.NONE: lambda rows: _UNCHANGED, **blended}, log_loss, fold)
     return Blend(alpha=_weights(alpha), shift=_weights(shift), like=like, forms=forms)
 

@@ -190,8 +190,9 @@ def fit(
     refitted autoencoder learned from).
     """
     training = TrainingData.from_columns(train_columns)
-    model, history, alternative, epochs_tried = first_fit(train_columns, validation, training, sizes, config, verbose)
-    config = config.alternative(alternative) if alternative else config
+    model, history, alternative, config, epochs_tried = first_fit(
+        train_columns, validation, training, sizes, config, verbose
+    )
     repeat = config.steps_per_epoch is not None
     epochs_run = len(history.history["loss"])
     fitted_autoencoder = blend = None
@@ -239,10 +240,10 @@ def first_fit(
     sizes: Mapping[str, int],
     config: ModelConfig,
     verbose: int,
-) -> tuple[MultiTaskRecommender, tf_keras.callbacks.History, Mapping[str, Any], tuple[int, ...]]:
-    """(model, its history, the alternative it came from: {} for `config` itself) of the fit
-    with the lowest `validation_score` among `config`'s and its alternatives' (the first on a
-    tie), and the epochs each of those fits ran.
+) -> tuple[MultiTaskRecommender, tf_keras.callbacks.History, Mapping[str, Any], ModelConfig, tuple[int, ...]]:
+    """(model, its history, the alternative it came from: {} for `config` itself, the config it
+    was fitted with) of the fit with the lowest `validation_score` among `config`'s and its
+    alternatives' (the first on a tie), and the epochs each of those fits ran.
 
     Each is trained on `train_columns` and validated on `validation`; only
     the best so far stays in memory.
@@ -262,10 +263,10 @@ def first_fit(
                 "first fit %s: validation score %.5f", dict(alternative) or "as configured", score
             )
         if best is None or score < best[0]:
-            best = (score, model, history, alternative)
+            best = (score, model, history, alternative, candidate)
         del model, history
-    _, model, history, alternative = best
-    return model, history, alternative, tuple(epochs)
+    _, model, history, alternative, kept = best
+    return model, history, alternative, kept, tuple(epochs)
 
 
 def _autoencoder(
