@@ -34,6 +34,7 @@ from pipeline.config import PipelineConfig
 from pipeline.console import QuietConsole, log_path, redacting
 from pipeline.run_state import OutputRootBusy, output_root_lock, record_failure_reason, record_unfinished
 from pipeline.runner_options import OptionError, json_value, model_config
+from recommender.config import TuningConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -91,8 +92,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="seed of the examples' written order and of training")
     parser.add_argument(
         "--model-config", default=None, metavar="JSON|FILE",
-        help='ModelConfig fields as JSON or a JSON file (e.g. configs/ml-100k-model.json); '
+        help='ModelConfig fields as JSON or a JSON file (e.g. configs/original-model.json); '
         "the flags above override it",
+    )
+    parser.add_argument(
+        "--tune", action="store_true",
+        help="add TFX's Tuner: a random search on the validation split (the model config's tuning, "
+        "or its default search space) whose best values the Trainer fits",
     )
     parser.add_argument(
         "--ranking-threshold", default=None, metavar="JSON|FILE",
@@ -176,6 +182,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         args.model_config, embedding_dim=args.embedding_dim, learning_rate=args.learning_rate,
         batch_size=args.batch_size, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
     )
+    if args.tune and model.tuning is None:
+        model = dataclasses.replace(model, tuning=TuningConfig())
     config = PipelineConfig(
         data_path=data,
         output_dir=output,

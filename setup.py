@@ -10,7 +10,7 @@ setuptools.setup(
     name="tfx-multitask-recommender",
     version="0.1.0",
     description="TFX pipeline for multi-task recommendation models",
-    packages=["pipeline", "components", "data", "results", "schemas", "configs"],
+    packages=["pipeline", "components", "recommender", "data", "results", "schemas", "configs"],
     # The files the code reads: the curated schema and the config presets.
     package_data={"schemas": ["*.pbtxt"], "configs": ["*.json"]},
     # The runners, so an installed project runs with `python -m run_local` from any folder.

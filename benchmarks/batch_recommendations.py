@@ -27,10 +27,11 @@ import numpy as np
 import tensorflow_transform as tft
 
 from benchmarks.serving_latency import _trained_export
-from components import batch_recommend, features
-from components.model import ModelConfig
+from components import batch_recommend
 from data.synthetic import SyntheticSpec
 from pipeline.config import IN_MEMORY_BEAM_ARGS
+from recommender import features
+from recommender.model import ModelConfig
 
 
 def main() -> int:

@@ -41,8 +41,8 @@ def todays_config(recorded_json: str) -> str:
     import tensorflow_model_analysis as tfma
     from google.protobuf import json_format
 
-    from components import heads
     from pipeline.eval_config import make_eval_config
+    from recommender import heads
 
     recorded = json_format.Parse(recorded_json, tfma.EvalConfig())
     thresholds = {}

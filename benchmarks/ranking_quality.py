@@ -7,7 +7,7 @@ For each seed: the pipeline's three splits (benchmarks/splits.py), the
 pipeline's preprocessing_fn analysed on the training rows, the default
 ModelConfig trained with early stopping on the validation rows, then every
 user with a liked test item the user did not have in training is ranked over
-the whole catalogue (training items left out) by `components.recommend` with
+the whole catalogue (training items left out) by `recommender.recommend` with
 each blend of BLENDS, and scored by `components.ranking_evaluator.evaluate`,
 the RankingEvaluator's own code, with the popularity baseline on the same rows.
 Prints JSON: each blend's Recall, NDCG and HitRate at k (mean and standard
@@ -25,11 +25,12 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from benchmarks import model_quality, splits
-from components import features, ranking, recommend
-from components.model import ModelConfig
+from components import ranking
 from components.ranking import MODEL, POPULARITY
 from components.ranking_evaluator import evaluate
 from components.trainer import fit
+from recommender import features, recommend
+from recommender.model import ModelConfig
 
 # name -> (ranking_popularity_weight, {head: weight}); the first is ModelConfig's default.
 BLENDS = {

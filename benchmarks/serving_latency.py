@@ -38,11 +38,11 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from benchmarks import model_quality  # its transform(): the pipeline's preprocessing_fn
-from components import export, features, recommend, warmup
-from components.model import ModelConfig
 from components.trainer import fit
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.runner_options import model_config_fields
+from recommender import export, features, recommend, warmup
+from recommender.model import ModelConfig
 
 
 def _trained_export(workdir: Path, config: ModelConfig, rows: int, spec: SyntheticSpec | None = None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from components import features
+from recommender import features
 
 # Shares of the rows, as the pipeline's default PipelineConfig splits them.
 VALIDATION_SHARE, TEST_SHARE = 0.1, 0.2

@@ -9,7 +9,7 @@ one after the other, on the same model configuration and batch size, both
 validating on the validation split every epoch and neither stopping early:
 
 - trainer: `components.trainer`'s input pipeline (reading the splits
-  included) and `components.model.train`, as `run_fn` runs them;
+  included) and `recommender.model.train`, as `run_fn` runs them;
 - plain_keras: the same model, built afresh, fitted by `model.fit` on numpy
   arrays already in memory (`shuffle=True`), the floor any input pipeline is
   measured against.
@@ -52,9 +52,10 @@ def fn_args_of(output: Path):
 def measure(output: Path, epochs: int, repeats: int) -> dict:
     import tensorflow_transform as tft
 
-    from components import features, trainer
-    from components.model import ModelConfig, build_model, train
-    from components.preprocessing import NUM_OOV_BUCKETS
+    from components import trainer
+    from components.custom_config import NUM_OOV_BUCKETS
+    from recommender import features
+    from recommender.model import ModelConfig, build_model, train
 
     fn_args = fn_args_of(output)
     custom = fn_args.custom_config

@@ -8,7 +8,7 @@ vocabulary of the transform graph the model carries), or those listed one per
 line in a file.
 
 Output: Parquet files, one row per (user, rank): `user_id`, `rank` (1 is
-best), `item_id`, `score` and each head's prediction (`components.recommend`).
+best), `item_id`, `score` and each head's prediction (`recommender.recommend`).
 They are written to a staging folder under `<output>/recommendations/`, then
 renamed to `<output>/recommendations/<published version>/` (never replacing a
 table), so a reader never sees a half-written one. Jobs on one folder take
@@ -36,7 +36,8 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 from tfx.types.artifact import Artifact
 
-from components import example_gen, features, heads, mlmd_names, publish, recommend
+from components import example_gen, mlmd_names, publish
+from recommender import features, heads, recommend
 
 RANK = "rank"
 SCHEMA = pa.schema(

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import enum
 
+# The choices here parse as the model's do.
+from recommender.config import parse  # noqa: F401
+
 
 class SplitKind(enum.StrEnum):
     """How ExampleGen cuts the data into train, validation and eval."""
@@ -28,23 +31,6 @@ class DriftComparator(enum.StrEnum):
     JENSEN_SHANNON = "jensen_shannon_divergence"
 
 
-class Optimizer(enum.StrEnum):
-    """The Trainer's optimizer."""
-
-    # Keras's Adam: every step updates every row of every embedding table.
-    ADAM = "adam"
-    # Updates only the embedding rows a batch uses (components.lazy_adam).
-    LAZY_ADAM = "lazy_adam"
-
-
 # ExampleGen's splits, oldest first for the temporal kind.
 TRAIN, VALIDATION, EVAL = "train", "validation", "eval"
 SPLITS = (TRAIN, VALIDATION, EVAL)
-
-
-def parse(choice: type[enum.StrEnum], value: str, field: str) -> enum.StrEnum:
-    """`value` as a member of `choice`; a ValueError naming `field` and the choices otherwise."""
-    try:
-        return choice(value)
-    except ValueError:
-        raise ValueError(f"{field} must be one of {[c.value for c in choice]}, got {value!r}") from None

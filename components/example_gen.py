@@ -42,9 +42,9 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, proto_utils
 
-from components import features, heads
 from components.choices import EVAL, SplitKind
 from components.shuffle import ShuffleToTFRecords, partial_folder
+from recommender import features, heads
 
 # custom_config keys: the curated schema's path; how rows are split ("temporal"
 # or "hash"). Either way the output_config's hash buckets give each split's share.

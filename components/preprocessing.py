@@ -12,12 +12,8 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import features, heads
-
-# custom_config keys: out-of-vocabulary buckets per ID; the training counts at
-# which an ID becomes "some" and "many" (below the first it is "few").
-NUM_OOV_BUCKETS = "num_oov_buckets"
-TIER_THRESHOLDS = "tier_thresholds"
+from components.custom_config import NUM_OOV_BUCKETS, TIER_THRESHOLDS
+from recommender import features, heads
 
 
 def transform_ids(inputs: Mapping[str, tf.Tensor], num_oov_buckets: int) -> dict[str, tf.Tensor]:

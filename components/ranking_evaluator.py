@@ -31,7 +31,8 @@ from tfx.types import standard_artifacts
 from tfx.types.artifact import Artifact
 from tfx.utils import path_utils
 
-from components import choices, features, mlmd_names, ranking, recommend
+from components import choices, mlmd_names, ranking
+from recommender import features, recommend
 
 
 class RankingEvaluation(Artifact):

@@ -40,7 +40,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from components import features, heads, warmup
+from recommender import features, heads, warmup
 
 # Largest difference allowed between two ways of computing the same output.
 PARITY_TOLERANCE = 1e-6

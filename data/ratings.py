@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components import features
+from recommender import features
 
 RATING = "rating"
 # Canonical columns a mapping may name, and the source-only `rating`.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components import features
+from recommender import features
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from ml_metadata.proto import metadata_store_pb2
 
-from components import features, heads
 from components.choices import EVAL, TRAIN, VALIDATION, DriftComparator, SplitKind, parse
-from components.heads import HeadThreshold
-from components.model_config import ModelConfig
 from components.ranking import DEFAULT_K, RankingThreshold
+from recommender import features, heads
+from recommender.config import ModelConfig
+from recommender.heads import HeadThreshold
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,7 +107,7 @@ def default_drift() -> Mapping[str, DriftThreshold]:
 
 
 def default_thresholds(declared: tuple[heads.Head, ...] = heads.HEADS) -> Mapping[str, HeadThreshold]:
-    """Each head's declared gate (components.heads)."""
+    """Each head's declared gate (recommender.heads)."""
     return types.MappingProxyType({head.name: head.threshold for head in declared})
 
 

@@ -21,7 +21,7 @@ from typing import TextIO
 
 from absl import logging as absl_logging
 
-from components.features import PROGRESS_LOGGER
+from recommender.features import PROGRESS_LOGGER
 
 # LocalDagRunner's (tfx.orchestration.local.local_dag_runner) records around each node.
 _RUNNING, _FINISHED = "Component %s is running.", "Component %s is finished."

@@ -1,4 +1,4 @@
-"""The Evaluator's TFMA config: one label per head, metrics and thresholds per head (components.heads)."""
+"""The Evaluator's TFMA config: one label per head, metrics and thresholds per head (recommender.heads)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.proto import config_pb2
 
-from components import features, heads
-from components.heads import Head, HeadThreshold
+from recommender import features, heads
+from recommender.heads import Head, HeadThreshold
 
 PLOT_BUCKETS = 20
 

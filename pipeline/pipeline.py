@@ -21,7 +21,7 @@ import hashlib
 from pathlib import Path
 
 from ml_metadata.proto import metadata_store_pb2
-from tfx.components import ExampleValidator, Pusher, StatisticsGen, Trainer, Transform
+from tfx.components import ExampleValidator, Pusher, StatisticsGen, Trainer, Transform, Tuner
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
@@ -32,7 +32,7 @@ from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, transform_pb2
 from tfx.types import standard_artifacts
 from tfx.types.channel import Channel
 
-from components import choices, example_gen, preprocessing, pusher, trainer
+from components import choices, custom_config, example_gen, pusher
 from components.batch_recommend import BatchRecommender
 from components.batched_evaluation import Evaluator
 from components.data_validation import DataValidationGate
@@ -47,20 +47,20 @@ from components.serving_check_component import ServingCheck
 from pipeline.config import REPO_ROOT, PipelineConfig
 from pipeline.eval_config import make_eval_config
 
-# Dotted paths of the functions Transform and Trainer run (installed package
-# `components`, so Beam workers import it like any dependency).
+# Dotted paths of the functions Transform, Tuner and Trainer run (installed
+# packages, so Beam workers import them like any dependency).
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
+TUNER_FN = "components.trainer.tuner_fn"
 RUN_FN = "components.trainer.run_fn"
 
-# custom_config key with a digest of the code the components run. With dotted
-# paths TFX cannot see code changes, so this digest keeps its cache honest.
-CODE_FINGERPRINT = "code_fingerprint"
+# The packages whose code the components run.
+CODE_PACKAGES = ("components", "recommender")
 
 
 def code_fingerprint(root: Path = REPO_ROOT) -> str:
-    """SHA-256 over the components' Python sources, in a stable order."""
+    """SHA-256 over the Python sources of CODE_PACKAGES, in a stable order."""
     digest = hashlib.sha256()
-    for path in sorted((root / "components").rglob("*.py")):
+    for path in sorted(p for package in CODE_PACKAGES for p in (root / package).rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -266,27 +266,42 @@ def create_pipeline(
         splits_config=transform_pb2.SplitsConfig(analyze=training_splits),
         materialize=False,
         custom_config={
-            preprocessing.NUM_OOV_BUCKETS: config.num_oov_buckets,
-            preprocessing.TIER_THRESHOLDS: list(config.tier_thresholds),
-            CODE_FINGERPRINT: fingerprint,
+            custom_config.NUM_OOV_BUCKETS: config.num_oov_buckets,
+            custom_config.TIER_THRESHOLDS: list(config.tier_thresholds),
+            custom_config.CODE_FINGERPRINT: fingerprint,
         },
     ).with_id(TRANSFORM_ID)
     # Bad data must stop the run before Transform: the gate has no outputs to
     # consume, so the dependency is explicit.
     transform.add_upstream_node(gate)
 
+    model_custom_config = {
+        custom_config.MODEL: config.model.to_json_dict(),
+        custom_config.NUM_OOV_BUCKETS: config.num_oov_buckets,
+        custom_config.CODE_FINGERPRINT: fingerprint,
+    }
+    tuner = None
+    if config.model.tuning is not None:
+        # Trials fit the train split and are judged on the validation split only,
+        # as the Trainer's first fit is; the Trainer then fits the best values.
+        tuner = Tuner(
+            tuner_fn=TUNER_FN,
+            examples=examples,
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"],
+            train_args=trainer_pb2.TrainArgs(splits=[choices.TRAIN]),
+            eval_args=trainer_pb2.EvalArgs(splits=[choices.VALIDATION]),
+            custom_config=model_custom_config,
+        )
     trainer_ = Trainer(
         run_fn=RUN_FN,
         examples=examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner is not None else None,
         train_args=trainer_pb2.TrainArgs(splits=training_splits),
         eval_args=trainer_pb2.EvalArgs(splits=[choices.VALIDATION]),
-        custom_config={
-            trainer.MODEL_CONFIG: config.model.to_json_dict(),
-            preprocessing.NUM_OOV_BUCKETS: config.num_oov_buckets,
-            CODE_FINGERPRINT: fingerprint,
-        },
+        custom_config=model_custom_config,
     )
 
     if span_resolvers:
@@ -339,7 +354,8 @@ def create_pipeline(
     )
 
     components = [
-        *data.all(), *nodes, transform, trainer_, resolver, evaluator, ranking_evaluator, serving_check, pusher_,
+        *data.all(), *nodes, transform, *([tuner] if tuner else []), trainer_, resolver, evaluator,
+        ranking_evaluator, serving_check, pusher_,
     ]
     if config.batch_recommendations_k is not None:
         components.append(BatchRecommender(

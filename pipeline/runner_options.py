@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from components.model_config import ModelConfig
+from recommender.config import ModelConfig
 
 
 class OptionError(ValueError):

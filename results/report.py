@@ -2,7 +2,7 @@
 
 It shows each head's metrics (candidate, baseline, difference) and its kind's
 plot (calibration for a binary head, predicted vs. actual for a regression
-head; see components.heads), the slice table, the ranking metrics against
+head; see recommender.heads), the slice table, the ranking metrics against
 popularity per user-activity slice, and why the model was or was not
 blessed. Everything is read from the Evaluator's output (TFMA metrics, plots,
 validation result) and the RankingEvaluator's.
@@ -19,9 +19,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from components import heads  # noqa: E402
 from components import ranking as ranking_names  # noqa: E402
-from components.heads import Head, HeadThreshold  # noqa: E402
+from recommender import heads  # noqa: E402
+from recommender.heads import Head, HeadThreshold  # noqa: E402
 from results.evaluation import (  # noqa: E402
     BASELINE,
     CANDIDATE,

@@ -14,16 +14,16 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
-from components import example_gen, features, publish
-from components.model import ModelConfig, TrainingData, build_model
+from components import example_gen, publish
+from components.custom_config import NUM_OOV_BUCKETS, TIER_THRESHOLDS
 from components.preprocessing import (
-    NUM_OOV_BUCKETS,
-    TIER_THRESHOLDS,
     preprocessing_fn,
 )
 from components.publish import tree_digest
 from components.trainer import split_labels, vocabulary_sizes
 from pipeline.config import DEFAULT_SCHEMA, HeadThreshold
+from recommender import features
+from recommender.model import ModelConfig, TrainingData, build_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"

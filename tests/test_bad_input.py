@@ -9,10 +9,10 @@ import pytest
 from ml_metadata.metadata_store import metadata_store
 from tfx.orchestration.metadata import sqlite_metadata_connection_config
 
-from components import features
-from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import PipelineConfig
+from recommender import features
+from recommender.model import ModelConfig
 from run_local import run
 from tests.support import LOOSE_THRESHOLDS, QUICK_AUTOENCODER, served_versions
 

@@ -8,8 +8,8 @@ import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.slicer import slicer_lib
 
 from components import batched_evaluation
-from components.heads import HeadThreshold
 from pipeline.eval_config import make_eval_config
+from recommender.heads import HeadThreshold
 
 TIERS = np.array([b"few", b"some", b"many"], dtype=object)
 

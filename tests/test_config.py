@@ -7,28 +7,40 @@ from pathlib import Path
 
 import pytest
 
-from components import features
-from components.choices import DriftComparator, Optimizer, SplitKind
-from components.model_config import ModelConfig, preset
+from components.choices import DriftComparator, SplitKind
 from pipeline.config import DriftThreshold, HeadThreshold, PipelineConfig
+from recommender import features
+from recommender.config import ModelConfig, Optimizer, RankingConfig, TuningConfig, preset
 
 
 def test_model_config_json_round_trip():
-    config = ModelConfig(hidden_units=[32, 16], loss_weights={"binary_rating": 2.0, "purchase_probability": 0.5})
-    restored = ModelConfig.from_json_dict(config.to_json_dict())
+    config = ModelConfig(
+        factorized=False, hidden_units=[32, 16], loss_weights={"binary_rating": 2.0, "purchase_probability": 0.5},
+        ranking=RankingConfig(popularity_weight=0.5), tuning=TuningConfig(max_trials=2, search_space={"l2": [1, 2]}),
+    )
+    values = config.to_json_dict()
+    assert json.loads(json.dumps(values)) == values  # plain JSON, nested sub-configs as objects
+    assert values["ranking"]["popularity_weight"] == 0.5 and values["tuning"]["search_space"] == {"l2": [1, 2]}
+    restored = ModelConfig.from_json_dict(values)
     assert restored == config
-    assert restored.hidden_units == (32, 16)
+    assert restored.hidden_units == (32, 16) and restored.tuning.search_space["l2"] == (1, 2)
     assert dict(restored.loss_weights) == {"binary_rating": 2.0, "purchase_probability": 0.5}
-    assert [dict(a) for a in restored.alternatives] == [{"implicit_feedback": True, "l2": 1.0}]
-    # An alternative is this config with its fields on top, and no alternatives of its own.
-    chosen = config.alternative(config.alternatives[0])
-    assert chosen == dataclasses.replace(config, implicit_feedback=True, l2=1.0, alternatives=())
+    # A tuner's values go on top of the config they were searched for.
+    assert config.with_values({"l2": 4.0, "tuning": None}) == dataclasses.replace(config, l2=4.0, tuning=None)
+
+
+def test_the_core_config_stays_small_and_its_optional_parts_are_nested():
+    fields = dataclasses.fields(ModelConfig)
+    assert len(fields) <= 17
+    assert ModelConfig().tuning is None and isinstance(ModelConfig().ranking, RankingConfig)
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"autoencoder_learning_rate": "0.003"}, "autoencoder_learning_rate: expected float, got '0.003'"),
+        ({"learning_rate": "0.003"}, "learning_rate: expected float, got '0.003'"),
+        ({"ranking": {"popularity_weight": "1"}}, "ranking field popularity_weight: expected float"),
+        ({"tuning": {"max_trials": 2.0}}, "tuning field max_trials: expected int"),
         ({"epochs": 2.5}, "epochs: expected int, got 2.5"),
         ({"epochs": True}, "epochs: expected int, got True"),
         ({"refit": 1}, "refit: expected bool, got 1"),
@@ -49,7 +61,7 @@ def test_model_config_is_frozen():
     with pytest.raises(TypeError):
         config.loss_weights["binary_rating"] = 3.0
     with pytest.raises(TypeError):
-        config.alternatives[0]["l2"] = 3.0
+        ModelConfig(tuning=TuningConfig()).tuning.search_space["l2"] = (1.0,)
 
 
 @pytest.mark.parametrize(
@@ -60,23 +72,22 @@ def test_model_config_is_frozen():
         ({"steps_per_epoch": 0}, "steps_per_epoch must be > 0 or None"),
         ({"learning_rate": 0.0}, "learning_rate must be > 0"),
         ({"hidden_units": (8, 0)}, "hidden_units must be positive"),
-        ({"tower_units": (0,)}, "tower_units must be positive"),
-        ({"experts": 2, "hidden_units": ()}, "experts must be >= 0"),
-        ({"experts": -1, "hidden_units": (8,)}, "experts must be >= 0"),
-        ({"hidden_units": (), "factorized_purchase_head": False, "autoencoder_units": 0}, "may both be empty only"),
-        ({"alternatives": [{"l2": -1.0}]}, r"alternatives\[0\] \{'l2': -1.0\}: need l2 >= 0"),
-        ({"alternatives": [{}, {"epoch": 2}]}, r"alternatives\[1\] \{'epoch': 2\}: unknown ModelConfig field"),
-        ({"alternatives": [{"alternatives": []}]}, r"alternatives\[0\] may not set alternatives"),
+        ({"l2": -1.0}, "l2 must be >= 0"),
+        ({"hidden_units": (8,)}, "hidden_units contradicts factorized"),
+        ({"factorized": False}, "factorized false needs hidden_units"),
+        ({"refit": True, "early_stopping_patience": None}, "refit needs early_stopping_patience"),
+        ({"ranking": {"popularity_weight": -1.0}}, "ranking.popularity_weight must be >= 0"),
+        ({"ranking": {"weight": 1.0}}, r"unknown ranking field\(s\) \['weight'\]"),
+        ({"tuning": {"max_trials": 0}}, "tuning.max_trials must be >= 1"),
+        ({"tuning": {"search_space": {"epochs": [1, 2]}}}, r"search_space names field\(s\) \['epochs'\]"),
+        ({"tuning": {"search_space": {"l2": []}}}, r"search_space\['l2'\] lists no values"),
+        ({"tuning": {"search_space": {"l2": [1.0, -2.0]}}}, r"search_space\['l2'\] value -2.0: l2 must be >= 0"),
+        ({"tuning": {"trials": 2}}, r"unknown tuning field\(s\) \['trials'\]"),
     ],
 )
 def test_model_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ModelConfig(**kwargs)
-
-
-def test_an_alternative_that_is_no_mapping_of_fields_is_refused_naming_its_entry():
-    with pytest.raises(TypeError, match=r"alternatives\[0\] must map ModelConfig fields to values, got 'l2'"):
-        ModelConfig(alternatives=["l2"])
 
 
 def test_pipeline_config_puts_every_output_under_the_output_root(tmp_path):
@@ -124,7 +135,7 @@ def test_choices_are_enums_that_read_and_write_plain_strings(tmp_path):
 
 def test_the_config_layer_imports_no_tensorflow_tfx_or_beam():
     code = (
-        "import sys, time; started = time.perf_counter(); import pipeline.config, components.model_config; "
+        "import sys, time; started = time.perf_counter(); import pipeline.config, recommender.config; "
         "print(time.perf_counter() - started); "
         "print(sorted(m for m in ('tensorflow', 'tfx', 'apache_beam', 'tf_keras', 'tensorflow_model_analysis') "
         "if m in sys.modules))"
@@ -134,13 +145,25 @@ def test_the_config_layer_imports_no_tensorflow_tfx_or_beam():
     assert out.stdout.splitlines()[1] == "[]", out.stdout
 
 
+def _imported(statement: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` a fresh interpreter has loaded after `statement`."""
+    code = f"import sys; {statement}; print(sorted(m for m in {modules!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    return json.loads(out.stdout.strip().replace("'", '"'))
+
+
+def test_the_model_library_imports_no_tfx_and_the_dag_imports_no_model_code():
+    assert _imported("import recommender.export, recommender.training", ("tfx", "components")) == []
+    assert _imported("import pipeline.pipeline", ("recommender.model", "components.trainer")) == []
+
+
 def test_the_original_design_is_a_preset_file():
     original = preset("original")
     assert original.hidden_units == (64,) and original.epochs == 5 and original.optimizer is Optimizer.ADAM
     assert dict(original.loss_weights) == {"binary_rating": 1.0, "purchase_probability": 1.0}
     assert preset("original", epochs=2).epochs == 2
-    # The presets are measured configurations: they tune nothing on the validation rows.
-    assert preset("original").alternatives == () and preset("ml-100k").alternatives == ()
+    assert not original.factorized and original.tuning is None
     with pytest.raises(ValueError, match=r"unknown ModelConfig field\(s\) \['epoch'\]"):
         preset("original", epoch=2)
 
@@ -150,7 +173,7 @@ def test_pipeline_config_from_plain_json_values(tmp_path):
 
     config = pipeline_config_from_dict({
         "data_path": str(tmp_path / "d.csv"), "output_dir": str(tmp_path / "o"),
-        "model": {"epochs": 3, "hidden_units": [8]},
+        "model": {"epochs": 3, "factorized": False, "hidden_units": [8]},
         "thresholds": {
             "binary_rating": {"metric": "AUC", "higher_is_better": True, "bound": 0.6, "max_regression": 0.1},
             "purchase_probability": {"metric": "RootMeanSquaredError", "higher_is_better": False,

@@ -18,7 +18,7 @@ NOISY_RUN = r"""
 import logging, os, subprocess, sys
 from absl import logging as absl_logging
 from pipeline.console import QuietConsole
-from components.features import PROGRESS_LOGGER
+from recommender.features import PROGRESS_LOGGER
 
 logging.basicConfig(level=logging.WARNING)
 with QuietConsole(__import__("pathlib").Path(sys.argv[1])) as console:

@@ -29,11 +29,12 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration.metadata import sqlite_metadata_connection_config
 
-from components import features, heads, mlmd_names, ranking
-from components.model import ModelConfig
+from components import mlmd_names, ranking
 from components.ranking import RankingThreshold
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import HeadThreshold, PipelineConfig
+from recommender import features, heads
+from recommender.model import ModelConfig
 from results.metadata import OUTPUT, MetadataReader
 from run_local import run
 from tests.support import COMPONENT_IDS, Watcher, served_versions, tree_digest

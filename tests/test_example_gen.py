@@ -11,10 +11,11 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
-from components import choices, example_gen, features
+from components import choices, example_gen
 from components.choices import SplitKind
 from pipeline.config import DEFAULT_SCHEMA
 from pipeline.pipeline import _input_split
+from recommender import features
 
 TYPES = example_gen.column_types(example_gen.load_schema(str(DEFAULT_SCHEMA)))
 HEADER = list(features.COLUMNS)

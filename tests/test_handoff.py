@@ -22,11 +22,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import export, features, publish, warmup
-from components.model import ModelConfig
+from components import publish
 from components.serving_check import ServingCheckError
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.config import REPO_ROOT
+from recommender import export, features, warmup
+from recommender.model import ModelConfig
 from tests.handoff_child import handoff
 from tests.support import Watcher, served_versions, serving_check_pid, transform_and_train
 

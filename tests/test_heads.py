@@ -5,12 +5,12 @@ import re
 import numpy as np
 import pytest
 
-from components import features, heads
-from components.heads import BINARY, REGRESSION, Head, HeadKind, HeadThreshold
-from components.model import TrainingData, build_model
-from components.model_config import ModelConfig
 from pipeline.config import default_thresholds
 from pipeline.eval_config import make_eval_config
+from recommender import features, heads
+from recommender.config import ModelConfig
+from recommender.heads import BINARY, REGRESSION, Head, HeadKind, HeadThreshold
+from recommender.model import TrainingData, build_model
 from results.report import head_section
 
 USER = features.transformed_name(features.USER_ID)

@@ -18,8 +18,9 @@ import random
 import numpy as np
 import tensorflow as tf
 
-from components import example_gen, features
+from components import example_gen
 from pipeline.config import DEFAULT_SCHEMA
+from recommender import features
 
 TYPES = example_gen.column_types(example_gen.load_schema(str(DEFAULT_SCHEMA)))
 CASES = 1000

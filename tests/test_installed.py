@@ -22,7 +22,7 @@ def test_an_installed_project_runs_the_pipeline_from_another_folder(tmp_path):
     clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     python = str(env / "bin" / "python")
     preset = subprocess.run(
-        [python, "-c", "from components.model_config import preset; print(preset('original').epochs)"],
+        [python, "-c", "from recommender.config import preset; print(preset('original').epochs)"],
         cwd=elsewhere, env=clean, check=True, capture_output=True, text=True,
     )
     assert preset.stdout.strip() == "5"

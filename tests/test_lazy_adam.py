@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from components.lazy_adam import LazyAdam
-from components.model import ModelConfig, build_model
-from components.model_config import preset
+from recommender.config import preset
+from recommender.model import ModelConfig, build_model
+from recommender.optimizer import LazyAdam
 
 LR, B1, B2, EPS = 0.01, 0.9, 0.999, 1e-7
 

@@ -14,10 +14,10 @@ import time
 import pytest
 from absl import logging as absl_logging
 
-from components import heads
-from components.model import ModelConfig
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import MySQLMetadata, PipelineConfig
+from recommender import heads
+from recommender.model import ModelConfig
 from run_local import run
 from tests.support import COMPONENT_IDS, LOOSE_THRESHOLDS, QUICK_AUTOENCODER
 

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from ml_metadata.metadata_store import metadata_store
 
-from components.model_config import ModelConfig
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline import beam
 from pipeline.config import PipelineConfig
+from recommender.config import ModelConfig
 from results.evaluation import OVERALL, candidate_metrics, evaluation_metrics
 from run_local import run
 from tests.support import LOOSE_THRESHOLDS, QUICK_AUTOENCODER, installed_project

@@ -6,8 +6,9 @@ import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from components import features
-from components.preprocessing import NUM_OOV_BUCKETS, TIER_THRESHOLDS, preprocessing_fn, training_counts
+from components.custom_config import NUM_OOV_BUCKETS, TIER_THRESHOLDS
+from components.preprocessing import preprocessing_fn, training_counts
+from recommender import features
 
 OOV = 2
 SPEC = {

@@ -6,9 +6,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from components import features, ranking
+from components import ranking
 from components.ranking import MODEL, POPULARITY
 from components.ranking_evaluator import evaluate
+from recommender import features
 
 
 def test_recall_ndcg_and_hit_rate_match_hand_computed_values():

@@ -5,8 +5,8 @@ import csv
 import pandas as pd
 import pytest
 
-from components import features
 from data import ratings
+from recommender import features
 
 ROWS = [("196", "242", 3.0, 881250949), ("7", "0042", 4.0, 881250950), ("7", "5", 5.0, 881250951),
         ("12", "5", 0.5, 881250952)]

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import export, features, heads, recommend, serving_check, warmup
-from components.model import ModelConfig, TrainingData
+from components import serving_check
 from components.trainer import split_labels
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.config import SERVING_CHECK_TIMEOUT_S
+from recommender import export, features, heads, recommend, warmup
+from recommender.model import ModelConfig, TrainingData
 from tests.support import transform_and_train
 
 pytestmark = pytest.mark.slow

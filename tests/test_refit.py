@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tf_keras
 
-from components import features, heads
-from components.model import ModelConfig, best_epoch, build_model
 from components.trainer import fit
+from recommender import features, heads
+from recommender.model import ModelConfig, best_epoch, build_model
 
 USER = features.transformed_name(features.USER_ID)
 ITEM = features.transformed_name(features.ITEM_ID)

@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import export, features, heads, serving_check, warmup
-from components.model import ModelConfig, TrainingData
+from components import serving_check
 from components.trainer import fit_autoencoder_blend, vocabulary_sizes
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.config import SERVING_CHECK_TIMEOUT_S as TIMEOUT_S
+from recommender import export, features, heads, warmup
+from recommender.model import ModelConfig, TrainingData
 from tests.support import serving_check_pid, transform_and_train
 
 pytestmark = pytest.mark.slow

@@ -3,8 +3,8 @@ import csv
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from components import features
 from data.synthetic import SyntheticSpec, generate_rows, write_csv
+from recommender import features
 
 
 def test_same_spec_same_bytes(tmp_path):

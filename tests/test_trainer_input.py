@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import features, heads
-from components.model import ModelConfig
 from components.trainer import batches, model_columns, read_columns
 from data.synthetic import SyntheticSpec, generate_rows
+from recommender import features, heads
+from recommender.model import ModelConfig
 from tests.support import labelled_example, transform_and_train
 
 USER = features.transformed_name(features.USER_ID)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from components import features
+from recommender import features
 
 # Where TF Serving looks for warm-up requests inside a SavedModel.
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -31,7 +31,7 @@ def id_examples(ids: Mapping[str, list[bytes]]) -> list[bytes]:
     ]
 
 
-# The `recommend` warm-up request's k (components.recommend).
+# The `recommend` warm-up request's k (recommender.recommend).
 RECOMMEND_K = 10
 
 

@@ -1,7 +1,7 @@
 """Exporting the trained model with its transform graph and explicit signatures.
 
 The SavedModel needs no project code to load: `tf.saved_model.load(path)`
-gives three signatures (names in `components.features`):
+gives three signatures (names in `recommender.features`):
 
 - `serving_default(user_id: string [batch], item_id: string [batch])`
 - `serving_tf_example(examples: string [batch])`: serialized tf.Examples
@@ -15,7 +15,7 @@ a fourth:
 
 - `recommend(user_id: string [batch], k: int32 scalar)`: each user's top `k`
   items with both heads' predictions and the ranking score
-  (`components.recommend`).
+  (`recommender.recommend`).
 
 The model also carries TF Serving warm-up requests
 (`assets.extra/tf_serving_warmup_requests`): every serving signature called on
@@ -31,9 +31,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from components import features, heads, recommend, warmup
-from components.model import TrainingData
-from components.model_config import ModelConfig
+from recommender import features, heads, recommend, warmup
+from recommender.config import ModelConfig
+from recommender.model import TrainingData
 
 
 def _model_inputs(transformed: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:

@@ -6,8 +6,8 @@ prediction for that (user, item) pair float32 [batch, k'] and the `score` they
 were ranked by float32 [batch, k'], best first.
 
 - The catalogue is the item vocabulary: every item seen in training.
-- The score is popularity ** `ModelConfig.ranking_popularity_weight` x prod
-  over heads of max(prediction, 0) ** weight (`ModelConfig.ranking_weights_for`),
+- The score is popularity ** `RankingConfig.popularity_weight` x prod
+  over heads of max(prediction, 0) ** weight (`RankingConfig.weights_for`),
   where popularity is the item's share of training interactions. The heads
   predict what happens once a user meets an item; whether the user meets it
   at all is what popularity estimates, and a top k over the whole catalogue
@@ -16,7 +16,7 @@ were ranked by float32 [batch, k'], best first.
   reach (see the README for how the blends measure).
 - A known user's predictions are the model's, so they equal `serving_default`'s
   for the same pairs. Items the user interacted with in training are left out
-  (`ModelConfig.exclude_training_items`); where that leaves fewer than `k`
+  (`RankingConfig.exclude_training_items`); where that leaves fewer than `k`
   items, the row ends with padding: `item_id` "" and zeros.
 - An unknown user (an ID that maps to an out-of-vocabulary bucket) gets the
   average user's ranking: each item's predictions averaged over a seeded
@@ -30,14 +30,18 @@ A call scores batch x catalogue pairs at once.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
-import tf_keras
 
-from components import features, heads
-from components.model import MultiTaskRecommender, TrainingData
-from components.model_config import ModelConfig
+from recommender import features, heads
+
+if TYPE_CHECKING:  # the model code is needed at export only, not by readers of a loaded signature
+    import tf_keras
+
+    from recommender.config import ModelConfig
+    from recommender.model import TrainingData
 
 # Training users whose predictions make up the average user's.
 AVERAGE_USER_SAMPLE = 512
@@ -60,7 +64,7 @@ def score_all_items(model: tf_keras.Model, users: tf.Tensor, num_items: int | tf
     users = tf.cast(users, tf.int64)
     batch = tf.size(users)
     item_index = tf.range(tf.cast(num_items, tf.int64), dtype=tf.int64)
-    if isinstance(model, MultiTaskRecommender) and model.separable:
+    if getattr(model, "separable", False):
         return model.score_grid(users, item_index)
     outputs = model(
         _model_inputs(tf.repeat(users, num_items), tf.tile(item_index, [batch])), training=False
@@ -135,7 +139,7 @@ def build_tables(model: tf_keras.Model, items: list[bytes], num_users: int, trai
     return RecommendTables(
         items, training.users, training.items, num_users,
         average_user(model, num_users, len(items), config.seed),
-        config.ranking_weights_for(), config.exclude_training_items, config.ranking_popularity_weight,
+        config.ranking.weights_for(), config.ranking.exclude_training_items, config.ranking.popularity_weight,
     )
 
 

@@ -1,6 +1,6 @@
 """Every model head, declared once.
 
-A head is its name (a label column of the same name, see `components.features`),
+A head is its name (a label column of the same name, see `recommender.features`),
 its kind and its default gate. The kind says everything the code derives for
 it: the Keras activation, loss and per-epoch metric, how its bias starts at the
 labels' base rate, the TFMA metrics the Evaluator reports, the range every
@@ -18,7 +18,7 @@ import dataclasses
 import enum
 import re
 
-from components import features
+from recommender import features
 
 
 class BaseRate(enum.StrEnum):
@@ -120,8 +120,8 @@ class Head:
     `loss_weight` the default weight of its loss in the total
     (ModelConfig.loss_weights overrides it), `slice_metrics` the TFMA metric
     keys the report's slice table shows for it, `ranking_weight` its default
-    exponent in the `recommend` signature's score (ModelConfig.ranking_weights
-    overrides it; see components.recommend).
+    exponent in the `recommend` signature's score (RankingConfig.weights
+    overrides it; see recommender.recommend).
     """
 
     name: str

@@ -11,7 +11,7 @@ TIMESTAMP = "timestamp"
 # Categorical ID features that get a vocabulary and an embedding.
 ID_FEATURES = (USER_ID, ITEM_ID)
 
-# Each label is named after the model head that predicts it (components.heads declares the heads).
+# Each label is named after the model head that predicts it (recommender.heads declares the heads).
 BINARY_RATING = "binary_rating"
 PURCHASE_PROBABILITY = "purchase_probability"
 

@@ -1,0 +1,284 @@
+"""The multi-task recommender: shared ID embeddings, two heads.
+
+Plain tf_keras code with no TFX dependency, so it can be built, trained and
+tested on its own. The Trainer module (`components.trainer`) adapts it to TFX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from recommender import features
+from recommender.config import ModelConfig, Optimizer
+from recommender.heads import HEADS, REGRESSION, BaseRate, Head
+from recommender.heads import NAMES as HEAD_NAMES
+from recommender.optimizer import LazyAdam
+
+OPTIMIZERS = {Optimizer.ADAM: tf_keras.optimizers.Adam, Optimizer.LAZY_ADAM: LazyAdam}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """What the model needs to know about its training examples before fitting.
+
+    `users`, `items`: int64 vocabulary indices of every training example (in
+    the same order); `labels`: each head's label of every training example.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    labels: Mapping[str, np.ndarray]
+
+    @property
+    def label_means(self) -> dict[str, float]:
+        """Each head's mean training label."""
+        return {head: float(np.mean(values, dtype=np.float64)) for head, values in self.labels.items()}
+
+    @classmethod
+    def from_batches(cls, batches) -> TrainingData:
+        """From one pass of (inputs, labels) batches, as `recommender.training.batches` makes them."""
+        columns: dict[str, list[np.ndarray]] = {}
+        label_names: list[str] = []
+        for inputs, batch_labels in batches:
+            label_names = list(batch_labels)
+            for name, values in {**inputs, **batch_labels}.items():
+                columns.setdefault(name, []).append(np.asarray(values))
+        if not columns:
+            raise ValueError("the training data is empty")
+        return cls.from_columns({name: np.concatenate(parts) for name, parts in columns.items()}, label_names)
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, np.ndarray], label_names: Iterable[str] = HEAD_NAMES) -> TrainingData:
+        """From every training row's transformed columns: the ID inputs and the label of each of `label_names`."""
+        users = np.asarray(columns[features.transformed_name(features.USER_ID)]).ravel().astype(np.int64)
+        if not len(users):
+            raise ValueError("the training data is empty")
+        return cls(
+            users=users,
+            items=np.asarray(columns[features.transformed_name(features.ITEM_ID)]).ravel().astype(np.int64),
+            labels={head: np.asarray(columns[head], np.float32).ravel() for head in label_names},
+        )
+
+
+class MultiTaskRecommender(tf_keras.Model):
+    """Shared user and item embeddings feeding one output per head.
+
+    Input: a dict with `transformed_name(USER_ID)` and `transformed_name(ITEM_ID)`,
+    int64 vocabulary indices of shape [batch, 1] or [batch].
+    Output: {head name: [batch, 1]} for each of `heads` (recommender.heads), with
+    its kind's activation: `{'binary_rating': sigmoid, 'purchase_probability': linear}`
+    for the declared heads.
+    Factorised (`ModelConfig.factorized`): the first regression head is
+    mu + b_user + b_item + user . item, and every other head a Dense layer over
+    [that estimate, user . item, b_user, b_item]. Otherwise every head is a
+    Dense layer over the concatenated embeddings passed through `hidden_units`.
+    `training` summarises the training data (see TrainingData); its label
+    means are required with base-rate initialisation.
+    """
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        config: ModelConfig,
+        training: TrainingData | None = None,
+        heads: tuple[Head, ...] = HEADS,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.factorized_head = next((h.name for h in heads if h.kind == REGRESSION), None)
+        if config.factorized and self.factorized_head is None:
+            raise ValueError("a factorised model needs a regression head")
+        self.num_users = num_users
+        self.num_items = num_items
+        self.l2 = config.l2
+        self.factorized = config.factorized
+        seeds = itertools.count(config.seed)
+
+        def embedding(rows: int, dim: int, name: str, initializer=None) -> tf_keras.layers.Embedding:
+            if initializer is None and config.embedding_init_stddev:
+                # One seeded initializer per table: a shared one would repeat its values.
+                initializer = tf_keras.initializers.RandomNormal(
+                    stddev=config.embedding_init_stddev, seed=next(seeds)
+                )
+            return tf_keras.layers.Embedding(
+                rows, dim, embeddings_initializer=initializer or "uniform", name=name
+            )
+
+        dim = config.embedding_dim
+        self.user_embedding = embedding(num_users, dim, "user_embedding")
+        self.item_embedding = embedding(num_items, dim, "item_embedding")
+        self.biases = (
+            [embedding(num_users, 1, "user_bias", "zeros"), embedding(num_items, 1, "item_bias", "zeros")]
+            if config.factorized else []
+        )
+        self.hidden = [
+            tf_keras.layers.Dense(width, activation="relu", name=f"shared_hidden_{i}")
+            for i, width in enumerate(config.hidden_units)
+        ]
+        if config.base_rate_init and training is None:
+            raise ValueError("base_rate_init needs the training data's label means")
+        self.heads = {
+            head.name: tf_keras.layers.Dense(
+                1, activation=head.kind.activation, name=head.name,
+                bias_initializer=_base_rate(head, training) if config.base_rate_init else "zeros",
+            )
+            for head in heads
+        }
+
+    def call(self, inputs, training=None):
+        user = tf.reshape(inputs[features.transformed_name(features.USER_ID)], [-1])
+        item = tf.reshape(inputs[features.transformed_name(features.ITEM_ID)], [-1])
+        user_vector, item_vector = self.user_embedding(user), self.item_embedding(item)
+        biases = [bias(ids) for bias, ids in zip(self.biases, (user, item))]
+        if training and self.l2:
+            used = [user_vector, item_vector, *biases]
+            self.add_loss(self.l2 * tf.reduce_mean(sum(tf.reduce_sum(v * v, axis=-1) for v in used)))
+        if not self.factorized:
+            hidden = tf.concat([user_vector, item_vector], axis=-1)
+            for layer in self.hidden:
+                hidden = layer(hidden)
+            return {name: head(hidden) for name, head in self.heads.items()}
+        dot = tf.reduce_sum(user_vector * item_vector, axis=-1, keepdims=True)
+        # With no inputs of its own the factorised head's Dense is just the global mean mu.
+        estimate = self.heads[self.factorized_head](tf.zeros_like(dot)) + dot + biases[0] + biases[1]
+        return {
+            name: estimate if name == self.factorized_head else head(tf.concat([estimate, dot, *biases], axis=-1))
+            for name, head in self.heads.items()
+        }
+
+    @property
+    def separable(self) -> bool:
+        """Whether `score_grid` can score this model: a factorised model's score is a
+        user side met by an item side."""
+        return self.factorized
+
+    def score_grid(self, users: tf.Tensor, items: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Every head's prediction for every (user, item) pair: {head: [len(users), len(items)]}.
+
+        The predictions `call` gives those pairs (to float rounding), from one
+        embedding lookup per user and per item and one matrix product rather
+        than one lookup per pair. Needs `separable`.
+        """
+        if not self.separable:
+            raise ValueError("score_grid needs a factorised model")
+        if not all(head.built for head in self.heads.values()):
+            raise ValueError("score_grid reads the heads' weights: call or train the model first")
+        users, items = tf.reshape(users, [-1]), tf.reshape(items, [-1])
+        user_vector, item_vector = self.user_embedding(users), self.item_embedding(items)
+        user_bias = self.biases[0](users)  # [users, 1]
+        item_bias = tf.reshape(self.biases[1](items), [1, -1])  # [1, items]
+        mu = self.heads[self.factorized_head](tf.zeros([1, 1]))
+        dot = tf.matmul(user_vector, item_vector, transpose_b=True)
+        estimate = dot + (mu + user_bias) + item_bias  # mu + b_user + b_item + u . v
+        out = {}
+        for name, head in self.heads.items():
+            if name == self.factorized_head:
+                out[name] = estimate
+                continue
+            # The head's Dense over [estimate, u . v, b_user, b_item] (`call`'s order) is
+            # linear before its activation: each input's weight folds into the dot product's,
+            # the user term or the item term, so each head costs a few passes over the grid.
+            w = head.kernel[:, 0]
+            user_term = w[0] * (mu + user_bias) + w[2] * user_bias + head.bias
+            out[name] = head.activation((w[0] + w[1]) * dot + user_term + (w[0] + w[3]) * item_bias)
+        return out
+
+
+def _base_rate(head: Head, training: TrainingData) -> tf_keras.initializers.Initializer:
+    """A head's bias start: its training labels' mean, as the kind's activation needs it."""
+    mean = training.label_means[head.name]
+    if head.kind.base_rate == BaseRate.LOGIT:
+        mean = float(np.clip(mean, 1e-4, 1 - 1e-4))
+        return tf_keras.initializers.Constant(np.log(mean / (1 - mean)))
+    return tf_keras.initializers.Constant(mean)
+
+
+def build_model(
+    num_users: int,
+    num_items: int,
+    config: ModelConfig,
+    training: TrainingData | None = None,
+    heads: tuple[Head, ...] = HEADS,
+) -> MultiTaskRecommender:
+    """Builds and compiles the model, one output per head; `num_*` count vocabulary plus OOV buckets.
+
+    `training` is needed with `config.base_rate_init`.
+    """
+    loss_weights = config.weights_for(heads)
+    tf_keras.utils.set_random_seed(config.seed)
+    model = MultiTaskRecommender(num_users, num_items, config, training, heads)
+    model.compile(
+        optimizer=OPTIMIZERS[config.optimizer](learning_rate=config.learning_rate),
+        loss={head.name: getattr(tf_keras.losses, head.kind.keras_loss)() for head in heads},
+        loss_weights=loss_weights,
+        metrics={
+            head.name: [getattr(tf_keras.metrics, head.kind.keras_metric)(name=head.kind.keras_metric_name)]
+            for head in heads
+        },
+    )
+    return model
+
+
+class _EpochProgress(tf_keras.callbacks.Callback):
+    """Logs "<label> i/n" and the losses to `features.PROGRESS_LOGGER` after each epoch."""
+
+    def __init__(self, epochs: int, label: str):
+        super().__init__()
+        self.epochs, self.label = epochs, label
+
+    def on_epoch_end(self, epoch, logs=None):
+        losses = ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k in ("loss", "val_loss"))
+        logging.getLogger(features.PROGRESS_LOGGER).info("%s %d/%d: %s", self.label, epoch + 1, self.epochs, losses)
+
+
+class Training(NamedTuple):
+    history: tf_keras.callbacks.History
+    # The epoch (1-based) whose weights the model holds: early stopping's best, else the last.
+    best_epoch: int
+
+
+def train(
+    model: MultiTaskRecommender,
+    train_data: tf.data.Dataset,
+    validation_data: tf.data.Dataset | None,
+    config: ModelConfig,
+    verbose: int = 2,
+    label: str = "epoch",
+) -> Training:
+    """Fits `model` on (inputs, labels) batches, validating each epoch (Keras `verbose`);
+    progress is logged as "<label> i/n".
+
+    With `config.early_stopping_patience`, Keras's EarlyStopping stops once the
+    validation loss has not improved for that many epochs and restores the
+    best epoch's weights (a NaN loss is never the best). Without
+    `validation_data` (a refit), trains all `config.epochs` and must not be
+    asked to stop early.
+    """
+    callbacks = [_EpochProgress(config.epochs, label)]
+    stopping = None
+    if config.early_stopping_patience is not None:
+        if validation_data is None:
+            raise ValueError("early stopping needs validation data")
+        stopping = tf_keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True
+        )
+        callbacks.append(stopping)
+    history = model.fit(
+        train_data,
+        epochs=config.epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        validation_data=validation_data,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    best = stopping.best_epoch + 1 if stopping is not None else len(history.history["loss"])
+    return Training(history, best)

@@ -1,0 +1,137 @@
+"""Training the model on in-memory transformed columns: batching, early stopping, refit.
+
+Plain functions over {column: array} (the transformed ID columns and one label
+per head), so the model trains the same way in the Trainer, in the Tuner's
+trials, in benchmarks and in tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from recommender import features, heads
+from recommender.config import ModelConfig
+from recommender.model import MultiTaskRecommender, Training, TrainingData, build_model, train
+
+
+def model_columns() -> list[str]:
+    """The transformed columns the model and its losses read: the ID inputs and one label per head."""
+    return [features.transformed_name(key) for key in features.ID_FEATURES] + list(heads.NAMES)
+
+
+def split_labels(batch: Mapping[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+    """Splits a transformed batch into (model inputs, {head: label})."""
+    inputs = {
+        features.transformed_name(key): batch[features.transformed_name(key)]
+        for key in features.ID_FEATURES
+    }
+    labels = {head: batch[head] for head in heads.NAMES}
+    return inputs, labels
+
+
+def batches(
+    columns: Mapping[str, np.ndarray], config: ModelConfig, shuffle: bool, repeat: bool = False
+) -> tf.data.Dataset:
+    """(inputs, labels) batches of in-memory transformed `columns`.
+
+    With `shuffle`, every pass draws a new order of all rows from `config.seed`
+    (the same sequence of orders for every dataset made with that seed,
+    whatever TensorFlow's global seed); with `repeat`, endless. Rows are
+    ordered as indices and gathered a batch at a time, not one by one.
+    """
+    rows = len(next(iter(columns.values())))
+    # Only what split_labels keeps: gathering the other columns (the tiers are strings) is wasted work.
+    tensors = {name: tf.constant(columns[name]) for name in model_columns()}
+    passes = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def order(_):
+        if not shuffle:
+            return tf.range(rows, dtype=tf.int64)
+        # Stateless, keyed by (seed, pass number): no global seed enters.
+        return tf.random.experimental.stateless_shuffle(
+            tf.range(rows, dtype=tf.int64), seed=tf.stack([tf.constant(config.seed, tf.int64), passes.assign_add(1)])
+        )
+
+    def split(indices):
+        full = rows - rows % config.batch_size
+        parts = tf.data.Dataset.from_tensor_slices(tf.reshape(indices[:full], [-1, config.batch_size]))
+        return parts.concatenate(tf.data.Dataset.from_tensors(indices[full:])) if rows % config.batch_size else parts
+
+    dataset = tf.data.Dataset.from_tensors(0)
+    if repeat:
+        dataset = dataset.repeat()
+    return dataset.map(order).flat_map(split).map(
+        lambda indices: split_labels({name: tf.gather(values, indices) for name, values in tensors.items()}),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+    ).prefetch(tf.data.AUTOTUNE)
+
+
+class Fitted(NamedTuple):
+    model: MultiTaskRecommender  # the model to export
+    training: TrainingData  # the rows it learnt from
+    epochs_run: tuple[int, ...]  # per fit: the first, then the refit's
+    validation_loss: float  # the first fit's at the epoch it kept, heads weighted by the loss weights
+
+
+def validation_loss(fit: Training, config: ModelConfig) -> float:
+    """The validation loss at the epoch `fit` kept, each head's loss weighted by `config`'s
+    loss weights (the L2 penalty, a training loss only, left out); NaN counts as infinite."""
+    loss = sum(
+        weight * fit.history.history[f"val_{name}_loss"][fit.best_epoch - 1]
+        for name, weight in config.weights_for().items()
+    )
+    return float(loss) if np.isfinite(loss) else np.inf
+
+
+def first_fit(
+    train_columns: Mapping[str, np.ndarray],
+    validation: Mapping[str, np.ndarray],
+    sizes: Mapping[str, int],
+    config: ModelConfig,
+    verbose: int = 2,
+) -> tuple[MultiTaskRecommender, Training]:
+    """A model fitted on `train_columns`, validated (and early-stopped) on `validation`."""
+    model = build_model(
+        sizes[features.USER_ID], sizes[features.ITEM_ID], config, TrainingData.from_columns(train_columns)
+    )
+    fit = train(
+        model, batches(train_columns, config, shuffle=True, repeat=config.steps_per_epoch is not None),
+        batches(validation, config, shuffle=False), config, verbose,
+    )
+    return model, fit
+
+
+def fit(
+    train_columns: Mapping[str, np.ndarray],
+    validation: Mapping[str, np.ndarray],
+    sizes: Mapping[str, int],
+    config: ModelConfig,
+    verbose: int = 2,
+) -> Fitted:
+    """The model to export: fitted on `train_columns`, early-stopped on `validation`.
+
+    With `config.refit`, the model returned is a fresh one fitted on both for
+    the epochs early stopping kept, with no validation.
+    """
+    model, fitted = first_fit(train_columns, validation, sizes, config, verbose)
+    epochs_run = len(fitted.history.history["loss"])
+    score = validation_loss(fitted, config)
+    if not config.refit:
+        return Fitted(model, TrainingData.from_columns(train_columns), (epochs_run,), score)
+    # Only the loop changes; the model's own settings (export, ranking) stay the config's.
+    loop = dataclasses.replace(config, epochs=fitted.best_epoch, early_stopping_patience=None, refit=False)
+    # The first model is done with: its embeddings and optimizer slots need not stay in memory beside the refit's.
+    del model, fitted
+    both = {name: np.concatenate([train_columns[name], validation[name]]) for name in model_columns()}
+    training = TrainingData.from_columns(both)
+    model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], loop, training)
+    train(
+        model, batches(both, loop, shuffle=True, repeat=loop.steps_per_epoch is not None), None, loop, verbose,
+        label="refit epoch",
+    )
+    return Fitted(model, training, (epochs_run, loop.epochs), score)
