@@ -52,13 +52,13 @@ from components.preprocessing import (
     preprocessing_fn,
 )
 from components.trainer import vocabulary_sizes
-from recommender.training import fit, split_labels
 from data import ratings
 from pipeline.config import DEFAULT_SCHEMA
 from pipeline.runner_options import json_value
 from recommender import features
 from recommender.config import preset
 from recommender.model import ModelConfig
+from recommender.training import fit, split_labels
 
 NUM_OOV = 10
 # Seed offset between ensemble members (`--ensemble`), far from the split seeds.

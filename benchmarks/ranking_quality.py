@@ -28,11 +28,11 @@ from benchmarks import model_quality, splits
 from components import ranking
 from components.ranking import MODEL, POPULARITY
 from components.ranking_evaluator import evaluate
-from components.trainer import fit
 from recommender import features, recommend
 from recommender.model import ModelConfig
+from recommender.training import fit
 
-# name -> (ranking_popularity_weight, {head: weight}); the first is ModelConfig's default.
+# name -> (RankingConfig.popularity_weight, {head: weight}); the first is the default.
 BLENDS = {
     "popularity x P(like) x purchase (default)": (1.0, {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 1.0}),
     "popularity x P(like)": (1.0, {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 0.0}),

@@ -1,7 +1,7 @@
 """Benchmark: in-process serving latency of the exported model's signatures.
 
     python -m benchmarks.serving_latency [--batch-sizes 1 32 1024] [--calls 300]
-    python -m benchmarks.serving_latency --model-config configs/ml-100k-model.json
+    python -m benchmarks.serving_latency --model-config configs/original-model.json
 
 Trains a model on generated interactions with the pipeline's own code
 (`preprocessing_fn` on tf.Transform, `components.trainer.fit`,
@@ -38,11 +38,11 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from benchmarks import model_quality  # its transform(): the pipeline's preprocessing_fn
-from components.trainer import fit
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.runner_options import model_config_fields
 from recommender import export, features, recommend, warmup
 from recommender.model import ModelConfig
+from recommender.training import fit
 
 
 def _trained_export(workdir: Path, config: ModelConfig, rows: int, spec: SyntheticSpec | None = None):

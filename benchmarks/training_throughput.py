@@ -1,29 +1,30 @@
 """Benchmark: the Trainer's examples per second against a plain Keras loop, on a run a pipeline already made.
 
-    python -m benchmarks.training_throughput --output outputs [--epochs 5]
+    python -m benchmarks.training_throughput --output outputs
 
 Finds the latest Trainer execution in `<output>/metadata.sqlite` and rebuilds
 its inputs as TFX gave them to `run_fn` (the raw examples it reads through the
-transform graph, that graph, the recorded model configuration). Then, in this process and
-one after the other, on the same model configuration and batch size, both
-validating on the validation split every epoch and neither stopping early:
+transform graph, that graph, the recorded model configuration). Then, in this
+process and one after the other, on the same model configuration:
 
-- trainer: `components.trainer`'s input pipeline (reading the splits
-  included) and `recommender.model.train`, as `run_fn` runs them;
-- plain_keras: the same model, built afresh, fitted by `model.fit` on numpy
-  arrays already in memory (`shuffle=True`), the floor any input pipeline is
-  measured against.
+- trainer: what `run_fn` runs before the export: `components.trainer.read_splits`
+  (reading both splits through the transform graph) and
+  `recommender.training.fit` (the first fit, early-stopped on the validation
+  split, then the refit on both splits);
+- plain_keras: the same two models, built afresh, fitted by `model.fit` on
+  numpy arrays already in memory (`shuffle=True`) for the same epochs (the
+  first fit validating every epoch), the floor any input pipeline is measured
+  against.
 
 Each side runs `--repeats` times, alternating, and its fastest run counts.
 Model building and reading the plain loop's arrays are not timed; the
-trainer's reading of both splits is. Prints JSON:
-each side's seconds and training examples per second, and their ratio.
+trainer's reading of both splits is. Prints JSON: each side's seconds and
+training examples per second (rows x epochs of both fits), and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -49,64 +50,61 @@ def fn_args_of(output: Path):
     return fn_args
 
 
-def measure(output: Path, epochs: int, repeats: int) -> dict:
+def measure(output: Path, repeats: int) -> dict:
+    import numpy as np
     import tensorflow_transform as tft
 
     from components import trainer
-    from components.custom_config import NUM_OOV_BUCKETS
+    from components.custom_config import MODEL, NUM_OOV_BUCKETS
     from recommender import features
-    from recommender.model import ModelConfig, build_model, train
+    from recommender.model import ModelConfig, TrainingData, build_model
+    from recommender.training import fit, model_columns, split_labels
 
     fn_args = fn_args_of(output)
     custom = fn_args.custom_config
-    config = dataclasses.replace(
-        ModelConfig.from_json_dict(custom[trainer.MODEL_CONFIG]), epochs=epochs, early_stopping_patience=None,
-        refit=False,
-    )
+    config = ModelConfig.from_json_dict(custom[MODEL])
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     sizes = trainer.vocabulary_sizes(tft_output, int(custom[NUM_OOV_BUCKETS]))
 
-    def model(training):
-        return build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training)
-
     def trainer_side():
         started = time.perf_counter()
-        training, train_data, validation_data = trainer.datasets(fn_args, tft_output, config)
+        train_columns, validation_columns = trainer.read_splits(fn_args, tft_output)
         read = time.perf_counter() - started
-        trained = model(training)
-        started = time.perf_counter()
-        train(trained, train_data, validation_data, config, verbose=0)
-        return read + time.perf_counter() - started, read
+        fitted = fit(train_columns, validation_columns, sizes, config, verbose=0)
+        return time.perf_counter() - started, read, fitted.epochs_run
 
-    training = trainer.datasets(fn_args, tft_output, config)[0]
-    # The same rows as the Trainer's first fit (a refit's train_args also name the validation split).
     train_columns, validation_columns = trainer.read_splits(fn_args, tft_output)
-    x, y = trainer.split_labels(train_columns)
-    validation = trainer.split_labels(validation_columns)
+    both = {name: np.concatenate([train_columns[name], validation_columns[name]]) for name in model_columns()}
+    fits = [(train_columns, validation_columns), (both, None)]
 
-    def plain_side():
-        plain = model(training)
-        started = time.perf_counter()
-        plain.fit(x, y, batch_size=config.batch_size, epochs=epochs, shuffle=True, validation_data=validation,
-                  verbose=0)
-        return time.perf_counter() - started
+    def plain_side(epochs):
+        started, build = time.perf_counter(), 0.0
+        for (columns, validation), count in zip(fits, epochs):
+            built = time.perf_counter()
+            model = build_model(
+                sizes[features.USER_ID], sizes[features.ITEM_ID], config, TrainingData.from_columns(columns)
+            )
+            build += time.perf_counter() - built
+            model.fit(*split_labels(columns), batch_size=config.batch_size, epochs=count, shuffle=True,
+                      validation_data=split_labels(validation) if validation else None, verbose=0)
+        return time.perf_counter() - started - build
 
     # Alternating, so that neither side alone pays the process's first-run costs.
     trainer_runs, plain_runs = [], []
     for _ in range(repeats):
         trainer_runs.append(trainer_side())
-        plain_runs.append(plain_side())
-    trainer_seconds, read_seconds = min(trainer_runs)
+        plain_runs.append(plain_side(trainer_runs[-1][2]))
+    trainer_seconds, read_seconds, epochs = min(trainer_runs)
     plain_seconds = min(plain_runs)
-    rows = len(training.users)
+    examples = sum(len(columns[model_columns()[0]]) * count for (columns, _), count in zip(fits, epochs))
 
     def side(seconds):
-        return {"seconds": round(seconds, 2), "examples_per_second": round(rows * epochs / seconds)}
+        return {"seconds": round(seconds, 2), "examples_per_second": round(examples / seconds)}
 
     return {
-        "train_rows": rows,
-        "validation_rows": len(next(iter(validation[1].values()))),
-        "epochs": epochs,
+        "train_rows": len(train_columns[model_columns()[0]]),
+        "validation_rows": len(validation_columns[model_columns()[0]]),
+        "epochs": {"first_fit": epochs[0], "refit": epochs[1] if len(epochs) > 1 else 0},
         "repeats": repeats,
         "batch_size": config.batch_size,
         "trainer": {**side(trainer_seconds), "of_which_reading_seconds": round(read_seconds, 2)},
@@ -118,10 +116,9 @@ def measure(output: Path, epochs: int, repeats: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, required=True, help="a pipeline output root (its metadata.sqlite)")
-    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2, help="runs of each side, alternating; the fastest counts")
     args = parser.parse_args()
-    print(json.dumps(measure(args.output, args.epochs, args.repeats), indent=2))
+    print(json.dumps(measure(args.output, args.repeats), indent=2))
     return 0
 
 

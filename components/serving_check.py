@@ -45,9 +45,9 @@ from recommender import features, heads, warmup
 # Largest difference allowed between two ways of computing the same output.
 PARITY_TOLERANCE = 1e-6
 # The same, between `recommend` and `serving_default`: the first scores a grid
-# with matrix products, the second pair by pair, so float32 sums (the item
-# autoencoder's are hundreds of products long) run in another order and differ
-# by a few 1e-6; any skew in what either computes is orders of magnitude larger.
+# with matrix products, the second pair by pair, so float32 sums run in another
+# order and differ by a few 1e-6; any skew in what either computes is orders of
+# magnitude larger.
 GRID_PARITY_TOLERANCE = 1e-4
 # What TF Serving uses when a request names no signature.
 DEFAULT_SIGNATURE = "serving_default"

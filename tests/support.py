@@ -20,10 +20,11 @@ from components.preprocessing import (
     preprocessing_fn,
 )
 from components.publish import tree_digest
-from components.trainer import split_labels, vocabulary_sizes
+from components.trainer import vocabulary_sizes
 from pipeline.config import DEFAULT_SCHEMA, HeadThreshold
 from recommender import features
 from recommender.model import ModelConfig, TrainingData, build_model
+from recommender.training import split_labels
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
@@ -71,11 +72,6 @@ COMPONENT_IDS = {
     "analyzer_cache_resolver", "Transform", "Trainer", "latest_served_model_resolver",
     "Evaluator", "RankingEvaluator", "ServingCheck", "Pusher",
 }
-
-# Pipeline runs that check something other than the default model's quality
-# train the default with a narrow item autoencoder: the same code, its fit a
-# fraction of the 500 units' cost (test_end_to_end runs the default itself).
-QUICK_AUTOENCODER = {"autoencoder_units": 32}
 
 # Bounds any trained model passes: for tests about data and plumbing, not quality.
 LOOSE_THRESHOLDS = {

@@ -16,7 +16,7 @@ from ml_metadata.metadata_store import metadata_store
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import pipeline_config_from_dict
 from results.summary import summarize
-from tests.support import COMPONENT_IDS, LOOSE_THRESHOLDS, QUICK_AUTOENCODER, installed_project
+from tests.support import COMPONENT_IDS, LOOSE_THRESHOLDS, installed_project
 from tests.test_pipeline_dag import EXPECTED_UPSTREAM
 
 airflow = pytest.importorskip("airflow", reason="the Airflow group is not installed (make test installs it)")
@@ -42,7 +42,7 @@ def deployed(tmp_path_factory):
     (dags / "airflow_dag.json").write_text(json.dumps({
         "dag_id": DAG_ID, "schedule": "@daily", "start_date": "2026-01-01",
         "pipeline": {"data_path": str(data), "output_dir": str(root / "out"),
-                     "model": {"epochs": 2, **QUICK_AUTOENCODER}, "thresholds": thresholds},
+                     "model": {"epochs": 2}, "thresholds": thresholds},
     }))
     env = {
         **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},

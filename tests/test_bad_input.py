@@ -14,7 +14,7 @@ from pipeline.config import PipelineConfig
 from recommender import features
 from recommender.model import ModelConfig
 from run_local import run
-from tests.support import LOOSE_THRESHOLDS, QUICK_AUTOENCODER, served_versions
+from tests.support import LOOSE_THRESHOLDS, served_versions
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ HEADER = ",".join(features.COLUMNS)
 
 def _config(data, output):
     return PipelineConfig(
-        data_path=data, output_dir=output, model=ModelConfig(epochs=2, **QUICK_AUTOENCODER), thresholds=LOOSE_THRESHOLDS
+        data_path=data, output_dir=output, model=ModelConfig(epochs=2), thresholds=LOOSE_THRESHOLDS
     )
 
 

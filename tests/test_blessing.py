@@ -15,12 +15,12 @@ from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
 from components.batched_evaluation import Executor as EvaluatorExecutor
-from components.trainer import split_labels
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.config import HeadThreshold, default_thresholds
 from pipeline.eval_config import make_eval_config
 from recommender import export, features
 from recommender.model import ModelConfig
+from recommender.training import split_labels
 from tests.support import labelled_example, transform_and_train
 
 pytestmark = pytest.mark.slow

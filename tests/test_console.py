@@ -1,6 +1,5 @@
 """What a person sees when the pipeline runs: one line per component, the rest in the log."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from data.synthetic import SyntheticSpec, write_csv
-from tests.support import QUICK_AUTOENCODER
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +55,6 @@ def test_make_run_prints_a_line_per_component_and_names_the_failure_and_the_log(
     good = subprocess.run(
         [
             sys.executable, "run_local.py", "--data", str(data), "--output", str(tmp_path / "out"), "--epochs", "2",
-            "--model-config", json.dumps(QUICK_AUTOENCODER),
         ],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
     )

@@ -38,7 +38,7 @@ def _data(n=256, seed=0):
 def test_a_third_head_gets_a_trained_output_with_its_kinds_loss_and_base_rate():
     inputs, labels = _data()
     config = ModelConfig(
-        hidden_units=(16,), factorized_purchase_head=False, autoencoder_units=0, l2=0.0, learning_rate=1e-2
+        factorized=False, hidden_units=(16,), l2=0.0, learning_rate=1e-2
     )
     model = build_model(10, 8, config, TrainingData.from_batches([(inputs, labels)]), heads=THREE)
     outputs = model(inputs)

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from data.synthetic import SyntheticSpec, write_csv
-from tests.support import QUICK_AUTOENCODER, installed_project
+from tests.support import installed_project
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,6 @@ def test_an_installed_project_runs_the_pipeline_from_another_folder(tmp_path):
     run = subprocess.run(
         [
             python, "-m", "run_local", "--data", str(data), "--output", str(out), "--epochs", "2", "--json",
-            "--model-config", json.dumps(QUICK_AUTOENCODER),
         ],
         cwd=elsewhere, env=clean, capture_output=True, text=True, timeout=900,
     )

@@ -19,7 +19,7 @@ from pipeline.config import MySQLMetadata, PipelineConfig
 from recommender import heads
 from recommender.model import ModelConfig
 from run_local import run
-from tests.support import COMPONENT_IDS, LOOSE_THRESHOLDS, QUICK_AUTOENCODER
+from tests.support import COMPONENT_IDS, LOOSE_THRESHOLDS
 
 pytestmark = pytest.mark.slow
 SERVER = shutil.which("mariadbd") or shutil.which("mariadbd", path="/usr/sbin")
@@ -79,7 +79,7 @@ def test_a_run_recorded_in_mariadb_is_inspected_there_and_its_password_shows_now
     database, sock = mariadb
     data = write_csv(SyntheticSpec(num_users=200, num_items=150, num_interactions=6_000), tmp_path / "data" / "i.csv")
     config = PipelineConfig(
-        data_path=data, output_dir=tmp_path / "out", model=ModelConfig(epochs=2, **QUICK_AUTOENCODER),
+        data_path=data, output_dir=tmp_path / "out", model=ModelConfig(epochs=2),
         thresholds=LOOSE_THRESHOLDS, metadata_mysql=database,
     )
     verbosity = absl_logging.get_verbosity()

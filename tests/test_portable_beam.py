@@ -23,7 +23,7 @@ from pipeline.config import PipelineConfig
 from recommender.config import ModelConfig
 from results.evaluation import OVERALL, candidate_metrics, evaluation_metrics
 from run_local import run
-from tests.support import LOOSE_THRESHOLDS, QUICK_AUTOENCODER, installed_project
+from tests.support import LOOSE_THRESHOLDS, installed_project
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +105,7 @@ def test_the_pipeline_on_the_portable_runner_matches_the_direct_runner(job_serve
     endpoint, pool, pool_log = job_server
     data = write_csv(SyntheticSpec(num_users=200, num_items=150, num_interactions=4_000), tmp_path / "data" / "i.csv")
     base = PipelineConfig(data_path=data, output_dir=tmp_path / "direct", thresholds=LOOSE_THRESHOLDS,
-                          model=ModelConfig(epochs=2, **QUICK_AUTOENCODER), batch_recommendations_k=3)
+                          model=ModelConfig(epochs=2), batch_recommendations_k=3)
     direct = _outcome(base)
     portable_args = beam.beam_pipeline_args(
         beam.PORTABLE, job_endpoint=endpoint, environment_type="EXTERNAL", environment_config=pool)

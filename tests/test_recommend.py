@@ -14,11 +14,12 @@ import pytest
 import tensorflow as tf
 
 from components import serving_check
-from components.trainer import split_labels
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.config import SERVING_CHECK_TIMEOUT_S
 from recommender import export, features, heads, recommend, warmup
-from recommender.model import ModelConfig, TrainingData
+from recommender.config import ModelConfig, RankingConfig
+from recommender.model import TrainingData
+from recommender.training import split_labels
 from tests.support import transform_and_train
 
 pytestmark = pytest.mark.slow
@@ -125,8 +126,10 @@ def test_unknown_users_get_the_average_users_ranking(exported):
 
 def test_config_switches_keep_training_items_and_change_the_blend(tmp_path):
     config = ModelConfig(
-        epochs=1, exclude_training_items=False, ranking_popularity_weight=0.0,
-        ranking_weights={features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 0.0},
+        epochs=1, ranking=RankingConfig(
+            exclude_training_items=False, popularity_weight=0.0,
+            weights={features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 0.0},
+        ),
     )
     loaded, _, seen, catalogue = _export(tmp_path, config)
     user = max(seen, key=lambda u: len(seen[u]))

@@ -3,11 +3,10 @@ the epochs, then a fresh model learns from the training and validation rows toge
 
 import numpy as np
 import pytest
-import tf_keras
 
-from components.trainer import fit
 from recommender import features, heads
-from recommender.model import ModelConfig, best_epoch, build_model
+from recommender.model import ModelConfig, build_model
+from recommender.training import fit
 
 USER = features.transformed_name(features.USER_ID)
 ITEM = features.transformed_name(features.ITEM_ID)
@@ -80,20 +79,3 @@ def test_without_refit_the_validation_rows_only_validate():
 def test_refit_needs_early_stopping():
     with pytest.raises(ValueError, match="refit needs early_stopping_patience"):
         ModelConfig(early_stopping_patience=None)
-
-
-@pytest.mark.parametrize(("losses", "kept"), [
-    ([0.5, 0.4, 0.45, 0.4], 2),  # a tie is no improvement: the first of equal losses
-    ([0.5, float("nan"), 0.45, 0.6], 3),  # a NaN loss is never the best
-    ([float("nan"), float("nan")], 1),  # nothing improved: the first epoch's weights stay
-])
-def test_the_refit_runs_the_epochs_whose_weights_early_stopping_kept(losses, kept):
-    # Keras's own callback, fed the same losses, keeps the same epoch.
-    stopper = tf_keras.callbacks.EarlyStopping(monitor="val_loss", patience=len(losses), restore_best_weights=True)
-    stopper.set_model(type("Model", (), {"get_weights": lambda self: [], "stop_training": False})())
-    stopper.on_train_begin()
-    for epoch, loss in enumerate(losses):
-        stopper.on_epoch_end(epoch, {"val_loss": loss})
-    history = tf_keras.callbacks.History()
-    history.history = {"val_loss": losses}
-    assert best_epoch(history) == stopper.best_epoch + 1 == kept

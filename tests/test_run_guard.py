@@ -20,7 +20,7 @@ from components import publish
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import REPO_ROOT, PipelineConfig
 from run_local import run
-from tests.support import LOOSE_THRESHOLDS, QUICK_AUTOENCODER
+from tests.support import LOOSE_THRESHOLDS
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def processes():
 def test_two_runs_at_once_then_a_kill_then_a_run_that_recovers(tmp_path, processes):
     data = write_csv(SyntheticSpec(num_interactions=3_000), tmp_path / "data" / "interactions.csv")
     output = tmp_path / "out"
-    args = ("--data", str(data), "--output", str(output), "--epochs", "2", "--model-config", json.dumps(QUICK_AUTOENCODER))
+    args = ("--data", str(data), "--output", str(output), "--epochs", "2")
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     both = [processes(*args, log=logs[0]), processes(*args, log=logs[1])]
 

@@ -19,11 +19,10 @@ import pytest
 import tensorflow as tf
 
 from components import serving_check
-from components.trainer import fit_autoencoder_blend, vocabulary_sizes
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.config import SERVING_CHECK_TIMEOUT_S as TIMEOUT_S
 from recommender import export, features, heads, warmup
-from recommender.model import ModelConfig, TrainingData
+from recommender.config import ModelConfig, preset
 from tests.support import serving_check_pid, transform_and_train
 
 pytestmark = pytest.mark.slow
@@ -31,13 +30,8 @@ OOV = 5
 TOLERANCE = 1e-6
 CONFIGS = {
     "default": ModelConfig(epochs=2),
-    # The tuned configuration saves its interaction lists in the model.
-    "implicit_feedback": ModelConfig(
-        epochs=2, hidden_units=(), use_bias_terms=True, use_dot_product=True,
-        factorized_purchase_head=True, implicit_feedback=True, l2=0.5,
-    ),
-    # The autoencoder's tables and blend travel in the model too.
-    "autoencoder": ModelConfig(epochs=2, autoencoder_units=16, autoencoder_max_steps=200),
+    # The first design: Dense layers, scored pair by pair.
+    "original": preset("original", epochs=2),
 }
 
 
@@ -50,12 +44,7 @@ def _export(name, tmp_path_factory):
         root = tmp_path_factory.mktemp(f"serving-{name}")
         rows = generate_rows(SyntheticSpec(num_users=120, num_items=90, num_interactions=4_000, seed=3))
         config = CONFIGS[name]
-        tft_output, model, columns = transform_and_train(root, rows, np.arange(3_000), config, OOV)
-        if config.autoencoder_units:
-            # Fitted as the Trainer fits it; on the training rows, as here only serving is checked.
-            sizes = vocabulary_sizes(tft_output, OOV)
-            model.autoencoder.assign(*fit_autoencoder_blend(model, TrainingData.from_columns(columns), columns, sizes, config))
-            assert (model.autoencoder.user_rows.numpy() >= 0).any() and model.autoencoder.alpha.numpy().any()
+        tft_output, model, _ = transform_and_train(root, rows, np.arange(3_000), config, OOV)
         path = str(root / "model")
         export.export_model(model, tft_output, path)
         _EXPORTED[name] = rows, tft_output, model, path
@@ -68,9 +57,9 @@ def exported(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory):
-    """The configuration with the most saved state; the fresh-process tests use it alone."""
-    return _export("implicit_feedback", tmp_path_factory)
+def default(tmp_path_factory):
+    """The default configuration; the fresh-process tests use it alone."""
+    return _export("default", tmp_path_factory)
 
 
 def _keras(model, tft_output, users, items):
@@ -102,15 +91,6 @@ def _all_three(path, model, tft_output, users, items):
     )
 
 
-def _tolerance(model) -> float:
-    """TOLERANCE, scaled by the autoencoder blend's largest weight on a logit: the float
-    rounding of eager and graph execution grows by that factor (with two epochs the
-    factorised like scores are nearly flat, and the blend stretches their logit many times)."""
-    if model.autoencoder is None:
-        return TOLERANCE
-    return TOLERANCE * max(1.0, float(np.abs(model.autoencoder.like.numpy()).max()))
-
-
 def _assert_parity(outputs, rows, tolerance):
     by_ids, by_examples, keras = outputs
     for head in heads.NAMES:
@@ -124,7 +104,7 @@ def test_signatures_and_keras_model_agree_on_training_rows(exported):
     users = [u.encode() for u in rows[features.USER_ID][3_000:3_500]]
     items = [i.encode() for i in rows[features.ITEM_ID][3_000:3_500]]
     outputs = _all_three(path, model, tft_output, users, items)
-    _assert_parity(outputs, 500, _tolerance(model))
+    _assert_parity(outputs, 500, TOLERANCE)
     # Not a constant: different rows get different answers.
     assert np.std(outputs[0][features.PURCHASE_PROBABILITY]) > 1e-4
 
@@ -135,7 +115,7 @@ def test_unknown_ids_are_answered_like_the_keras_model_does(exported):
     users = [b"never-seen-user", known_user, b"never-seen-user", "ünïcode-👤".encode()]
     items = [known_item, b"never-seen-item", b"never-seen-item", b""]
     outputs = _all_three(path, model, tft_output, users, items)
-    _assert_parity(outputs, 4, _tolerance(model))
+    _assert_parity(outputs, 4, TOLERANCE)
     assert np.all(np.isfinite(outputs[0][features.BINARY_RATING]))
 
 
@@ -152,11 +132,11 @@ def test_a_batch_of_100k_rows(exported):
     picks = rng.integers(0, len(rows[features.USER_ID]), 100_000)
     users = [rows[features.USER_ID][i].encode() for i in picks]
     items = [rows[features.ITEM_ID][i].encode() for i in rng.permutation(picks)]
-    _assert_parity(_all_three(path, model, tft_output, users, items), 100_000, _tolerance(model))
+    _assert_parity(_all_three(path, model, tft_output, users, items), 100_000, TOLERANCE)
 
 
-def test_warmup_requests_cover_both_signatures_and_an_unknown_pair(tuned):
-    _, _, _, path = tuned
+def test_warmup_requests_cover_both_signatures_and_an_unknown_pair(default):
+    _, _, _, path = default
     requests = warmup.read_requests(path)
     names = [r.predict_log.request.model_spec.signature_name for r in requests]
     assert names == [features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE]
@@ -166,8 +146,8 @@ def test_warmup_requests_cover_both_signatures_and_an_unknown_pair(tuned):
     assert result["requests"] == 2 and result["signatures"] == sorted(names)
 
 
-def test_saved_model_cli_shows_and_runs_both_signatures(tuned):
-    rows, _, _, path = tuned
+def test_saved_model_cli_shows_and_runs_both_signatures(default):
+    rows, _, _, path = default
     cli = Path(sys.executable).parent / "saved_model_cli"
     shown = subprocess.run([str(cli), "show", "--dir", path, "--all"], capture_output=True, text=True, check=True)
     for name in (features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE, features.TRANSFORM_FEATURES):
@@ -240,16 +220,16 @@ def _too_many(records):
     (_too_many, "more than 1000 records, which TF Serving refuses to load"),
     (lambda records: [], "no warm-up requests"),
 ], ids=["input-name", "input-dtype", "signature", "log-kind", "too-many", "empty"])
-def test_the_check_refuses_warmup_requests_tf_serving_would_refuse(tuned, tmp_path, mutate, expected):
-    _, _, _, path = tuned
+def test_the_check_refuses_warmup_requests_tf_serving_would_refuse(default, tmp_path, mutate, expected):
+    _, _, _, path = default
     broken = _copy_with_warmup(path, tmp_path / "broken", mutate)
     with pytest.raises(serving_check.ServingCheckError) as raised:
         serving_check.check_saved_model(str(broken))
     assert str(broken) in str(raised.value) and expected in str(raised.value)
 
 
-def test_a_model_with_non_finite_outputs_fails_the_check_in_a_fresh_process(tuned, tmp_path):
-    _, tft_output, model, _ = tuned
+def test_a_model_with_non_finite_outputs_fails_the_check_in_a_fresh_process(default, tmp_path):
+    _, tft_output, model, _ = default
     trainable = model.trainable_weights
     saved = [w.numpy() for w in trainable]
     try:
@@ -288,8 +268,8 @@ print(json.dumps({"path": sys.argv[1], "requests": 2, "signatures": [], "seconds
 """
 
 
-def test_a_components_package_in_the_working_directory_does_not_change_the_check(tuned, tmp_path, monkeypatch):
-    _, _, _, path = tuned
+def test_a_components_package_in_the_working_directory_does_not_change_the_check(default, tmp_path, monkeypatch):
+    _, _, _, path = default
     fake = tmp_path / "elsewhere"
     (fake / "components").mkdir(parents=True)
     (fake / "components" / "__init__.py").write_text("")
@@ -304,9 +284,9 @@ def test_a_components_package_in_the_working_directory_does_not_change_the_check
     ]
 
 
-def test_a_check_process_that_dies_without_a_result_is_a_failure(tuned):
+def test_a_check_process_that_dies_without_a_result_is_a_failure(default):
     """E.g. the kernel's OOM killer: no JSON on stdout, so no pass."""
-    _, _, _, path = tuned
+    _, _, _, path = default
     outcome = {}
 
     def check():

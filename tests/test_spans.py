@@ -14,7 +14,7 @@ from pipeline.config import PipelineConfig
 from recommender import features
 from recommender.model import ModelConfig
 from run_local import run
-from tests.support import LOOSE_THRESHOLDS, QUICK_AUTOENCODER, served_versions
+from tests.support import LOOSE_THRESHOLDS, served_versions
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def _latest_inputs(store, node, key_type):
 def spans(tmp_path_factory):
     root = tmp_path_factory.mktemp("spans")
     config = PipelineConfig(
-        data_path=root / "data", output_dir=root / "out", model=ModelConfig(epochs=2, **QUICK_AUTOENCODER),
+        data_path=root / "data", output_dir=root / "out", model=ModelConfig(epochs=2),
         thresholds=LOOSE_THRESHOLDS, window_spans=2,
     )
     _add_span(config.data_path, 1, seed=1)

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.trainer import batches, model_columns, read_columns
+from components.trainer import read_columns
 from data.synthetic import SyntheticSpec, generate_rows
 from recommender import features, heads
 from recommender.model import ModelConfig
+from recommender.training import batches, model_columns
 from tests.support import labelled_example, transform_and_train
 
 USER = features.transformed_name(features.USER_ID)
