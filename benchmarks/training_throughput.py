@@ -46,7 +46,6 @@ def fn_args_of(output: Path):
     kinds = {"examples": standard_artifacts.Examples, "transform_graph": standard_artifacts.TransformGraph}
     input_dict = tfx_artifacts(inputs, kinds)
     fn_args = fn_args_utils.get_common_fn_args(input_dict, recorded)
-    fn_args.transform_output = input_dict["transform_graph"][0].uri  # as TFX's GenericExecutor sets it
     return fn_args
 
 
@@ -63,7 +62,7 @@ def measure(output: Path, repeats: int) -> dict:
     fn_args = fn_args_of(output)
     custom = fn_args.custom_config
     config = ModelConfig.from_json_dict(custom[MODEL])
-    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    tft_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     sizes = trainer.vocabulary_sizes(tft_output, int(custom[NUM_OOV_BUCKETS]))
 
     def trainer_side():

@@ -104,7 +104,7 @@ def run_fn(fn_args: FnArgs) -> None:
     """TFX Trainer entry point."""
     custom: Mapping[str, Any] = fn_args.custom_config
     config = tuned_config(ModelConfig.from_json_dict(custom[MODEL]), fn_args.hyperparameters)
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     sizes = vocabulary_sizes(tf_transform_output, int(custom[NUM_OOV_BUCKETS]))
     fitted = fit(*read_splits(fn_args, tf_transform_output), sizes, config)
     export.export_model(fitted.model, tf_transform_output, fn_args.serving_model_dir, fitted.training, config)
@@ -143,7 +143,7 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
     config = ModelConfig.from_json_dict(custom[MODEL])
     if config.tuning is None:
         raise ValueError("the Tuner needs the model config's tuning (its search space and trials)")
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     train_columns, validation = read_splits(fn_args, tf_transform_output)
     tuner = SearchSpaceTuner(config, directory=fn_args.working_dir, project_name="search", overwrite=True)
     return TunerFnResult(tuner=tuner, fit_kwargs={

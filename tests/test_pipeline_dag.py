@@ -92,3 +92,28 @@ def test_outputs_and_metadata_live_under_the_output_root(tmp_path):
     assert str(config.pipeline_root) in str(ir.runtime_spec)
     pusher = next(n.pipeline_node for n in ir.nodes if n.pipeline_node.node_info.id == "Pusher")
     assert str(config.serving_dir) in str(pusher.parameters)
+
+
+def test_tuning_adds_the_tuner_whose_best_values_the_trainer_reads(tmp_path):
+    import json
+
+    from recommender.config import ModelConfig, TuningConfig
+
+    config = PipelineConfig(
+        data_path=tmp_path / "data.csv", output_dir=tmp_path / "out", model=ModelConfig(tuning=TuningConfig())
+    )
+    ir = compiler.Compiler().compile(create_pipeline(config))
+    nodes = {n.pipeline_node.node_info.id: n.pipeline_node for n in ir.nodes}
+    assert set(nodes) == COMPONENT_IDS | {"Tuner"}
+    assert set(nodes["Tuner"].upstream_nodes) == {"Transform", "ImportSchemaGen", "span_window_resolver"}
+    (channel,) = nodes["Trainer"].inputs.inputs["hyperparameters"].channels
+    assert (channel.producer_node_query.id, channel.output_key) == ("Tuner", "best_hyperparameters")
+
+    def parameter(node, name):
+        return json.loads(nodes[node].parameters.parameters[name].field_value.string_value)
+
+    # Trials learn from the train split and are judged on the validation split: never the eval split.
+    assert parameter("Tuner", "train_args") == {"splits": ["train"]}
+    assert parameter("Tuner", "eval_args") == {"splits": ["validation"]}
+    assert parameter("Trainer", "train_args") == {"splits": ["train", "validation"]}
+    assert "Tuner" not in {n.pipeline_node.node_info.id for n in _compiled(tmp_path)[1].nodes}
