@@ -2,7 +2,7 @@
 
     python run_kubeflow.py --image REGISTRY/recommender:TAG \
         --data /gcs/BUCKET/interactions --output /gcs/BUCKET/recommender \
-        [--model-config configs/ml-100k-model.json] [--beam-runner dataflow ...]
+        [--model-config configs/original-model.json] [--beam-runner dataflow ...]
 
 Writes a pipeline definition (JSON, KFP IR) built from the same
 `create_pipeline(config)` as every other runner; every component runs in

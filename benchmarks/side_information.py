@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import Ridge
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.splits import HOW, mean_and_std, split
@@ -131,7 +132,6 @@ def probe(train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame, gro
     occupations = sorted(train["occupation"].unique())
     x_train = design(train, group, occupations)
     residual = train["stars"].to_numpy() - baseline.item_only(train)
-    gram, moment = x_train.T @ x_train, x_train.T @ residual
 
     def predictions(frame: pd.DataFrame, weights: np.ndarray, every_row: bool) -> np.ndarray:
         side = design(frame, group, occupations) @ weights
@@ -141,7 +141,8 @@ def probe(train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame, gro
     out = {}
     for every_row, name in ((False, "new_users"), (True, "all_rows")):
         fits = {
-            strength: np.linalg.solve(gram + strength * np.eye(len(gram)), moment) for strength in RIDGE_STRENGTHS
+            strength: Ridge(alpha=strength, fit_intercept=False).fit(x_train, residual).coef_
+            for strength in RIDGE_STRENGTHS
         }
         chosen = min(fits, key=lambda s: _scores(
             validation["stars"].to_numpy(), predictions(validation, fits[s], every_row))["rmse_stars"])
