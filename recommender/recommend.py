@@ -13,14 +13,16 @@ were ranked by float32 [batch, k'], best first.
   at all is what popularity estimates, and a top k over the whole catalogue
   needs both. The defaults (1, 1, 1) rank by P(meet) x P(like) x expected
   purchase: the expected purchase of a liked item among those the user would
-  reach (see the README for how the blends measure).
-- A known user's predictions are the model's, so they equal `serving_default`'s
-  for the same pairs. Items the user interacted with in training are left out
+  reach.
+- Every user's reported predictions are the model's, so they equal
+  `serving_default`'s for the same pairs, known user or not. Items the user
+  interacted with in training are left out
   (`RankingConfig.exclude_training_items`); where that leaves fewer than `k`
   items, the row ends with padding: `item_id` "" and zeros.
-- An unknown user (an ID that maps to an out-of-vocabulary bucket) gets the
-  average user's ranking: each item's predictions averaged over a seeded
-  sample of training users, computed at export and carried by the model.
+- An unknown user (an ID that maps to an out-of-vocabulary bucket, the empty
+  string included) is ranked by the average user's score: each item's
+  predictions averaged over a seeded sample of training users, computed at
+  export and carried by the model; its `score` is that ranking score.
 
 The tables (catalogue, training items per user, average user) are constant,
 non-trainable variables of the exported model, so plain TensorFlow serves it.
@@ -171,12 +173,13 @@ def recommend(model: tf_keras.Model, tables: RecommendTables, users: tf.Tensor, 
     users = tf.cast(tf.reshape(users, [-1]), tf.int64)
     num_items = tf.size(tables.items)
     known = users < tables.num_users
-    # Unknown users are scored as user 0 and then replaced by the average user.
-    scored = score_all_items(model, tf.where(known, users, 0), num_items)
-    predictions = {
-        name: tf.where(known[:, None], value, tables.average[name][None, :]) for name, value in scored.items()
+    # Every user's predictions are the model's (an unknown user's are its OOV bucket's, as
+    # serving_default gives them); an unknown user is ranked by the average user's.
+    predictions = score_all_items(model, users, num_items)
+    ranked_by = {
+        name: tf.where(known[:, None], value, tables.average[name][None, :]) for name, value in predictions.items()
     }
-    score = ranking_score(predictions, tables.weights, tables.popularity, tables.popularity_weight)
+    score = ranking_score(ranked_by, tables.weights, tables.popularity, tables.popularity_weight)
 
     seen = tf.RaggedTensor.from_row_splits(tables.seen_items, tables.seen_splits)
     lists = tf.gather(seen, tf.where(known, users, 0))

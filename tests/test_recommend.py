@@ -1,6 +1,6 @@
 """The `recommend` signature: top k of the whole catalogue per user, ranked by the
-configured blend of the heads, training items left out, unknown users answered
-with the average user's ranking; it agrees with `serving_default` on every pair
+configured blend of the heads, training items left out, unknown users ranked
+by the average user's scores; it reports what `serving_default` gives every pair
 and passes the serving check, `saved_model_cli` and the warm-up replay."""
 
 import re
@@ -110,18 +110,31 @@ def test_k_beyond_the_catalogue_returns_the_catalogue_padded_after_the_unseen_it
     assert _recommend(loaded, [], 10)[features.ITEM_ID].shape == (0, 10)
 
 
-def test_unknown_users_get_the_average_users_ranking(exported):
+def test_unknown_users_are_ranked_as_the_average_user_and_get_the_models_predictions(exported):
     loaded, _, seen, catalogue = exported
-    out = _recommend(loaded, [b"never-seen-user", "ünïcode-👤".encode(), b""], 10)
-    assert (out[features.ITEM_ID][0] == out[features.ITEM_ID][1]).all()
+    unknown = [b"never-seen-user", "ünïcode-👤".encode(), b""]
+    out = _recommend(loaded, unknown, 10)
     # 120 users: fewer than the sample, so the average is over every training user.
     known = sorted(seen)
     assert len(known) < recommend.AVERAGE_USER_SAMPLE
     served = _serve(loaded, [u for u in known for _ in catalogue], catalogue * len(known))
-    for head in heads.NAMES:
-        average = served[head].reshape(len(known), len(catalogue)).mean(axis=0)
-        by_item = dict(zip(catalogue, average))
-        np.testing.assert_allclose(out[head][0], [by_item[i] for i in out[features.ITEM_ID][0]], atol=1e-5)
+    average = {
+        head: dict(zip(catalogue, served[head].reshape(len(known), len(catalogue)).mean(axis=0)))
+        for head in heads.NAMES
+    }
+    popularity = dict(zip(catalogue, _popularity(catalogue)))
+    for row, user in enumerate(unknown):
+        items = list(out[features.ITEM_ID][row])
+        # Ranked by the average user's score...
+        expected = [popularity[i] * average[features.BINARY_RATING][i]
+                    * max(average[features.PURCHASE_PROBABILITY][i], 0) for i in items]
+        np.testing.assert_allclose(out[features.SCORE][row], expected, rtol=1e-4, atol=1e-6)
+        assert items == list(out[features.ITEM_ID][0])
+        # ...while the predictions it reports are the model's for that pair, as serving_default gives them.
+        answer = _serve(loaded, [user] * len(items), items)
+        for head in heads.NAMES:
+            np.testing.assert_allclose(out[head][row], answer[head], rtol=0, atol=TOLERANCE)
+            assert np.abs(out[head][row] - [average[head][i] for i in items]).max() > 1e-4
 
 
 def test_config_switches_keep_training_items_and_change_the_blend(tmp_path):
