@@ -77,6 +77,12 @@ def column_types(schema: schema_pb2.Schema) -> dict[str, int]:
 
 # A UTF-8 byte-order mark, as spreadsheet programs write it at the start of a file.
 BOM = b"\xef\xbb\xbf"
+# The byte-order marks of the wider Unicode encodings some tools export (the
+# 32-bit ones first: UTF-32 LE's begins with UTF-16 LE's).
+WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32 LE"), (b"\x00\x00\xfe\xff", "UTF-32 BE"),
+    (b"\xff\xfe", "UTF-16 LE"), (b"\xfe\xff", "UTF-16 BE"),
+)
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 _CHUNK = 1 << 16
 
@@ -128,6 +134,21 @@ def _first_line(stream) -> tuple[bytes, bytes | None, bool]:
             return line, delimiter, False
 
 
+def _wide_encoding(first: bytes) -> str | None:
+    """The UTF-16 or UTF-32 encoding the first line's bytes are in ("UTF-16 LE, with a byte-order
+    mark"), or None for text with no NUL byte, which no UTF-8 header holds."""
+    for mark, name in WIDE_BOMS:
+        if first.startswith(mark):
+            return f"{name}, with a byte-order mark"
+    if b"\x00" not in first[:4]:
+        return None
+    # ASCII text in the wider encodings: the NUL bytes' places give the width and the byte order.
+    zeros = tuple(byte == 0 for byte in first[:4].ljust(4, b"\x00"))
+    names = {(False, True, True, True): "UTF-32 LE", (True, True, True, False): "UTF-32 BE",
+             (False, True, False, True): "UTF-16 LE", (True, False, True, False): "UTF-16 BE"}
+    return f"{names.get(zeros, 'UTF-16 or UTF-32')}, without a byte-order mark"
+
+
 def read_layout(path: str, required: Sequence[str]) -> CsvLayout:
     """The header of `path` (all of `required` must be there) and its line terminator.
 
@@ -139,6 +160,9 @@ def read_layout(path: str, required: Sequence[str]) -> CsvLayout:
             first, delimiter, has_rows = _first_line(stream)
     except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
         raise CsvFormatError(f"{path}: cannot be read: {error}") from None
+    wide = _wide_encoding(first)
+    if wide:
+        raise CsvFormatError(f"{path}: the file is {wide} text, not UTF-8; save it as UTF-8")
     first = first[len(BOM):] if first.startswith(BOM) else first
     if not first.strip():
         raise CsvFormatError(f"{path}: file is empty (expected a header line with {list(required)})")
@@ -222,13 +246,41 @@ def _decoded(line: bytes | str, path: str) -> str:
         ) from None
 
 
-def _row_cells(line: str, path: str) -> list[str]:
+def _oversized_cell(line: str) -> tuple[int, int] | None:
+    """(index, length) of the first cell of `line` longer than the csv module's field limit, or None.
+
+    Cells split at commas outside double quotes; the csv module itself stops at the
+    limit without saying which cell it was reading.
+    """
+    limit, index, length, quoted = csv.field_size_limit(), 0, 0, False
+    for char in line:
+        if char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            if length > limit:
+                return index, length
+            index, length = index + 1, 0
+            continue
+        length += 1
+    return (index, length) if length > limit else None
+
+
+def _row_cells(line: str, path: str, header: Sequence[str] = ()) -> list[str]:
     try:
         return _csv_cells(line)
     except csv.Error as error:
+        oversized = _oversized_cell(line)
+        if oversized is not None:
+            index, length = oversized
+            column = f"column '{header[index]}'" if index < len(header) else f"cell {index + 1}"
+            raise CsvFormatError(
+                f"{path}: {column}: a cell of {length} characters, over the CSV reader's limit of "
+                f"{csv.field_size_limit()} (an ID or label that long is a broken export), in the row "
+                f"starting {line[:120]!r}"
+            ) from None
         raise CsvFormatError(
             f"{path}: a row is not valid CSV ({error}; a line break inside a quoted field is "
-            f"not supported, nor a cell over {csv.field_size_limit()} characters): {line[:200]!r}"
+            f"not supported): {line[:200]!r}"
         ) from None
 
 
@@ -243,7 +295,7 @@ def build_example(
     line = _decoded(line, path)
     if not line.strip():
         return None
-    cells = _row_cells(line, path)
+    cells = _row_cells(line, path, header)
     # Cheap first-cell test before the full comparison: this runs on every row.
     if cells and cells[0].strip() == header[0] and [c.strip() for c in cells] == header:
         raise CsvFormatError(f"{path}: the header line {line.strip()!r} appears again inside the data")

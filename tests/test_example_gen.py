@@ -248,17 +248,28 @@ def test_a_path_is_a_path_not_a_glob(tmp_path):
     assert _rows(tmp_path / "folder") == EXPECTED
 
 
+TEXT = ",".join(HEADER) + "\nu,i,1,1,0.5\n"
+# (codec, with a byte-order mark, how the refusal names it): both widths, both byte orders, with and without.
+WIDE_TEXT = [
+    (f"utf-{bits}-{order}", mark, f"UTF-{bits} {order.upper()}, with{'' if mark else 'out'} a byte-order mark")
+    for bits in (16, 32) for order in ("le", "be") for mark in (True, False)
+]
+
+
 @pytest.mark.parametrize(("content", "message"), [
     ((",".join(HEADER) + "\n\n  \n").encode(), "has a header line but no rows"),
     (b"\x89PNG\r\n\x1a\n\x00\x00", "line 1 (the header) is not UTF-8 text (byte 0x89"),
     ("user_id,item_id,timestamp,binary_rating,purchase_probability\nJosé,i,1,1,0.5\n".encode("latin-1"),
      "a row is not UTF-8 text (byte 0xe9"),
     ((",".join(HEADER) + '\nu,"i\nj",1,1,0.5\n').encode(), "a line break inside a quoted field is not supported"),
-    ((",".join(HEADER) + "\nu," + "x" * 200_000 + ",1,1,0.5\n").encode(), "nor a cell over 131072 characters"),
+    ((",".join(HEADER) + "\nu," + "x" * 200_000 + ",1,1,0.5\n").encode(),
+     "column 'item_id': a cell of 200000 characters, over the CSV reader's limit of 131072"),
     ((",".join(HEADER) + "\nu,i,99999999999999999999,1,0.5\n").encode(),
      "column 'timestamp': '99999999999999999999' does not fit in int64"),
     ((",".join(HEADER) + "\nu,i,1,0.5,0.5\n").encode(), "column 'binary_rating': '0.5' is not an integer"),
-], ids=["header-only", "binary", "latin-1", "quoted-line-break", "huge-cell", "int64-overflow", "fractional-label"])
+    *[(("\ufeff" * mark + TEXT).encode(codec), f"the file is {name} text, not UTF-8") for codec, mark, name in WIDE_TEXT],
+], ids=["header-only", "binary", "latin-1", "quoted-line-break", "huge-cell", "int64-overflow", "fractional-label",
+        *(f"{codec}{'-bom' * mark}" for codec, mark, _ in WIDE_TEXT)])
 def test_malformed_files_are_refused_naming_the_file_and_problem(tmp_path, content, message):
     data = tmp_path / "in" / "bad.csv"
     data.parent.mkdir()
