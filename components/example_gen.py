@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
+import functools
 import glob
 import gzip
 import json
+import operator
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -387,6 +390,65 @@ def input_fingerprint(input_base: str, input_config: example_gen_pb2.Input) -> s
     )
 
 
+def _fingerprint_fields(fingerprint: str) -> tuple[int, int, int, int]:
+    """(files, bytes, xor of mtimes, sum of mtimes) summed over the splits of `input_fingerprint`'s text."""
+    totals = [0, 0, 0, 0]
+    for line in fingerprint.splitlines():
+        fields = dict(part.split(":", 1) for part in line.split(","))
+        for i, key in enumerate(("num_files", "total_bytes", "xor_checksum", "sum_checksum")):
+            totals[i] = totals[i] ^ int(fields[key]) if key == "xor_checksum" else totals[i] + int(fields[key])
+    return tuple(totals)
+
+
+def _when(seconds: int) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _state_change(path: str, before: tuple[int, int] | None, after: tuple[int, int] | None) -> str:
+    """"PATH (size A -> B bytes, modified T1 -> T2)" for `file_states` values; None: absent."""
+    def size(state):
+        return "absent" if state is None else f"{state[0]} bytes"
+
+    def when(state):
+        return "absent" if state is None else _when(state[1] // 10**9)
+
+    return f"{path} (size {size(before)} -> {size(after)}, modified {when(before)} -> {when(after)})"
+
+
+def changed_files(recorded: str, states: Mapping[str, tuple[int, int]]) -> list[str]:
+    """Which file changed since TFX fingerprinted the input, as "PATH: size A -> B bytes, modified
+    T1 -> T2" (or added, or gone), deduced from the fingerprint's sums and the files now.
+
+    TFX's fingerprint keeps only the file count, the total size and the xor and
+    sum of the modification times (whole seconds): that names one changed,
+    added or removed file exactly; where several changed it cannot, and the
+    answer is the counts and sizes then and now.
+    """
+    files, size, xor, total = _fingerprint_fields(recorded)
+    now = {path: (length, mtime_ns // 10**9) for path, (length, mtime_ns) in states.items()}
+    d_files = len(now) - files
+    d_size = sum(length for length, _ in now.values()) - size
+    d_xor = xor ^ functools.reduce(operator.xor, (mtime for _, mtime in now.values()), 0)
+    d_total = sum(mtime for _, mtime in now.values()) - total
+    if d_files == 0:
+        candidates = [
+            path for path, (length, mtime) in now.items()
+            if mtime ^ (mtime - d_total) == d_xor and length - d_size >= 0
+        ]
+        if len(candidates) == 1:
+            (path,) = candidates
+            length, mtime = now[path]
+            return [f"{path}: size {length - d_size} -> {length} bytes, modified "
+                    f"{_when(mtime - d_total)} -> {_when(mtime)}"]
+    elif d_files == 1:
+        added = [path for path, (length, mtime) in now.items() if (length, mtime, mtime) == (d_size, d_total, d_xor)]
+        if len(added) == 1:
+            return [f"{added[0]}: added ({d_size} bytes, modified {_when(d_total)})"]
+    elif d_files == -1 and -d_total == d_xor:
+        return [f"a file of {-d_size} bytes modified {_when(-d_total)} is gone"]
+    return [f"{files} files of {size} bytes then, {len(now)} files of {size + d_size} bytes now"]
+
+
 def check_span_folders(input_base: str) -> None:
     """Refuses two span folders with one number (`span-9` and `span-09`): TFX would read one of them."""
     numbers: dict[int, str] = {}
@@ -675,8 +737,8 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
         current = input_fingerprint(exec_properties["input_base"], input_config) if recorded else None
         if recorded and recorded != current:
             raise CsvFormatError(
-                f"{exec_properties['input_base']}: the input changed after it was fingerprinted "
-                f"({recorded!r} then, {current!r} now); run again once the files are complete"
+                f"{exec_properties['input_base']}: the input changed after it was fingerprinted: "
+                f"{'; '.join(changed_files(recorded, before))}; run again once the files are complete"
             )
         input_bytes = sum(size for size, _ in before.values())
         seed = int(_custom_config(exec_properties).get(SEED, 0))
@@ -699,9 +761,9 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
         if after != before:
             changed = sorted(set(before) ^ set(after) | {p for p in before if before[p] != after.get(p)})
             raise CsvFormatError(
-                f"{changed[0]}: changed while it was being read (size and modification time before "
-                f"{before.get(changed[0])}, after {after.get(changed[0])}); the rows read may not be "
-                "what was fingerprinted, so nothing is kept: run again once the files are complete"
+                f"{'; '.join(_state_change(path, before.get(path), after.get(path)) for path in changed)}: "
+                "changed while it was being read; the rows read may not be what was fingerprinted, so "
+                "nothing is kept: run again once the files are complete"
             )
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(

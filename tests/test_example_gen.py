@@ -286,17 +286,45 @@ def _fingerprint(data):
     )
 
 
-def test_a_file_changed_after_it_was_fingerprinted_is_refused(tmp_path):
+def test_a_file_changed_after_it_was_fingerprinted_is_refused_by_name(tmp_path):
     data = tmp_path / "in" / "x.csv"
     data.parent.mkdir()
     data.write_text(PLAIN)
     fingerprint = _fingerprint(data)
+    size = data.stat().st_size
     with data.open("a") as f:
         f.write("late,row,1700000000,1,0.5\n")
-    with pytest.raises(example_gen.CsvFormatError, match="the input changed after it was fingerprinted"):
+    os.utime(data, (1_700_000_000, 1_700_000_000))
+    with pytest.raises(example_gen.CsvFormatError, match="the input changed after it was fingerprinted") as refused:
         _run_example_gen(tmp_path, data, SplitKind.HASH, fingerprint=fingerprint)
+    assert f"x.csv: size {size} -> {data.stat().st_size} bytes, modified " in str(refused.value)
+    assert "-> 2023-11-14 22:13:20 UTC" in str(refused.value)
     _run_example_gen(tmp_path / "again", data, SplitKind.HASH, fingerprint=_fingerprint(data))
     assert len(_rows(tmp_path / "again")) == len(EXPECTED) + 1
+
+
+def _folder_of(tmp_path, names):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for number, name in enumerate(names):
+        (folder / name).write_text(PLAIN)
+        os.utime(folder / name, (1_600_000_000 + 1000 * number,) * 2)
+    return folder
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    (lambda folder: (folder / "c.csv").write_text(PLAIN), "c.csv: added ("),
+    (lambda folder: (folder / "b.csv").unlink(), f"a file of {len(PLAIN)} bytes modified 2020-09-13 12:43:20 UTC is gone"),
+    (lambda folder: [(folder / n).write_text(PLAIN + PLAIN.splitlines()[1] + "\n") for n in ("a.csv", "b.csv")],
+     f"2 files of {2 * len(PLAIN)} bytes then, 2 files of "),
+], ids=["added", "removed", "two-changed"])
+def test_files_added_removed_or_changed_after_the_fingerprint_are_named_where_they_can_be(tmp_path, change, named):
+    folder = _folder_of(tmp_path, ["a.csv", "b.csv"])
+    fingerprint = _fingerprint(folder)
+    change(folder)
+    with pytest.raises(example_gen.CsvFormatError, match="the input changed after it was fingerprinted") as refused:
+        _run_example_gen(tmp_path / "run", folder, SplitKind.HASH, fingerprint=fingerprint)
+    assert named in str(refused.value)
 
 
 def test_a_file_that_changes_while_it_is_read_is_refused(tmp_path):
@@ -327,7 +355,8 @@ def test_a_file_that_changes_while_it_is_read_is_refused(tmp_path):
     writer = threading.Thread(target=append_once_open)
     writer.start()
     try:
-        with pytest.raises(example_gen.CsvFormatError, match="x.csv: changed while it was being read"):
+        with pytest.raises(example_gen.CsvFormatError, match=r"x.csv \(size \d+ bytes -> \d+ bytes, modified "
+                           r"[-\d: ]+UTC -> [-\d: ]+UTC\): changed while it was being read"):
             _run_example_gen(tmp_path, data, SplitKind.TEMPORAL, fingerprint=fingerprint)
     finally:
         writer.join()
