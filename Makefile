@@ -52,12 +52,14 @@ test: lint $(AIRFLOW_READY)
 lint: $(READY)
 	$(VENV)/bin/ruff check .
 
-# Re-resolve the pinned, hashed closure of requirements/requirements.in.
+# Re-resolve the pinned, hashed closures of requirements/*.in (the tools within the main lock's versions).
 lock: $(READY)
 	$(VENV)/bin/uv pip compile --python-version 3.11 --python-platform $(PLATFORM) \
 	    --generate-hashes requirements/requirements.in -o requirements/requirements.lock
 	$(VENV)/bin/uv pip compile --python-version 3.11 --python-platform $(PLATFORM) \
 	    --generate-hashes requirements/airflow.in -o requirements/airflow.lock
+	$(VENV)/bin/uv pip compile --python-version 3.11 --python-platform $(PLATFORM) \
+	    --generate-hashes -c requirements/requirements.lock requirements/tools.in -o requirements/tools.txt
 
 clean:
 	rm -rf $(VENV) outputs
