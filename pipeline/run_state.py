@@ -3,8 +3,12 @@
 `output_root_lock(output_dir, run_id)` holds an exclusive `flock` on
 `<output>/.run.lock` for the whole run; the kernel releases it when the
 process dies, however it dies. The file records the holder (pid, host, start
-time, run id): a second run fails at once naming it, and a run that finds a
-record left by a holder that no longer holds the lock says it took it over.
+time, run id), or that the last holder released it: a second run fails at
+once naming the holder, and a run that finds a holder's record, or a record
+cut short by a kill while it was written, says it took the lock over. The
+file is never empty once made (it is linked into place with its first
+record), and a record overwrites the last one before the file is cut to its
+length, so a kill at any point leaves a record or a visibly torn one.
 
 TFX leaves an execution `RUNNING` in ML Metadata when its driver raises or
 its process is killed. `record_unfinished` marks such executions `FAILED`
@@ -49,22 +53,43 @@ class LockHolder:
         return f"run {self.run_id} (pid {self.pid} on {self.host}, started {self.started})"
 
 
-def _read_holder(fd: int) -> LockHolder | None:
+# The record of a lock its last holder released.
+_RELEASED = {"released": True}
+
+
+def _read_holder(fd: int) -> LockHolder | str | None:
+    """The holder the lock file names; None if released (or empty, as older versions left it);
+    the text itself if it is no record (a write cut short)."""
     os.lseek(fd, 0, os.SEEK_SET)
     text = os.read(fd, 65536).decode(errors="replace").strip()
     if not text:
         return None
     try:
-        return LockHolder(**json.loads(text))
+        record = json.loads(text)
+        return None if record == _RELEASED else LockHolder(**record)
     except (ValueError, TypeError):
-        return LockHolder(pid=-1, host="?", started="?", run_id=f"unknown ({text[:80]!r})")
+        return text
 
 
-def _write_holder(fd: int, holder: LockHolder | None) -> None:
-    os.ftruncate(fd, 0)
-    if holder is not None:
-        os.pwrite(fd, json.dumps(dataclasses.asdict(holder)).encode(), 0)
+def _write_record(fd: int, record: dict) -> None:
+    data = json.dumps(record).encode()
+    os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
     os.fsync(fd)
+
+
+def _open_lock_file(path: Path) -> int:
+    """`path` opened for reading and writing; made first, if missing, with a released record in it."""
+    if not path.exists():
+        draft = path.with_name(f"{path.name}.{os.getpid()}.new")
+        draft.write_text(json.dumps(_RELEASED))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another run made it first
+        finally:
+            draft.unlink()
+    return os.open(path, os.O_RDWR | os.O_CLOEXEC)
 
 
 @contextlib.contextmanager
@@ -75,29 +100,34 @@ def output_root_lock(output_dir: Path, run_id: str) -> Iterator[str | None]:
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = _open_lock_file(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(fd)
-            who = holder.describe() if holder else "another run (just starting)"
+            who = holder.describe() if isinstance(holder, LockHolder) else "another run (just starting)"
             raise OutputRootBusy(
                 f"output root {output_dir} is in use by {who}; wait for it to finish or use another --output"
             ) from None
         previous = _read_holder(fd)
         note = None
-        if previous is not None:
+        if isinstance(previous, LockHolder):
             note = (
                 f"took over the run lock of {previous.describe()}, whose process ended without "
                 "releasing it (killed?)"
             )
+        elif previous is not None:
+            note = (
+                f"took over the run lock from a run killed while it wrote its record ({path} held "
+                f"{previous[:80]!r}, no whole record)"
+            )
         started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        _write_holder(fd, LockHolder(os.getpid(), socket.gethostname(), started, run_id))
+        _write_record(fd, dataclasses.asdict(LockHolder(os.getpid(), socket.gethostname(), started, run_id)))
         try:
             yield note
         finally:
-            _write_holder(fd, None)
+            _write_record(fd, _RELEASED)
     finally:
         os.close(fd)
 
