@@ -115,11 +115,11 @@ def first_fit(
         sizes[features.USER_ID], sizes[features.ITEM_ID], config, TrainingData.from_columns(train_columns)
     )
     loop = epoch_loop(train_columns, config)
-    fit = train(
+    fitted = train(
         model, batches(train_columns, loop, shuffle=True, repeat=True), batches(validation, loop, shuffle=False),
         loop, verbose,
     )
-    return model, fit
+    return model, fitted
 
 
 def fit(
