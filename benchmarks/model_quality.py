@@ -74,7 +74,7 @@ ABLATION_STEPS = (
      {"factorized": True, "hidden_units": [],
       "loss_weights": {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 100.0}}),
     ("+ per-example L2 2.0, early stopping on the validation split",
-     {"l2": 2.0, "epochs": 40, "early_stopping_patience": 3}),
+     {"l2": 2.0, "epochs": 30, "early_stopping_patience": 3}),
     ("+ heads start at base rates, N(0, 0.01) embeddings",
      {"base_rate_init": True, "embedding_init_stddev": 0.01}),
     ("+ LazyAdam", {"optimizer": "lazy_adam"}),
