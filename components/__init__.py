@@ -1,1 +1,2 @@
-"""Code the pipeline's components run: ingestion, validation, transform, model, export."""
+"""Code the pipeline's TFX components run: ingestion, validation, transform, the Tuner's and Trainer's
+module, evaluation, the serving check and publication."""

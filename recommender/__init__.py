@@ -1,0 +1,1 @@
+"""The Keras model library: names, heads, config, model, training, export and `recommend`. Imports no TFX."""
