@@ -15,6 +15,7 @@ match the schema).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -32,7 +33,13 @@ from data.synthetic import SyntheticSpec, write_csv
 from pipeline.beam import add_beam_flags, beam_args_from_flags
 from pipeline.config import PipelineConfig
 from pipeline.console import QuietConsole, log_path, redacting
-from pipeline.run_state import OutputRootBusy, output_root_lock, record_failure_reason, record_unfinished
+from pipeline.run_state import (
+    OutputRootBusy,
+    OutputRootUnwritable,
+    output_root_lock,
+    record_failure_reason,
+    record_unfinished,
+)
 from pipeline.runner_options import OptionError, json_value, model_config
 from recommender.config import TuningConfig
 
@@ -263,8 +270,9 @@ def run(config: PipelineConfig, run_id: str | None = None):
                 run_pipeline(config, connection, run_id)
             except Exception as err:  # reported with the summary; the exit code says it failed
                 logging.exception("pipeline run failed")
-                error = err
-                record_failure_reason(store, config.pipeline_name, run_id, f"{type(err).__name__}: {err}")
+                error = _store_write_error(config, err) or err
+                with contextlib.suppress(Exception):  # a store that cannot be written cannot take the reason either
+                    record_failure_reason(store, config.pipeline_name, run_id, f"{type(err).__name__}: {err}")
             try:
                 summary = summarize(store, config.pipeline_name, run_id)
             except LookupError:
@@ -272,8 +280,28 @@ def run(config: PipelineConfig, run_id: str | None = None):
                     raise
                 return None, error  # failed before any component ran
             return dataclasses.replace(summary, notes=tuple(notes)), error
-    except OutputRootBusy as busy:
-        return None, busy
+    except (OutputRootBusy, OutputRootUnwritable) as refused:
+        return None, refused
+
+
+# What SQLite answers when it cannot write its file or journal (ENOSPC, EFBIG, EIO).
+_STORE_WRITE_FAILURES = ("disk I/O error", "database or disk is full")
+
+
+class MetadataStoreUnwritable(RuntimeError):
+    """ML Metadata could not be written: the run stopped where it was."""
+
+
+def _store_write_error(config: PipelineConfig, error: Exception) -> MetadataStoreUnwritable | None:
+    """A clear error for a run stopped because ML Metadata could not write, else None."""
+    if not any(failure in str(error) for failure in _STORE_WRITE_FAILURES):
+        return None
+    where = "its MySQL database" if config.metadata_mysql else str(config.metadata_path)
+    return MetadataStoreUnwritable(
+        f"ML Metadata ({where}) could not be written (SQLite: disk I/O error; is the disk full, or a file size "
+        "limit reached?): the run stopped there; the served model is untouched and the store stays readable; "
+        f"run again once there is room. The store said: {str(error)[:200]}"
+    )
 
 
 def _write_report(config: PipelineConfig, summary) -> Path:

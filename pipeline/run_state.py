@@ -42,6 +42,10 @@ class OutputRootBusy(RuntimeError):
     """Another run holds the output root."""
 
 
+class OutputRootUnwritable(RuntimeError):
+    """The run lock's record cannot be written (a full disk, a file size limit)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class LockHolder:
     pid: int
@@ -123,7 +127,15 @@ def output_root_lock(output_dir: Path, run_id: str) -> Iterator[str | None]:
                 f"{previous[:80]!r}, no whole record)"
             )
         started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        _write_record(fd, dataclasses.asdict(LockHolder(os.getpid(), socket.gethostname(), started, run_id)))
+        try:
+            _write_record(fd, dataclasses.asdict(LockHolder(os.getpid(), socket.gethostname(), started, run_id)))
+        except OSError as error:
+            with contextlib.suppress(OSError):  # the short released record may still fit
+                _write_record(fd, _RELEASED)
+            raise OutputRootUnwritable(
+                f"cannot write the run lock {path}: {error.strerror} (is the disk full, or a file size limit "
+                "reached?); nothing ran and nothing was changed"
+            ) from error
         try:
             yield note
         finally:
