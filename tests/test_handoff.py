@@ -225,3 +225,64 @@ def test_a_full_disk_during_the_copy_publishes_nothing_and_leaves_no_staging(mod
     assert results == []  # no push reported
     assert (tmp_path / "child" / "run" / "checked.json").is_file()  # though the check had passed
     assert served_versions(serving) == before and _staging(serving) == []
+
+
+def test_two_orchestrators_publishing_into_one_folder_at_once_keep_versions_unique_and_verified(
+    models, serving, tmp_path, children
+):
+    """A LocalDagRunner run and, all through it, the Pusher's executor in other processes (what an
+    Airflow or Kubeflow task runs) publish into one serving folder: the publish lock keeps every
+    version unique, complete at first sight and the bytes its publisher checked."""
+    import threading
+
+    from data.synthetic import write_csv
+    from pipeline.config import PipelineConfig
+    from run_local import run
+    from tests.support import LOOSE_THRESHOLDS
+
+    data = write_csv(SyntheticSpec(num_interactions=3_000), tmp_path / "data" / "interactions.csv")
+    config = PipelineConfig(data_path=data, output_dir=tmp_path, model=ModelConfig(epochs=2),
+                            thresholds=LOOSE_THRESHOLDS)
+    assert config.serving_dir == serving
+    before = served_versions(serving)
+    done, lanes = threading.Event(), []
+
+    def lane(number):  # one task after another until the local run has finished
+        turn = 0
+        while not done.is_set():
+            model = models["large" if (number + turn) % 2 else "good"]
+            child = children(model, serving, tmp_path / f"task-{number}-{turn}")
+            started = time.time()
+            code, out, error = child.wait()
+            lanes.append((started, time.time(), code, out, error, model))
+            turn += 1
+
+    threads = [threading.Thread(target=lane, args=(n,)) for n in range(2)]
+    with Watcher(serving) as watcher:
+        for thread in threads:
+            thread.start()
+        try:
+            summary, error = run(config)
+        finally:
+            done.set()
+            for thread in threads:
+                thread.join(timeout=600)
+    assert error is None and summary.pushed_to, error
+    assert lanes and all(code == 0 for _, _, code, _, _, _ in lanes), [e for *_, e, _ in lanes]
+    pusher = next(c for c in summary.components if c.component_id == "Pusher")
+    pushed_at = (pusher.started_at, pusher.started_at + pusher.seconds)
+    # The local run's push fell while another task was publishing or checking.
+    assert any(start < pushed_at[1] and pushed_at[0] < end for start, end, *_ in lanes)
+
+    (trained,) = (tmp_path / "pipeline" / "Trainer" / "model").glob("*/Format-Serving")
+    published = {Path(summary.pushed_to).name: publish.tree_digest(trained)}
+    for _, _, _, (out,), _, model in lanes:
+        published.setdefault(out["pushed_version"], publish.tree_digest(model))
+    final = served_versions(serving)
+    new = {version: digest for version, digest in final.items() if version not in before}
+    # One folder per publication, none reused, each the bytes its publisher checked, complete when first seen.
+    assert len(new) == len(lanes) + 1 == len(published)
+    assert new == published
+    assert all(watcher.seen[version][1] == digest for version, digest in new.items())
+    assert {k: v for k, v in final.items() if k in before} == before
+    assert _staging(serving) == []
