@@ -86,14 +86,20 @@ def _open_lock_file(path: Path) -> int:
     """`path` opened for reading and writing; made first, if missing, with a released record in it."""
     if not path.exists():
         draft = path.with_name(f"{path.name}.{os.getpid()}.new")
-        draft.write_text(json.dumps(_RELEASED))
         try:
-            os.link(draft, path)
-        except FileExistsError:
-            pass  # another run made it first
-        finally:
-            draft.unlink()
+            draft.write_text(json.dumps(_RELEASED))
+            with contextlib.suppress(FileExistsError):  # another run made it first
+                os.link(draft, path)
+        finally:  # also when the draft could not be written whole (a full disk)
+            draft.unlink(missing_ok=True)
     return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+
+
+def _unwritable(path: Path, error: OSError) -> OutputRootUnwritable:
+    return OutputRootUnwritable(
+        f"cannot write the run lock {path}: {error.strerror} (is the disk full, or a file size limit "
+        "reached?); nothing ran and nothing was changed"
+    )
 
 
 @contextlib.contextmanager
@@ -102,9 +108,12 @@ def output_root_lock(output_dir: Path, run_id: str) -> Iterator[str | None]:
 
     Raises OutputRootBusy, naming the holder, if another live run holds it.
     """
-    output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / LOCK_NAME
-    fd = _open_lock_file(path)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        fd = _open_lock_file(path)
+    except OSError as error:
+        raise _unwritable(path, error) from error
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -132,10 +141,7 @@ def output_root_lock(output_dir: Path, run_id: str) -> Iterator[str | None]:
         except OSError as error:
             with contextlib.suppress(OSError):  # the short released record may still fit
                 _write_record(fd, _RELEASED)
-            raise OutputRootUnwritable(
-                f"cannot write the run lock {path}: {error.strerror} (is the disk full, or a file size limit "
-                "reached?); nothing ran and nothing was changed"
-            ) from error
+            raise _unwritable(path, error) from error
         try:
             yield note
         finally:

@@ -156,3 +156,26 @@ def test_executions_left_running_by_any_ended_run_are_recorded_once(tmp_path):
     assert _state(store, ids["a"]) == ("FAILED", "abandoned") == _state(store, ids["b"])
     assert record_unfinished(store, "p", "abandoned") == []
     assert record_unfinished(store, "no-such-pipeline", "abandoned") == []
+
+
+FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4, resource.RLIM_INFINITY))
+from pipeline.run_state import OutputRootUnwritable, output_root_lock
+try:
+    with output_root_lock(Path(sys.argv[1]), "first-run"):
+        print("held")
+except OutputRootUnwritable as refused:
+    print(refused)
+"""
+
+
+def test_a_lock_file_that_cannot_be_made_on_a_full_disk_is_refused_by_name_and_leaves_no_draft(tmp_path):
+    root = tmp_path / "fresh"
+    out = subprocess.run([sys.executable, "-c", FULL_DISK, str(root)], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith(f"cannot write the run lock {root / '.run.lock'}: File too large"), out.stdout
+    assert list(root.iterdir()) == []
+    with output_root_lock(root, "next-run") as note:
+        assert note is None
