@@ -29,19 +29,19 @@ from components import ranking
 from components.ranking import MODEL, POPULARITY
 from components.ranking_evaluator import evaluate
 from recommender import features, recommend
-from recommender.model import ModelConfig
+from recommender.config import ModelConfig, RankingConfig
 from recommender.training import fit
 
-# name -> (RankingConfig.popularity_weight, {head: weight}); the first is the default.
+# name -> RankingConfig fields (the log-space blend of recommender.recommend); the first is the default.
+_LIKE, _PURCHASE = features.BINARY_RATING, features.PURCHASE_PROBABILITY
 BLENDS = {
-    "popularity x P(like) x purchase (default)": (1.0, {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 1.0}),
-    "popularity x P(like)": (1.0, {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 0.0}),
-    "popularity^0.5 x P(like) x purchase": (0.5, {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 1.0}),
-    "popularity^2 x P(like) x purchase": (2.0, {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 1.0}),
-    "popularity^2 x P(like)": (2.0, {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 0.0}),
-    "P(like) x purchase": (0.0, {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 1.0}),
-    "P(like)": (0.0, {features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 0.0}),
-    "purchase": (0.0, {features.BINARY_RATING: 0.0, features.PURCHASE_PROBABILITY: 1.0}),
+    "retrieval (default)": {},
+    "retrieval + 0.5 log P(like)": {"weights": {_LIKE: 0.5, _PURCHASE: 0.0}},
+    "retrieval + log P(like)": {"weights": {_LIKE: 1.0, _PURCHASE: 0.0}},
+    "retrieval + log P(like) + log purchase": {"weights": {_LIKE: 1.0, _PURCHASE: 1.0}},
+    "popularity x P(like) x purchase (no retrieval)": {
+        "retrieval_weight": 0.0, "popularity_weight": 1.0, "weights": {_LIKE: 1.0, _PURCHASE: 1.0},
+    },
 }
 
 
@@ -75,13 +75,19 @@ def main() -> int:
     parser.add_argument("--split", choices=splits.HOW, default="temporal")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--k", type=int, default=ranking.DEFAULT_K)
+    parser.add_argument(
+        "--judge", choices=("validation", "test"), default="test",
+        help="validation: fit on train only (no refit) and judge on the validation rows, to choose a blend",
+    )
     args = parser.parse_args()
     per_seed: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         frame, _ = model_quality.load(args.movielens, Path(tmp))
         for seed in args.seeds:
             train_rows, validation_rows, test_rows = splits.split(frame, args.split, seed)
-            config = ModelConfig(seed=seed)
+            config = ModelConfig(seed=seed, refit=args.judge == "test")
+            if args.judge == "validation":
+                test_rows = validation_rows
             model, training, tft_output = trained(train_rows, validation_rows, Path(tmp) / f"seed-{seed}", config)
             users = tft_output.vocabulary_by_name(features.vocabulary_name(features.USER_ID))
             user_index = {u: i for i, u in enumerate(users)}
@@ -89,10 +95,10 @@ def main() -> int:
             average = recommend.average_user(model, len(user_index), len(catalogue), seed)
             # As the RankingEvaluator: the rows the model learnt from are left out of its rankings.
             judged = _rows(model_quality.analysed_rows(config, train_rows, validation_rows)), _rows(test_rows)
-            for name, (popularity_weight, weights) in BLENDS.items():
+            for name, blend in BLENDS.items():
                 tables = recommend.RecommendTables(
-                    catalogue, training.users, training.items, len(user_index), average, weights, True,
-                    popularity_weight,
+                    catalogue, training.users, training.items, len(user_index), average, RankingConfig(**blend),
+                    config.retrieval.max_history,
                 )
                 result = evaluate(
                     *judged,

@@ -26,8 +26,10 @@ import numpy as np
 RECALL, NDCG, HIT_RATE = "recall", "ndcg", "hit_rate"
 METRICS = (RECALL, NDCG, HIT_RATE)
 DEFAULT_K = 10
-# The slice of every judged user.
-OVERALL = "overall"
+# The slice of every judged user, and that of new users judged given their first interactions.
+OVERALL, FOLD_IN = "overall", "fold_in"
+# The judged users with a training row.
+KNOWN = "known_users"
 # Who ranked: the candidate model, the popularity baseline, the model being served.
 MODEL, POPULARITY, BASELINE = "model", "popularity", "baseline_model"
 
@@ -101,11 +103,13 @@ def top_k_unseen(ranked_fn: Callable[[list, int], Sequence[Sequence]], users: li
 @dataclasses.dataclass(frozen=True)
 class RankingThreshold:
     """When the model ranks well enough to bless: `metric` (one of METRICS, at the evaluation's k)
-    must reach `bound` and be at most `max_regression` below the baseline model's."""
+    on the users of `slice` (OVERALL, KNOWN, FOLD_IN or "user_activity:<tier>") must reach `bound` and be
+    at most `max_regression` below the baseline model's. A slice with no judged user fails."""
 
     metric: str
     bound: float
     max_regression: float
+    slice: str = OVERALL
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:

@@ -9,6 +9,11 @@ of `components.ranking` for the model, the popularity baseline and, when there
 is one with a `recommend` signature, the baseline model, overall and per user
 activity tier (training interactions, as the Evaluator's slices count them).
 
+The `fold_in` slice judges new users as a service meets them: for each user
+with no training row, the first half (by time) of the user's `eval`
+interactions is the request's history (`recommend_from_history`; popularity
+leaves it out too), and the user is judged on the liked items of the rest.
+
 Its `RankingEvaluation` artifact holds the overall figures as custom
 properties and every slice in `ranking.json`; `blessed` is 1 unless a
 `RankingThreshold` is given and fails (the reasons are recorded).
@@ -41,19 +46,21 @@ class RankingEvaluation(Artifact):
     TYPE_NAME = mlmd_names.RANKING_EVALUATION_TYPE
 
 
-def read_interactions(examples_uri: str, split: str) -> Iterator[tuple[bytes, bytes, int]]:
-    """(user_id, item_id, binary_rating) of every example in one split of an Examples artifact."""
+def read_interactions(examples_uri: str, split: str) -> Iterator[tuple[bytes, bytes, int, int]]:
+    """(user_id, item_id, binary_rating, timestamp) of every example in one split of an Examples artifact."""
     files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
     spec = {
         features.USER_ID: tf.io.FixedLenFeature([], tf.string),
         features.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
         features.BINARY_RATING: tf.io.FixedLenFeature([], tf.int64),
+        features.TIMESTAMP: tf.io.FixedLenFeature([], tf.int64),
     }
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(65_536).map(
         lambda records: tf.io.parse_example(records, spec)
     )
     for batch in dataset.as_numpy_iterator():
-        yield from zip(batch[features.USER_ID], batch[features.ITEM_ID], batch[features.BINARY_RATING])
+        yield from zip(batch[features.USER_ID], batch[features.ITEM_ID], batch[features.BINARY_RATING],
+                       batch[features.TIMESTAMP])
 
 
 def tier(count: int, some: int, many: int) -> str:
@@ -62,57 +69,106 @@ def tier(count: int, some: int, many: int) -> str:
     return unseen if count == 0 else few if count < some else mid if count < many else top
 
 
-def model_top(model_dir: str, users: list[bytes], seen: Mapping[bytes, set], k: int) -> list[list[bytes]] | None:
-    """Each user's top k items from the model's `recommend` signature, training items left out.
+def padded(histories: list[list[bytes]]) -> np.ndarray:
+    """Histories as `recommend_from_history` takes them: string [users, longest], "" padding."""
+    out = np.full((len(histories), max([0, *map(len, histories)])), b"", dtype=object)
+    for row, items in enumerate(histories):
+        out[row, : len(items)] = items
+    return out
 
-    None if the model has no `recommend` signature (one exported before it existed).
+
+# (users, items each user is judged without, the users' request histories or None) -> each user's top k.
+TopFn = Callable[[list[bytes], Mapping[bytes, set], Union[Mapping[bytes, list], None]], Union[list, None]]
+
+
+def model_top(model_dir: str, users: list[bytes], seen: Mapping[bytes, set], k: int,
+              histories: Mapping[bytes, list[bytes]] | None = None) -> list[list[bytes]] | None:
+    """Each user's top k items from the model's `recommend` signature, `seen` items left out;
+    with `histories`, from `recommend_from_history` given each user's history.
+
+    None if the model has no such signature (one exported before it existed).
     """
     signatures = tf.saved_model.load(model_dir).signatures
-    if features.RECOMMEND not in signatures:
+    name = features.RECOMMEND if histories is None else features.RECOMMEND_FROM_HISTORY
+    if name not in signatures:
         return None
-    signature = signatures[features.RECOMMEND]
+    signature = signatures[name]
 
     def ranked(chunk: list[bytes], n: int):
-        return signature(user_id=tf.constant(chunk), k=tf.constant(n, tf.int32))[features.ITEM_ID].numpy()
+        inputs = {features.USER_ID: tf.constant(chunk), "k": tf.constant(n, tf.int32)}
+        if histories is not None:
+            inputs[features.HISTORY] = tf.constant(padded([histories[u] for u in chunk]), tf.string)
+        return signature(**inputs)[features.ITEM_ID].numpy()
 
-    return ranking.top_k_unseen(ranked, users, seen, k, recommend.users_per_call(recommend.catalogue_size(signature)))
+    catalogue = recommend.catalogue_size(signatures[features.RECOMMEND])
+    return ranking.top_k_unseen(ranked, users, seen, k, recommend.users_per_call(catalogue))
+
+
+def fold_in(eval_rows: Iterable[tuple[bytes, bytes, int, int]], seen: Mapping[bytes, set]
+            ) -> tuple[dict[bytes, list[bytes]], dict[bytes, set]]:
+    """(history, liked items after it) of each new user (no training row) with a liked item after the
+    first half, by time, of the user's eval interactions; ties in time keep the rows' order."""
+    rows: dict[bytes, list] = {}
+    for position, (user, item, liked, timestamp) in enumerate(eval_rows):
+        if user not in seen:
+            rows.setdefault(user, []).append((timestamp, position, item, liked))
+    histories, relevant = {}, {}
+    for user, events in rows.items():
+        events.sort()
+        cut = len(events) // 2
+        history = [item for _, _, item, _ in events[:cut]]
+        later = {item for _, _, item, liked in events[cut:] if liked and item not in history}
+        if history and later:
+            histories[user], relevant[user] = history, later
+    return histories, relevant
 
 
 def evaluate(
-    train_rows: Iterable[tuple[bytes, bytes, int]], eval_rows: Iterable[tuple[bytes, bytes, int]],
-    model_top_fn: Callable[[list[bytes], Mapping[bytes, set]], list | None],
-    baseline_top_fn: Callable[[list[bytes], Mapping[bytes, set]], list | None] | None,
-    k: int, tier_thresholds: tuple[int, int],
+    train_rows: Iterable[tuple[bytes, bytes, int, int]], eval_rows: Iterable[tuple[bytes, bytes, int, int]],
+    model_top_fn: TopFn, baseline_top_fn: TopFn | None, k: int, tier_thresholds: tuple[int, int],
 ) -> dict:
-    """{slice: {ranker: metrics}} over the users with a liked item among `eval_rows` (see the module docstring).
+    """{slice: {ranker: metrics}} over the users with a liked item among `eval_rows`, and the
+    `fold_in` slice of new users (see the module docstring).
 
-    Rows are (user_id, item_id, liked); `*_top_fn(users, training items per user)`
-    gives each user's top k, training items left out.
+    Rows are (user_id, item_id, liked, timestamp); `*_top_fn(users, items
+    left out per user, histories)` gives each user's top k, those items left
+    out; `histories` is None for the users with no history in the request.
     """
     seen, counts, activity = {}, Counter(), Counter()
-    for user, item, _ in train_rows:
+    for user, item, *_ in train_rows:
         seen.setdefault(user, set()).add(item)
         counts[item] += 1
         activity[user] += 1
+    eval_rows = list(eval_rows)
     relevant = {}
-    for user, item, liked in eval_rows:
+    for user, item, liked, _ in eval_rows:
         if liked and item not in seen.get(user, ()):
             relevant.setdefault(user, set()).add(item)
     users = sorted(relevant)
-    tops = {ranking.MODEL: model_top_fn(users, seen), ranking.POPULARITY: ranking.popularity_top(counts, seen, users, k)}
-    if baseline_top_fn is not None:
-        baseline = baseline_top_fn(users, seen)
-        if baseline is not None:
-            tops[ranking.BASELINE] = baseline
-    liked = [relevant[u] for u in users]
-    values = {name: ranking.per_user(top, liked, k) for name, top in tops.items()}
+
+    def judged(users: list[bytes], left_out: Mapping[bytes, set], liked: Mapping[bytes, set], histories):
+        tops = {ranking.MODEL: model_top_fn(users, left_out, histories),
+                ranking.POPULARITY: ranking.popularity_top(counts, left_out, users, k)}
+        if baseline_top_fn is not None:
+            baseline = baseline_top_fn(users, left_out, histories)
+            if baseline is not None:
+                tops[ranking.BASELINE] = baseline
+        return {name: ranking.per_user(top, [liked[u] for u in users], k) for name, top in tops.items()}
+
+    values = judged(users, seen, relevant, None)
     tiers = np.array([tier(activity[u], *tier_thresholds) for u in users])
-    slices = {ranking.OVERALL: np.ones(len(users), bool)}
+    slices = {ranking.OVERALL: np.ones(len(users), bool), ranking.KNOWN: np.array([u in seen for u in users], bool)}
     slices.update({f"user_activity:{t}": tiers == t for t in features.TIERS if (tiers == t).any()})
-    return {
+    result = {
         name: {ranker: ranking.summarize(v[mask], k) for ranker, v in values.items()}
-        for name, mask in slices.items()
+        for name, mask in slices.items() if mask.any() or name == ranking.OVERALL
     }
+    histories, later = fold_in(eval_rows, seen)
+    if histories:
+        new_users = sorted(histories)
+        values = judged(new_users, {u: set(histories[u]) for u in new_users}, later, histories)
+        result[ranking.FOLD_IN] = {ranker: ranking.summarize(v, k) for ranker, v in values.items()}
+    return result
 
 
 def _model_dir(model: Artifact) -> str:
@@ -127,7 +183,7 @@ def RankingEvaluator(  # pylint: disable=invalid-name
     k: Parameter[int],
     tier_thresholds: Parameter[list[int]],
     training_splits: Parameter[list[str]],
-    # {"metric", "bound", "max_regression"} of a RankingThreshold, or empty: not gated.
+    # {"metric", "bound", "max_regression"[, "slice"]} of a RankingThreshold, or empty: not gated.
     # typing.Union, not "str | float": TFX 1.21 recognises only the former as JSON-compatible.
     threshold: Parameter[dict[str, Union[str, float]]],  # noqa: UP007
     baseline_model: InputArtifact[standard_artifacts.Model] = None,
@@ -135,9 +191,9 @@ def RankingEvaluator(  # pylint: disable=invalid-name
     """Ranks the eval split's users with `model` (and `baseline_model`) and gates on `threshold`."""
     some, many = tier_thresholds
 
-    def candidate_top(users: list[bytes], seen: Mapping[bytes, set]) -> list[list[bytes]]:
-        top = model_top(_model_dir(model), users, seen, k)
-        if top is None:
+    def candidate_top(users: list[bytes], seen: Mapping[bytes, set], histories) -> list[list[bytes]] | None:
+        top = model_top(_model_dir(model), users, seen, k, histories)
+        if top is None and histories is None:
             raise ValueError(f"{_model_dir(model)}: the model has no {features.RECOMMEND!r} signature to rank with")
         return top
 
@@ -145,7 +201,8 @@ def RankingEvaluator(  # pylint: disable=invalid-name
         itertools.chain.from_iterable(read_interactions(examples.uri, split) for split in training_splits),
         read_interactions(examples.uri, choices.EVAL),
         candidate_top,
-        (lambda users, seen: model_top(_model_dir(baseline_model), users, seen, k)) if baseline_model else None,
+        (lambda users, seen, histories: model_top(_model_dir(baseline_model), users, seen, k, histories))
+        if baseline_model else None,
         k, (some, many),
     )
     overall = result[ranking.OVERALL]
@@ -162,7 +219,12 @@ def RankingEvaluator(  # pylint: disable=invalid-name
     if threshold:
         gate = ranking.RankingThreshold(**threshold)
         key = ranking.metric_key(gate.metric, k)
-        baseline = overall.get(ranking.BASELINE, {}).get(key)
-        failures = gate.failures(overall[ranking.MODEL][key], baseline, k)
+        judged = result.get(gate.slice)
+        if judged is None or ranking.MODEL not in judged:
+            failures = [f"no user fell in the gated slice {gate.slice!r}"]
+        else:
+            baseline = judged.get(ranking.BASELINE, {}).get(key)
+            failures = [f"{gate.slice}: {failure}" if gate.slice != ranking.OVERALL else failure
+                        for failure in gate.failures(judged[ranking.MODEL][key], baseline, k)]
     evaluation.set_int_custom_property(mlmd_names.BLESSED, int(not failures))
     evaluation.set_string_custom_property(mlmd_names.RANKING_FAILURES, json.dumps(failures))

@@ -10,8 +10,9 @@
    dtypes are the ones it declares, run by tensor name in that session;
 3. checks the answers: one row per request row for each head, finite values,
    each head in its kind's range, and the two serving signatures agreeing on
-   the same rows; `recommend` answers at most `k` items per user, best score
-   first, padding only at the end;
+   the same rows; `recommend` and `recommend_from_history` answer at most
+   `k` items per user, best score first, padding only at the end, never an
+   item of the request's history;
 4. loads the same folder with TF2's `tf.saved_model.load` (the README's way)
    and requires the same answers from its signatures, and the same
    predictions from `serving_default` for every (user, recommended item)
@@ -171,33 +172,41 @@ def _replay_in_session(path: str, logs) -> list[tuple[str, dict, dict]]:
     return answers
 
 
-def _check_recommendations(path: str, inputs: dict, outputs: dict) -> None:
-    """`recommend`'s answer: the same [rows, <= k] shape everywhere, sorted, padded only at the end."""
+RECOMMENDERS = (features.RECOMMEND, features.RECOMMEND_FROM_HISTORY)
+
+
+def _check_recommendations(path: str, inputs: dict, outputs: dict, name: str = features.RECOMMEND) -> None:
+    """A recommending signature's answer: the same [rows, <= k] shape everywhere, sorted, padded
+    only at the end, none of the request's history items."""
     rows, k = len(inputs[features.USER_ID]), int(inputs["k"])
     items = outputs.get(features.ITEM_ID)
     if items is None or items.ndim != 2 or items.shape[0] != rows or items.shape[1] > max(k, 0):
         raise ServingCheckError(
-            f"{path}: signature {features.RECOMMEND!r} answered {rows} users and k={k} with item_id of shape "
+            f"{path}: signature {name!r} answered {rows} users and k={k} with item_id of shape "
             f"{None if items is None else items.shape}, expected ({rows}, at most {k})"
         )
-    _check_outputs(path, features.RECOMMEND, rows, {**outputs}, columns=items.shape[1])
+    _check_outputs(path, name, rows, {**outputs}, columns=items.shape[1])
     score = outputs.get(features.SCORE)
     if score is None or score.shape != items.shape or not np.all(np.isfinite(score)):
-        raise ServingCheckError(f"{path}: signature {features.RECOMMEND!r} gave no finite score of item_id's shape")
+        raise ServingCheckError(f"{path}: signature {name!r} gave no finite score of item_id's shape")
     padding = items == b""
     if np.any(padding[:, :-1] & ~padding[:, 1:]):
-        raise ServingCheckError(f"{path}: signature {features.RECOMMEND!r} gave an item after an empty one")
+        raise ServingCheckError(f"{path}: signature {name!r} gave an item after an empty one")
     ranked = np.where(padding, -np.inf, score)
     if np.any(ranked[:, 1:] > ranked[:, :-1]):
-        raise ServingCheckError(f"{path}: signature {features.RECOMMEND!r} did not rank items by score")
+        raise ServingCheckError(f"{path}: signature {name!r} did not rank items by score")
+    for row, history in enumerate(inputs.get(features.HISTORY, ())):
+        again = (set(items[row]) & set(history)) - {b""}
+        if again:
+            raise ServingCheckError(f"{path}: signature {name!r} recommended history item(s) {sorted(again)}")
 
 
 def _check_answers(path: str, answers) -> None:
     """Each answer's shapes and ranges; the two serving signatures agree on the same rows."""
     by_signature = {}
     for name, inputs, outputs in answers:
-        if name == features.RECOMMEND:
-            _check_recommendations(path, inputs, outputs)
+        if name in RECOMMENDERS:
+            _check_recommendations(path, inputs, outputs, name)
             continue
         rows = len(next(iter(inputs.values())))
         _check_outputs(path, name, rows, outputs)
@@ -229,13 +238,13 @@ def _check_tf2_load(path: str, answers) -> None:
                     f"{path}: signature {name!r}: tf.saved_model.load and the session loader "
                     f"differ by {gap:g} on {head}"
                 )
-        if name == features.RECOMMEND:
-            _check_recommended_pairs(path, loaded, inputs, outputs)
+        if name in RECOMMENDERS:
+            _check_recommended_pairs(path, loaded, inputs, outputs, name)
 
 
-def _check_recommended_pairs(path: str, loaded, inputs: dict, outputs: dict) -> None:
-    """`serving_default` predicts what `recommend` said for each (user, recommended item) pair,
-    the warm-up's unknown user included: one answer per pair, whichever signature is asked."""
+def _check_recommended_pairs(path: str, loaded, inputs: dict, outputs: dict, name: str = features.RECOMMEND) -> None:
+    """`serving_default` predicts what a recommending signature said for each (user, recommended
+    item) pair, the warm-up's unknown user included: one answer per pair, whichever signature is asked."""
     items = outputs[features.ITEM_ID]
     users = np.repeat(inputs[features.USER_ID], items.shape[1]).reshape(items.shape)
     pairs = items != b""
@@ -248,7 +257,7 @@ def _check_recommended_pairs(path: str, loaded, inputs: dict, outputs: dict) -> 
         gap = _max_gap(np.asarray(outputs[head])[pairs], answer[head].numpy().ravel())
         if gap > GRID_PARITY_TOLERANCE:
             raise ServingCheckError(
-                f"{path}: signature {features.RECOMMEND!r} and {features.SERVING_DEFAULT!r} differ by "
+                f"{path}: signature {name!r} and {features.SERVING_DEFAULT!r} differ by "
                 f"{gap:g} on {head} for the same (user, item) pairs"
             )
 

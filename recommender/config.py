@@ -36,17 +36,53 @@ class Optimizer(enum.StrEnum):
 
 
 @dataclasses.dataclass(frozen=True)
+class RetrievalConfig:
+    """The retrieval task: which items a user would choose, out of the whole catalogue.
+
+    The user's vector (query) is the user's own retrieval embedding, for a
+    known user, plus the mean of the user's history items' embeddings (as
+    SVD++ and YouTube's candidate generator form it); an item's vector is its
+    retrieval embedding. Every training
+    pair is a positive; the loss is the softmax over the batch's items of
+    query . item / `temperature`, less the log of each item's share of the
+    training pairs (the correction for popular items, which a batch holds more
+    often), with the same item's other rows in the batch masked. Its weight in
+    the total loss is `weight`. A user's history is the user's first
+    `max_history` distinct training items (item vocabulary order); in
+    training, each example's history mean is estimated from
+    `history_sample` items drawn from it, less the example's own item.
+    """
+
+    weight: float = 1.0
+    temperature: float = 0.5
+    max_history: int = 256
+    history_sample: int = 8
+
+    def __post_init__(self) -> None:
+        if not self.weight > 0 or not self.temperature > 0:
+            raise ValueError(f"retrieval.weight and retrieval.temperature must be > 0, got {self.weight}, {self.temperature}")
+        if self.max_history < 1 or self.history_sample < 1:
+            raise ValueError(
+                f"retrieval.max_history and retrieval.history_sample must be >= 1, got {self.max_history}, "
+                f"{self.history_sample}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
 class RankingConfig:
     """How the `recommend` signature ranks the catalogue (recommender.recommend).
 
-    An item's score is popularity ** `popularity_weight` x prod over heads of
-    max(prediction, 0) ** weight; `weights` maps every head to its exponent,
-    None takes each head's declared `ranking_weight` (recommender.heads).
-    With `exclude_training_items`, a user's training items are left out.
+    An item's score is, in log space, `retrieval_weight` x the retrieval
+    logit (a model with the retrieval task) + `popularity_weight` x
+    log(popularity) + the sum over heads of weight x log(max(prediction, 0));
+    `weights` maps every head to its weight, None takes each head's declared
+    `ranking_weight` (recommender.heads). With `exclude_training_items`, a
+    user's training items are left out.
     """
 
     weights: Mapping[str, float] | None = None
-    popularity_weight: float = 1.0
+    popularity_weight: float = 0.0
+    retrieval_weight: float = 1.0
     exclude_training_items: bool = True
 
     def __post_init__(self) -> None:
@@ -54,8 +90,11 @@ class RankingConfig:
             object.__setattr__(self, "weights", types.MappingProxyType(dict(self.weights)))
             if any(w < 0 for w in self.weights.values()):
                 raise ValueError(f"ranking.weights must be >= 0, got {dict(self.weights)}")
-        if self.popularity_weight < 0:
-            raise ValueError(f"ranking.popularity_weight must be >= 0, got {self.popularity_weight}")
+        if self.popularity_weight < 0 or self.retrieval_weight < 0:
+            raise ValueError(
+                "ranking.popularity_weight and ranking.retrieval_weight must be >= 0, "
+                f"got {self.popularity_weight}, {self.retrieval_weight}"
+            )
 
     def weights_for(self, heads: tuple[Head, ...] = HEADS) -> dict[str, float]:
         """Each head's exponent in the ranking score: `weights` if set, else the declared ones."""
@@ -120,8 +159,10 @@ class ModelConfig:
     layers (`factorized` false, `hidden_units`).
     `loss_weights` maps every head to the weight of its loss in the total,
     total = sum(weight[head] * loss[head]); None takes each head's declared
-    `loss_weight` (recommender.heads). `tuning`, when set, adds TFX's Tuner
-    to the pipeline (see TuningConfig).
+    `loss_weight` (recommender.heads). `retrieval`, when set (the default),
+    adds the retrieval task beside the heads (see RetrievalConfig), whose
+    score `recommend` ranks by; None leaves it out. `tuning`, when set, adds
+    TFX's Tuner to the pipeline (see TuningConfig).
     """
 
     embedding_dim: int = 32
@@ -157,6 +198,7 @@ class ModelConfig:
     refit: bool = True
     seed: int = 42
     loss_weights: Mapping[str, float] | None = None
+    retrieval: RetrievalConfig | None = RetrievalConfig()
     ranking: RankingConfig = RankingConfig()
     tuning: TuningConfig | None = None
 
@@ -165,6 +207,8 @@ class ModelConfig:
         object.__setattr__(self, "optimizer", parse(Optimizer, self.optimizer, "optimizer"))
         if isinstance(self.ranking, Mapping):
             object.__setattr__(self, "ranking", _sub_config(RankingConfig, self.ranking, "ranking"))
+        if isinstance(self.retrieval, Mapping):
+            object.__setattr__(self, "retrieval", _sub_config(RetrievalConfig, self.retrieval, "retrieval"))
         if isinstance(self.tuning, Mapping):
             object.__setattr__(self, "tuning", _sub_config(TuningConfig, self.tuning, "tuning"))
         if self.loss_weights is not None:
@@ -200,6 +244,14 @@ class ModelConfig:
             )
         if not self.factorized and not self.hidden_units:
             raise ValueError("factorized false needs hidden_units: the heads read the Dense layers")
+        ranked_by = [self.ranking.popularity_weight, *self.ranking.weights_for().values()]
+        if self.retrieval is not None:
+            ranked_by.append(self.ranking.retrieval_weight)
+        if not any(ranked_by):
+            raise ValueError(
+                "ranking gives every term weight 0 (the retrieval task, popularity and each head): "
+                "recommend would have nothing to rank by"
+            )
         if self.tuning is not None:
             for name, values in self.tuning.search_space.items():
                 for value in values:

@@ -15,7 +15,10 @@ a fourth:
 
 - `recommend(user_id: string [batch], k: int32 scalar)`: each user's top `k`
   items with both heads' predictions and the ranking score
-  (`recommender.recommend`).
+  (`recommender.recommend`);
+- with the retrieval task, a fifth: `recommend_from_history(user_id: string
+  [batch], history: string [batch, n], k: int32 scalar)`, the same for users
+  described by their recent items ("" pads), new users included.
 
 The model also carries TF Serving warm-up requests
 (`assets.extra/tf_serving_warmup_requests`): every serving signature called on
@@ -86,16 +89,32 @@ def serving_signatures(
         return signatures
     model.recommend_tables = tables
 
+    def indices(key: str, ids: tf.Tensor) -> tf.Tensor:
+        # The transform graph maps both IDs at once; the other is a placeholder.
+        ids = tf.reshape(ids, [-1, 1])
+        other = next(name for name in features.ID_FEATURES if name != key)
+        return tf.reshape(model.tft_layer({key: ids, other: tf.zeros_like(ids)})[features.transformed_name(key)], [-1])
+
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name=features.USER_ID), tf.TensorSpec([], tf.int32, name="k"),
     ])
     def serve_recommendations(user_id, k):
-        user_id = tf.reshape(user_id, [-1, 1])
-        # The transform graph maps both IDs; the item is a placeholder.
-        transformed = model.tft_layer({features.USER_ID: user_id, features.ITEM_ID: tf.zeros_like(user_id)})
-        return recommend.recommend(model, tables, transformed[features.transformed_name(features.USER_ID)], k)
+        return recommend.recommend(model, tables, indices(features.USER_ID, user_id), k)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name=features.USER_ID),
+        tf.TensorSpec([None, None], tf.string, name=features.HISTORY),
+        tf.TensorSpec([], tf.int32, name="k"),
+    ])
+    def serve_from_history(user_id, history, k):
+        items = tf.reshape(indices(features.ITEM_ID, history), tf.shape(history))
+        return recommend.recommend(
+            model, tables, indices(features.USER_ID, user_id), k, tf.ragged.boolean_mask(items, history != "")
+        )
 
     signatures[features.RECOMMEND] = serve_recommendations.get_concrete_function()
+    if tables.max_history:
+        signatures[features.RECOMMEND_FROM_HISTORY] = serve_from_history.get_concrete_function()
     return signatures
 
 
@@ -128,4 +147,7 @@ def export_model(
         tables = recommend.build_tables(model, items, num_users, training, config or ModelConfig())
     signatures = serving_signatures(model, tf_transform_output, tables)
     tf.saved_model.save(model, export_dir, signatures=signatures)
-    warmup.write_requests(export_dir, sample_ids(tf_transform_output), recommend=tables is not None)
+    warmup.write_requests(
+        export_dir, sample_ids(tf_transform_output), recommend=tables is not None,
+        from_history=features.RECOMMEND_FROM_HISTORY in signatures,
+    )

@@ -33,6 +33,9 @@ SERVING_DEFAULT = "serving_default"
 SERVING_TF_EXAMPLE = "serving_tf_example"
 TRANSFORM_FEATURES = "transform_features"
 RECOMMEND = "recommend"
+RECOMMEND_FROM_HISTORY = "recommend_from_history"
+# `recommend_from_history`'s input of the user's recent items (string [batch, n], "" pads).
+HISTORY = "history"
 # The `recommend` signature's ranking score output (its other outputs: ITEM_ID and the heads).
 SCORE = "score"
 

@@ -120,7 +120,7 @@ class Head:
     `loss_weight` the default weight of its loss in the total
     (ModelConfig.loss_weights overrides it), `slice_metrics` the TFMA metric
     keys the report's slice table shows for it, `ranking_weight` its default
-    exponent in the `recommend` signature's score (RankingConfig.weights
+    weight in the `recommend` signature's log-space score (RankingConfig.weights
     overrides it; see recommender.recommend).
     """
 

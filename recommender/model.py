@@ -68,6 +68,23 @@ class TrainingData:
         )
 
 
+def user_histories(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,
+                   limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's distinct items in item index order, as (row splits [num_users + 1], items).
+
+    With `limit`, each user's first `limit` of them. `recommender.recommend`'s
+    table of training items is the same rows without a limit.
+    """
+    keys = np.unique(np.asarray(users, np.int64) * num_items + np.asarray(items, np.int64))
+    pair_users, pair_items = keys // num_items, keys % num_items
+    counts = np.bincount(pair_users, minlength=num_users)[:num_users]
+    if limit is not None:
+        starts = np.concatenate([[0], np.cumsum(counts)])[:-1]
+        rank = np.arange(len(keys)) - np.repeat(starts, counts)
+        pair_items, counts = pair_items[rank < limit], np.minimum(counts, limit)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), pair_items.astype(np.int64)
+
+
 class MultiTaskRecommender(tf_keras.Model):
     """Shared user and item embeddings feeding one output per head.
 
@@ -81,7 +98,9 @@ class MultiTaskRecommender(tf_keras.Model):
     [that estimate, user . item, b_user, b_item]. Otherwise every head is a
     Dense layer over the concatenated embeddings passed through `hidden_units`.
     `training` summarises the training data (see TrainingData); its label
-    means are required with base-rate initialisation.
+    means are required with base-rate initialisation, its pairs with the
+    retrieval task (`ModelConfig.retrieval`, see RetrievalConfig), whose loss
+    `compute_loss` adds to the heads' and whose scores `retrieval_scores` gives.
     """
 
     def __init__(
@@ -126,6 +145,21 @@ class MultiTaskRecommender(tf_keras.Model):
         ]
         if config.base_rate_init and training is None:
             raise ValueError("base_rate_init needs the training data's label means")
+        self.retrieval = config.retrieval
+        if self.retrieval is not None:
+            if training is None:
+                raise ValueError("the retrieval task needs the training data's pairs")
+            self.retrieval_user = embedding(num_users, dim, "retrieval_user")
+            self.retrieval_item = embedding(num_items, dim, "retrieval_item")
+            self.history_item = embedding(num_items, dim, "history_item")
+            # Plain arrays, not tracked: they shape the training loss and are not exported
+            # (`recommend` carries its own table of training items).
+            self._histories = user_histories(training.users, training.items, num_users, num_items,
+                                             self.retrieval.max_history)
+            counts = np.bincount(training.items, minlength=num_items)[:num_items]
+            # An item no training pair holds (an OOV bucket) counts as one pair's share.
+            self._log_share = np.log(np.maximum(counts, 1) / len(training.items)).astype(np.float32)
+            self.retrieval_tracker = tf_keras.metrics.Mean(name="retrieval_loss")
         self.heads = {
             head.name: tf_keras.layers.Dense(
                 1, activation=head.kind.activation, name=head.name,
@@ -154,6 +188,58 @@ class MultiTaskRecommender(tf_keras.Model):
             name: estimate if name == self.factorized_head else head(tf.concat([estimate, dot, *biases], axis=-1))
             for name, head in self.heads.items()
         }
+
+    def query(self, users: tf.Tensor, known: tf.Tensor, history: tf.RaggedTensor) -> tf.Tensor:
+        """The retrieval task's user vectors [batch, dim] (see RetrievalConfig).
+
+        `users`: [batch] indices; `known`: [batch] bool, whether each user's own
+        embedding counts; `history`: ragged [batch, None] item indices, whose
+        embeddings' mean joins it (nothing for an empty history).
+        """
+        rows = history.value_rowids()
+        batch = tf.shape(users, out_type=rows.dtype)[0]
+        summed = tf.math.unsorted_segment_sum(self.history_item(history.flat_values), rows, batch)
+        count = tf.cast(history.row_lengths(), tf.float32)
+        own = self.retrieval_user(users) * tf.cast(known, tf.float32)[:, None]
+        return own + summed / tf.maximum(count, 1.0)[:, None]
+
+    def retrieval_scores(self, queries: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+        """[len(queries), len(items)]: the retrieval logits, query . item / temperature."""
+        return tf.matmul(queries, self.retrieval_item(items), transpose_b=True) / self.retrieval.temperature
+
+    def retrieval_loss(self, users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+        """The in-batch softmax loss of the training pairs (users[i], items[i]) (see RetrievalConfig)."""
+        splits, values = (tf.constant(array) for array in self._histories)
+        starts = tf.gather(splits, users)
+        lengths = tf.gather(splits, users + 1) - starts
+        # `history_sample` draws (with replacement) from each user's history: their mean
+        # estimates the whole history's at a fixed cost per example, whatever the user's length.
+        draws = tf.random.uniform([tf.shape(users)[0], self.retrieval.history_sample])
+        offsets = tf.cast(tf.floor(draws * tf.cast(lengths, tf.float32)[:, None]), tf.int64)
+        drawn = tf.gather(values, tf.minimum(starts[:, None] + offsets, tf.maximum(tf.size(values, tf.int64) - 1, 0)))
+        # The example's own item is what the history must predict, so it is left out of it.
+        keep = tf.cast((lengths[:, None] > 0) & tf.not_equal(drawn, items[:, None]), tf.float32)
+        mean = tf.reduce_sum(self.history_item(drawn) * keep[..., None], axis=1) / tf.maximum(
+            tf.reduce_sum(keep, axis=1), 1.0)[:, None]
+        logits = self.retrieval_scores(self.retrieval_user(users) + mean, items)
+        logits -= tf.gather(tf.constant(self._log_share), items)[None, :]
+        batch = tf.shape(items)[0]
+        # Another row of the same item is no negative for this one.
+        others = tf.logical_and(tf.equal(items[:, None], items[None, :]), tf.logical_not(tf.eye(batch, dtype=tf.bool)))
+        logits = tf.where(others, tf.float32.min, logits)
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.range(batch), logits))
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+        """The heads' weighted losses (and the L2 penalty), plus the retrieval task's weighted loss."""
+        loss = super().compute_loss(x, y, y_pred, sample_weight)
+        if self.retrieval is None:
+            return loss
+        retrieval = self.retrieval_loss(
+            tf.reshape(x[features.transformed_name(features.USER_ID)], [-1]),
+            tf.reshape(x[features.transformed_name(features.ITEM_ID)], [-1]),
+        )
+        self.retrieval_tracker.update_state(retrieval)
+        return loss + self.retrieval.weight * retrieval
 
     @property
     def separable(self) -> bool:

@@ -1,32 +1,38 @@
-"""The `recommend` signature: each user's top `k` items of the whole catalogue.
+"""The `recommend` signatures: each user's top `k` items of the whole catalogue.
 
-`recommend(user_id: string [batch], k: int32 scalar)` returns, per user, the
-`min(k, catalogue)` best items as `item_id` string [batch, k'], each head's
-prediction for that (user, item) pair float32 [batch, k'] and the `score` they
-were ranked by float32 [batch, k'], best first.
+`recommend(user_id: string [batch], k: int32 scalar)` and
+`recommend_from_history(user_id: string [batch], history: string [batch, n],
+k: int32 scalar)` return, per user, the `min(k, catalogue)` best items as
+`item_id` string [batch, k'], each head's prediction for that (user, item)
+pair float32 [batch, k'] and the `score` they were ranked by float32
+[batch, k'], best first.
 
 - The catalogue is the item vocabulary: every item seen in training.
-- The score is popularity ** `RankingConfig.popularity_weight` x prod
-  over heads of max(prediction, 0) ** weight (`RankingConfig.weights_for`),
-  where popularity is the item's share of training interactions. The heads
-  predict what happens once a user meets an item; whether the user meets it
-  at all is what popularity estimates, and a top k over the whole catalogue
-  needs both. The defaults (1, 1, 1) rank by P(meet) x P(like) x expected
-  purchase: the expected purchase of a liked item among those the user would
-  reach.
+- The score is, in log space (`RankingConfig`): `retrieval_weight` x the
+  retrieval task's logit + `popularity_weight` x log(popularity) + the sum
+  over heads of weight x log(max(prediction, 1e-30)), where popularity is the
+  item's share of training interactions. By default only the retrieval logit
+  ranks: its softmax was trained to pick, out of the catalogue, the item a
+  user chose, popularity included.
+- The user's vector is the retrieval task's query (`MultiTaskRecommender.query`):
+  the user's own embedding when the ID is known, plus the user's history:
+  a known user's training items (the first `RetrievalConfig.max_history`,
+  as in training) and, with `recommend_from_history`, the request's
+  `history` item IDs ("" pads; IDs outside the catalogue are ignored). A new
+  user with a few interactions so gets a personal list without retraining.
+  A user with neither is ranked by popularity, and by the average user's
+  predictions where heads are weighted.
 - Every user's reported predictions are the model's, so they equal
-  `serving_default`'s for the same pairs, known user or not. Items the user
-  interacted with in training are left out
-  (`RankingConfig.exclude_training_items`); where that leaves fewer than `k`
+  `serving_default`'s for the same pairs, known user or not. The request's
+  history items and, with `RankingConfig.exclude_training_items`, a known
+  user's training items are left out; where that leaves fewer than `k`
   items, the row ends with padding: `item_id` "" and zeros.
-- An unknown user (an ID that maps to an out-of-vocabulary bucket, the empty
-  string included) is ranked by the average user's score: each item's
-  predictions averaged over a seeded sample of training users, computed at
-  export and carried by the model; its `score` is that ranking score.
 
-The tables (catalogue, training items per user, average user) are constant,
-non-trainable variables of the exported model, so plain TensorFlow serves it.
-A call scores batch x catalogue pairs at once.
+The catalogue is scored in blocks of items, keeping each user's best `k` so
+far, so a call holds at most PAIRS_PER_CALL scores at once whatever the batch
+and the catalogue. The tables (catalogue, training items per user,
+popularity, average user) are constant, non-trainable variables of the
+exported model, so plain TensorFlow serves it.
 """
 
 from __future__ import annotations
@@ -42,36 +48,36 @@ from recommender import features, heads
 if TYPE_CHECKING:  # the model code is needed at export only, not by readers of a loaded signature
     import tf_keras
 
-    from recommender.config import ModelConfig
+    from recommender.config import ModelConfig, RankingConfig
     from recommender.model import TrainingData
 
 # Training users whose predictions make up the average user's.
 AVERAGE_USER_SAMPLE = 512
-# (user, item) pairs scored per model call by whoever calls it in batches: the
-# average user's computation here, the batch job, the ranking evaluation.
+# The most (user, item) scores a call holds at once: the signatures' block of
+# the catalogue, and the users per call of whoever calls them in batches (the
+# batch job, the ranking evaluation).
 PAIRS_PER_CALL = 1 << 21
 MAX_USERS_PER_CALL = 1024
+# log(max(prediction, FLOOR)): a prediction of 0 ranks last without an infinite score.
+FLOOR = 1e-30
 
 
 def _model_inputs(users: tf.Tensor, items: tf.Tensor) -> dict[str, tf.Tensor]:
     return {features.transformed_name(features.USER_ID): users, features.transformed_name(features.ITEM_ID): items}
 
 
-def score_all_items(model: tf_keras.Model, users: tf.Tensor, num_items: int | tf.Tensor) -> dict[str, tf.Tensor]:
-    """Each head's prediction for every (user, item index < num_items) pair: {head: [len(users), num_items]}.
+def score_items(model: tf_keras.Model, users: tf.Tensor, items: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Each head's prediction for every (user, item) pair: {head: [len(users), len(items)]}.
 
     A separable model (`MultiTaskRecommender.score_grid`) looks each user and
     item up once; any other is called on every pair.
     """
-    users = tf.cast(users, tf.int64)
-    batch = tf.size(users)
-    item_index = tf.range(tf.cast(num_items, tf.int64), dtype=tf.int64)
+    users, items = tf.cast(tf.reshape(users, [-1]), tf.int64), tf.cast(tf.reshape(items, [-1]), tf.int64)
     if getattr(model, "separable", False):
-        return model.score_grid(users, item_index)
-    outputs = model(
-        _model_inputs(tf.repeat(users, num_items), tf.tile(item_index, [batch])), training=False
-    )
-    return {name: tf.reshape(outputs[name], [batch, num_items]) for name in heads.NAMES}
+        return model.score_grid(users, items)
+    batch, width = tf.size(users), tf.size(items)
+    outputs = model(_model_inputs(tf.repeat(users, width), tf.tile(items, [batch])), training=False)
+    return {name: tf.reshape(outputs[name], [batch, width]) for name in heads.NAMES}
 
 
 def users_per_call(catalogue: int) -> int:
@@ -91,7 +97,7 @@ def average_user(model: tf_keras.Model, num_users: int, num_items: int, seed: in
     step = users_per_call(num_items)
     sums = {name: np.zeros(num_items, np.float64) for name in heads.NAMES}
     for start in range(0, len(sample), step):
-        scores = score_all_items(model, tf.constant(sample[start:start + step]), num_items)
+        scores = score_items(model, tf.constant(sample[start:start + step]), tf.range(num_items, dtype=tf.int64))
         for name in heads.NAMES:
             sums[name] += scores[name].numpy().sum(axis=0)
     return {name: (total / len(sample)).astype(np.float32) for name, total in sums.items()}
@@ -101,101 +107,149 @@ class RecommendTables(tf.Module):
     """What `recommend` needs besides the model, as constant variables saved with it.
 
     `items`: the catalogue (item vocabulary, in index order); `seen_splits`,
-    `seen_items`: each known user's training item indices as a ragged table (row
-    splits, values); `popularity`: each item's share of the training
-    interactions; `average`: {head: [catalogue]} for unknown users; `weights`:
-    {head: exponent}; `popularity_weight`: popularity's exponent;
-    `num_users`: the user vocabulary's size.
+    `seen_items`: each known user's distinct training item indices, in index
+    order, as a ragged table (row splits, values); `popularity`: each item's
+    share of the training interactions; `average`: {head: [catalogue]} for
+    users with neither a known ID nor a history; `weights`: {head: weight};
+    `popularity_weight`, `retrieval_weight`: theirs in the log-space score;
+    `exclude`: whether a known user's training items are left out;
+    `max_history`: how many of them make the user's history (0: the model
+    has no retrieval task); `num_users`: the user vocabulary's size.
     """
 
     def __init__(self, items: list[bytes], users: np.ndarray, train_items: np.ndarray, num_users: int,
-                 average: Mapping[str, np.ndarray], weights: Mapping[str, float], exclude: bool,
-                 popularity_weight: float):
+                 average: Mapping[str, np.ndarray], ranking: RankingConfig, max_history: int):
+        from recommender.model import user_histories
+
         super().__init__(name="recommend_tables")
         counts = np.bincount(train_items, minlength=len(items))[: len(items)]
         self.popularity = tf.Variable(
             (counts / max(counts.sum(), 1)).astype(np.float32), trainable=False, name="popularity"
         )
-        self.popularity_weight = float(popularity_weight)
-        if not exclude:
-            users, train_items = users[:0], train_items[:0]
-        # Distinct (user, item) pairs, sorted by user: one int64 key per pair.
-        keys = np.unique(users.astype(np.int64) * len(items) + train_items)
-        pair_users, pair_items = keys // len(items), keys % len(items)
-        counts = np.bincount(pair_users, minlength=num_users)
+        self.weights = ranking.weights_for()
+        self.popularity_weight = float(ranking.popularity_weight)
+        self.retrieval_weight = float(ranking.retrieval_weight) if max_history else 0.0
+        self.exclude = bool(ranking.exclude_training_items)
+        self.max_history = int(max_history)
+        splits, seen = user_histories(users, train_items, num_users, len(items))
         self.items = tf.Variable(tf.constant(list(items), tf.string), trainable=False, name="items")
-        self.seen_splits = tf.Variable(
-            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), trainable=False, name="seen_splits"
-        )
-        self.seen_items = tf.Variable(pair_items.astype(np.int64), trainable=False, name="seen_items")
+        self.seen_splits = tf.Variable(splits, trainable=False, name="seen_splits")
+        self.seen_items = tf.Variable(seen, trainable=False, name="seen_items")
         self.num_users = tf.Variable(np.int64(num_users), trainable=False, name="num_users")
         self.average = {
             name: tf.Variable(average[name], trainable=False, name=f"average_{name}") for name in heads.NAMES
         }
-        self.weights = dict(weights)
 
 
 def build_tables(model: tf_keras.Model, items: list[bytes], num_users: int, training: TrainingData,
                  config: ModelConfig) -> RecommendTables:
-    """The tables for `model`, trained on `training`; `items` is the item vocabulary, `num_users` the user one's size."""
-    return RecommendTables(
-        items, training.users, training.items, num_users,
-        average_user(model, num_users, len(items), config.seed),
-        config.ranking.weights_for(), config.ranking.exclude_training_items, config.ranking.popularity_weight,
-    )
+    """The tables for `model`, trained on `training`; `items` is the item vocabulary, `num_users` the user one's size.
 
-
-def ranking_score(predictions: Mapping[str, tf.Tensor], weights: Mapping[str, float],
-                  popularity: tf.Tensor, popularity_weight: float) -> tf.Tensor:
-    """popularity ** popularity_weight x prod over heads of max(prediction, 0) ** weight.
-
-    `predictions` are [batch, catalogue], `popularity` [catalogue]; a weight of 0 leaves its term out.
+    The average user is computed only where a head's weight needs it.
     """
-    factors = []
+    weighted = any(config.ranking.weights_for().values())
+    average = (
+        average_user(model, num_users, len(items), config.seed) if weighted
+        else {name: np.zeros(len(items), np.float32) for name in heads.NAMES}
+    )
+    max_history = config.retrieval.max_history if config.retrieval is not None else 0
+    return RecommendTables(items, training.users, training.items, num_users, average, config.ranking, max_history)
+
+
+def ranking_score(predictions: Mapping[str, tf.Tensor], weights: Mapping[str, float], retrieval: tf.Tensor | None,
+                  retrieval_weight: float, popularity: tf.Tensor, popularity_weight: float) -> tf.Tensor:
+    """retrieval_weight x retrieval + popularity_weight x log(popularity) + sum of weight x log(max(prediction, FLOOR)).
+
+    `predictions` and `retrieval` (logits, or None) are [batch, items],
+    `popularity` [items]; a weight of 0 leaves its term out.
+    """
+    shape = tf.shape(predictions[heads.NAMES[0]])
+    score = tf.zeros(shape)
+    if retrieval is not None and retrieval_weight:
+        score += retrieval_weight * retrieval
     if popularity_weight:
-        factors.append(tf.pow(popularity, popularity_weight)[None, :])
+        score += popularity_weight * tf.math.log(tf.maximum(popularity, FLOOR))[None, :]
     for name, weight in weights.items():
         if weight:
-            positive = tf.maximum(predictions[name], 0.0)
-            # x ** 1 is x: the default weights skip a transcendental pass over every pair.
-            factors.append(positive if weight == 1 else tf.pow(positive, weight))
-    shape = tf.shape(predictions[heads.NAMES[0]])
-    if not factors:
-        return tf.ones(shape)
-    score = factors[0]
-    for factor in factors[1:]:
-        score *= factor
-    return tf.broadcast_to(score, shape)
+            score += weight * tf.math.log(tf.maximum(predictions[name], FLOOR))
+    return score
 
 
-def recommend(model: tf_keras.Model, tables: RecommendTables, users: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
-    """The signature's body for user indices `users` [batch] (see the module docstring)."""
+def recommend(model: tf_keras.Model, tables: RecommendTables, users: tf.Tensor, k: tf.Tensor,
+              history: tf.RaggedTensor | None = None) -> dict[str, tf.Tensor]:
+    """The signatures' body for user indices `users` [batch] and, optionally, each user's
+    `history` (ragged [batch, None] item indices; any outside the catalogue ignored)."""
     users = tf.cast(tf.reshape(users, [-1]), tf.int64)
-    num_items = tf.size(tables.items)
+    batch = tf.size(users, out_type=tf.int64)
+    num_items = tf.size(tables.items, out_type=tf.int64)
     known = users < tables.num_users
-    # Every user's predictions are the model's (an unknown user's are its OOV bucket's, as
-    # serving_default gives them); an unknown user is ranked by the average user's.
-    predictions = score_all_items(model, users, num_items)
-    ranked_by = {
-        name: tf.where(known[:, None], value, tables.average[name][None, :]) for name, value in predictions.items()
-    }
-    score = ranking_score(ranked_by, tables.weights, tables.popularity, tables.popularity_weight)
-
-    seen = tf.RaggedTensor.from_row_splits(tables.seen_items, tables.seen_splits)
-    lists = tf.gather(seen, tf.where(known, users, 0))
-    rows = lists.value_rowids()
-    keep = tf.gather(known, rows)
-    excluded = tf.stack([tf.boolean_mask(rows, keep), tf.boolean_mask(lists.flat_values, keep)], axis=1)
-    ranked = tf.tensor_scatter_nd_update(
-        score, tf.cast(excluded, tf.int32), tf.fill([tf.shape(excluded)[0]], tf.constant(-np.inf, tf.float32))
+    rows = tf.gather(tf.RaggedTensor.from_row_splits(tables.seen_items, tables.seen_splits), tf.where(known, users, 0))
+    mine = tf.gather(known, rows.value_rowids())  # an unknown user's row is user 0's: dropped
+    seen = tf.RaggedTensor.from_value_rowids(
+        tf.boolean_mask(rows.flat_values, mine), tf.boolean_mask(rows.value_rowids(), mine), nrows=batch
     )
+    if history is None:
+        history = tf.RaggedTensor.from_row_lengths(tf.zeros([0], tf.int64), tf.zeros([batch], tf.int64))
+    history = tf.cast(history, tf.int64)
+    history = tf.ragged.boolean_mask(history, (history >= 0) & (history < num_items))
+    left_out = tf.concat([seen, history], axis=1) if tables.exclude else history
+    left_out = tf.stack([left_out.value_rowids(), left_out.flat_values], axis=1)
 
-    top = tf.math.top_k(ranked, k=tf.clip_by_value(k, 0, num_items))
-    valid = top.values > -np.inf
+    queries, cold = None, None
+    if tables.retrieval_weight:
+        queries = model.query(users, known, tf.concat([seen[:, : tables.max_history], history], axis=1))
+        # Neither a known ID nor a history: the query is empty, and popularity ranks.
+        cold = tf.logical_and(tf.logical_not(known), history.row_lengths() == 0)
+    # Every user's predictions are the model's (an unknown user's are its OOV bucket's, as
+    # serving_default gives them); a user with no ID and no history is ranked by the average user's.
+    unknown = tf.logical_not(known) if cold is None else cold
+
+    def block_scores(start, size):
+        items = tf.range(start, start + size)
+        predictions = (
+            score_items(model, users, items) if any(tables.weights.values())
+            else {name: tf.zeros([batch, size]) for name in heads.NAMES}
+        )
+        ranked_by = {
+            name: tf.where(unknown[:, None], tables.average[name][None, start:start + size], value)
+            for name, value in predictions.items()
+        }
+        retrieval = None
+        if queries is not None:
+            retrieval = tf.where(
+                cold[:, None], tf.math.log(tf.maximum(tables.popularity[start:start + size], FLOOR))[None, :],
+                model.retrieval_scores(queries, items),
+            )
+        score = ranking_score(ranked_by, tables.weights, retrieval, tables.retrieval_weight,
+                              tables.popularity[start:start + size], tables.popularity_weight)
+        inside = (left_out[:, 1] >= start) & (left_out[:, 1] < start + size)
+        excluded = tf.boolean_mask(left_out, inside) - tf.stack([tf.constant(0, tf.int64), start])[None, :]
+        return tf.tensor_scatter_nd_update(
+            score, excluded, tf.fill([tf.shape(excluded)[0]], tf.constant(-np.inf, tf.float32))
+        )
+
+    width = tf.minimum(tf.cast(tf.maximum(k, 0), tf.int64), num_items)
+    block = tf.maximum(tf.constant(PAIRS_PER_CALL, tf.int64) // tf.maximum(batch, 1), width)
+    best = tf.fill(tf.stack([batch, width]), tf.constant(-np.inf, tf.float32))
+    best_items = tf.zeros(tf.stack([batch, width]), tf.int64)
+
+    def step(start, best, best_items):
+        size = tf.minimum(block, num_items - start)
+        values = tf.concat([best, block_scores(start, size)], axis=1)
+        candidates = tf.concat([best_items, tf.broadcast_to(tf.range(start, start + size)[None, :], [batch, size])], axis=1)
+        top = tf.math.top_k(values, k=tf.cast(width, tf.int32))
+        return start + size, top.values, tf.gather(candidates, top.indices, batch_dims=1)
+
+    _, best, best_items = tf.while_loop(
+        lambda start, *_: start < num_items, step, (tf.constant(0, tf.int64), best, best_items),
+        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None]), tf.TensorShape([None, None])),
+    )
+    valid = best > -np.inf
     out = {
-        features.ITEM_ID: tf.where(valid, tf.gather(tables.items, top.indices), ""),
-        features.SCORE: tf.where(valid, top.values, 0.0),
+        features.ITEM_ID: tf.where(valid, tf.gather(tables.items, best_items), ""),
+        features.SCORE: tf.where(valid, best, 0.0),
     }
-    for name, value in predictions.items():
-        out[name] = tf.where(valid, tf.gather(value, top.indices, batch_dims=1), 0.0)
+    outputs = model(_model_inputs(tf.repeat(users, width), tf.reshape(best_items, [-1])), training=False)
+    for name in heads.NAMES:
+        out[name] = tf.where(valid, tf.reshape(outputs[name], tf.stack([batch, width])), 0.0)
     return out

@@ -35,8 +35,10 @@ def id_examples(ids: Mapping[str, list[bytes]]) -> list[bytes]:
 RECOMMEND_K = 10
 
 
-def requests(ids: Mapping[str, list[bytes]], recommend: bool = False) -> list[prediction_log_pb2.PredictionLog]:
-    """One PredictRequest per serving signature over the same rows of `ids` (`recommend`: its users, top 10)."""
+def requests(ids: Mapping[str, list[bytes]], recommend: bool = False,
+             from_history: bool = False) -> list[prediction_log_pb2.PredictionLog]:
+    """One PredictRequest per serving signature over the same rows of `ids` (`recommend`: its users,
+    top 10; `recommend_from_history`: its users, each with a history of the rows' first two items)."""
     def request(signature: str, inputs: Mapping[str, tf.Tensor]) -> prediction_log_pb2.PredictionLog:
         predict = predict_pb2.PredictRequest(
             model_spec=model_pb2.ModelSpec(signature_name=signature)
@@ -55,15 +57,22 @@ def requests(ids: Mapping[str, list[bytes]], recommend: bool = False) -> list[pr
         logs.append(request(features.RECOMMEND, {
             features.USER_ID: ids[features.USER_ID], "k": tf.constant(RECOMMEND_K, tf.int32),
         }))
+    if from_history:
+        history = [list(ids[features.ITEM_ID][:2])] * len(ids[features.USER_ID])
+        logs.append(request(features.RECOMMEND_FROM_HISTORY, {
+            features.USER_ID: ids[features.USER_ID], features.HISTORY: tf.constant(history, tf.string),
+            "k": tf.constant(RECOMMEND_K, tf.int32),
+        }))
     return logs
 
 
-def write_requests(export_dir: str, ids: Mapping[str, list[bytes]], recommend: bool = False) -> None:
-    """Writes `requests(ids, recommend)` to the SavedModel at `export_dir`."""
+def write_requests(export_dir: str, ids: Mapping[str, list[bytes]], recommend: bool = False,
+                   from_history: bool = False) -> None:
+    """Writes `requests(ids, recommend, from_history)` to the SavedModel at `export_dir`."""
     path = os.path.join(export_dir, WARMUP_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
-        for log in requests(ids, recommend):
+        for log in requests(ids, recommend, from_history):
             writer.write(log.SerializeToString())
 
 

@@ -10,7 +10,7 @@ import pytest
 from components.choices import DriftComparator, SplitKind
 from pipeline.config import DriftThreshold, HeadThreshold, PipelineConfig
 from recommender import features
-from recommender.config import ModelConfig, Optimizer, RankingConfig, TuningConfig, preset
+from recommender.config import ModelConfig, Optimizer, RankingConfig, RetrievalConfig, TuningConfig, preset
 
 
 def test_model_config_json_round_trip():
@@ -31,8 +31,10 @@ def test_model_config_json_round_trip():
 
 def test_the_core_config_stays_small_and_its_optional_parts_are_nested():
     fields = dataclasses.fields(ModelConfig)
-    assert len(fields) <= 17
+    nested = [f for f in fields if f.name in ("retrieval", "ranking", "tuning")]
+    assert len(fields) - len(nested) <= 15 and len(nested) == 3
     assert ModelConfig().tuning is None and isinstance(ModelConfig().ranking, RankingConfig)
+    assert isinstance(ModelConfig().retrieval, RetrievalConfig) and preset("original").retrieval is None
 
 
 @pytest.mark.parametrize(
@@ -76,7 +78,12 @@ def test_model_config_is_frozen():
         ({"hidden_units": (8,)}, "hidden_units contradicts factorized"),
         ({"factorized": False}, "factorized false needs hidden_units"),
         ({"refit": True, "early_stopping_patience": None}, "refit needs early_stopping_patience"),
-        ({"ranking": {"popularity_weight": -1.0}}, "ranking.popularity_weight must be >= 0"),
+        ({"ranking": {"popularity_weight": -1.0}}, "ranking.popularity_weight and ranking.retrieval_weight must be >= 0"),
+        ({"retrieval": {"temperature": 0.0}}, "retrieval.weight and retrieval.temperature must be > 0"),
+        ({"retrieval": {"max_history": 0}}, "retrieval.max_history and retrieval.history_sample must be >= 1"),
+        ({"retrieval": {"positives": "liked"}}, r"unknown retrieval field\(s\) \['positives'\]"),
+        ({"retrieval": None, "ranking": {"weights": {"binary_rating": 0.0, "purchase_probability": 0.0}}},
+         "recommend would have nothing to rank by"),
         ({"ranking": {"weight": 1.0}}, r"unknown ranking field\(s\) \['weight'\]"),
         ({"tuning": {"max_trials": 0}}, "tuning.max_trials must be >= 1"),
         ({"tuning": {"search_space": {"epochs": [1, 2]}}}, r"search_space names field\(s\) \['epochs'\]"),

@@ -48,17 +48,18 @@ def test_the_gate_needs_the_bound_and_no_large_drop_from_the_baseline():
 
 
 def test_evaluate_judges_users_with_a_liked_new_item_and_slices_them_by_activity():
-    train = [(b"heavy", f"i{n}".encode(), 1) for n in range(12)] + [(b"light", b"i0", 1)]
+    train = [(b"heavy", f"i{n}".encode(), 1, 0) for n in range(12)] + [(b"light", b"i0", 1, 0)]
     eval_rows = [
-        (b"heavy", b"i20", 1), (b"heavy", b"i21", 0),
-        (b"light", b"i1", 1),
-        (b"light", b"i0", 1),  # liked again, but a training item: never recommendable
-        (b"cold", b"i0", 1),
-        (b"disliker", b"i3", 0),  # no liked item: not judged
+        (b"heavy", b"i20", 1, 5), (b"heavy", b"i21", 0, 6),
+        (b"light", b"i1", 1, 5),
+        (b"light", b"i0", 1, 6),  # liked again, but a training item: never recommendable
+        (b"cold", b"i0", 1, 7),
+        (b"disliker", b"i3", 0, 5),  # no liked item: not judged
     ]
     asked = {}
 
-    def oracle(users, seen):
+    def oracle(users, seen, histories):
+        assert histories is None or set(histories) == set(users)
         asked.update({u: set(seen.get(u, ())) for u in users})
         return [sorted({b"heavy": [b"i20"], b"light": [b"i1"], b"cold": [b"i0"]}[u]) for u in users]
 
@@ -69,9 +70,42 @@ def test_evaluate_judges_users_with_a_liked_new_item_and_slices_them_by_activity
     assert overall[MODEL] == pytest.approx({"recall_at_10": 1.0, "ndcg_at_10": 1.0, "hit_rate_at_10": 1.0, "users": 3})
     # Popularity: i0 (2 interactions) first, then i1..i11 by name; heavy had them all in training.
     assert overall[POPULARITY]["hit_rate_at_10"] == pytest.approx(2 / 3)
+    assert result[ranking.KNOWN][MODEL]["users"] == 2
     assert result["user_activity:unseen"][MODEL]["users"] == 1
     assert result["user_activity:few"][MODEL]["users"] == 1
     assert result["user_activity:some"][MODEL]["users"] == 1
+    # "cold" has one eval interaction: no first half to fold in.
+    assert ranking.FOLD_IN not in result
+
+
+def test_the_fold_in_slice_gives_new_users_their_first_half_by_time_and_judges_the_rest():
+    train = [(b"old", b"a", 1, 0), (b"old", b"b", 1, 0)]
+    eval_rows = [
+        (b"new", b"c", 1, 30), (b"new", b"a", 0, 10), (b"new", b"b", 1, 20), (b"new", b"d", 1, 40),
+        (b"new2", b"c", 0, 1), (b"new2", b"d", 0, 2),  # nothing liked after its history: not judged
+        (b"old", b"c", 1, 50),  # a known user: never in the fold-in slice
+    ]
+    calls = []
+
+    def ranker(users, left_out, histories):
+        calls.append((users, {u: set(v) for u, v in left_out.items() if u in users}, histories))
+        return [[b"d", b"x"] for _ in users]
+
+    result = evaluate(train, eval_rows, ranker, None, 2, features.DEFAULT_TIER_THRESHOLDS)
+    users, left_out, histories = calls[-1]
+    assert users == [b"new"] and histories == {b"new": [b"a", b"b"]} and left_out == {b"new": {b"a", b"b"}}
+    # Judged on c and d, liked after the history: d found at rank 1.
+    assert result[ranking.FOLD_IN][MODEL] == pytest.approx(
+        {"recall_at_2": 0.5, "ndcg_at_2": 1 / (1 + 1 / np.log2(3)), "hit_rate_at_2": 1.0, "users": 1}
+    )
+    # Popularity leaves the history out: a and b (the only trained items) are gone.
+    assert result[ranking.FOLD_IN][POPULARITY]["hit_rate_at_2"] == 0.0
+
+
+def test_a_ranking_threshold_on_a_slice_gates_on_that_slice_only():
+    gate = ranking.RankingThreshold(ranking.RECALL, bound=0.6, max_regression=0.0, slice=ranking.FOLD_IN)
+    assert gate.failures(0.5, None, 10) == ["recall_at_10 0.5000 is below the bound 0.6000"]
+    assert ranking.RankingThreshold(ranking.RECALL, 0.1, 0.0).slice == ranking.OVERALL
 
 
 def test_top_k_unseen_keeps_the_users_order_and_asks_each_chunk_for_what_its_users_need():
