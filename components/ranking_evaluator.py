@@ -78,7 +78,7 @@ def padded(histories: list[list[bytes]]) -> np.ndarray:
 
 
 # (users, items each user is judged without, the users' request histories or None) -> each user's top k.
-TopFn = Callable[[list[bytes], Mapping[bytes, set], Union[Mapping[bytes, list], None]], Union[list, None]]
+TopFn = Callable[[list[bytes], Mapping[bytes, set], Mapping[bytes, list] | None], list | None]
 
 
 def model_top(model_dir: str, users: list[bytes], seen: Mapping[bytes, set], k: int,
