@@ -129,13 +129,6 @@ def _row_normalised(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return sp.diags(1.0 / np.maximum(sums, 1e-12)) @ matrix
 
 
-def _rows(frame: pd.DataFrame) -> list[tuple]:
-    return list(zip(
-        frame[features.USER_ID].astype(str).str.encode("utf-8"), frame[features.ITEM_ID].astype(str).str.encode("utf-8"),
-        frame[features.BINARY_RATING].astype(int), frame[features.TIMESTAMP].astype(np.int64),
-    ))
-
-
 def peer_top(peer_name: str, settings: Mapping, positives: str, train: list[tuple], k: int, seed: int) -> Callable:
     """The RankingEvaluator's top function for one peer fitted on `train` rows."""
     users = sorted({u for u, *_ in train})
@@ -204,35 +197,17 @@ def tuned_peer(name: str, train: list[tuple], validation: list[tuple], k: int, s
 
 def model_top(train_rows: pd.DataFrame, validation_rows: pd.DataFrame, workdir: Path, k: int, seed: int):
     """The pipeline's default model, trained as the Trainer trains it, as a top function."""
-    import tensorflow as tf
-
-    from benchmarks.ranking_quality import trained
+    from benchmarks.ranking_quality import top_fn, trained
     from recommender import recommend
     from recommender.config import ModelConfig
 
     config = ModelConfig(seed=seed)
     model, training, tft_output = trained(train_rows, validation_rows, workdir, config)
     users = tft_output.vocabulary_by_name(features.vocabulary_name(features.USER_ID))
-    user_index = {u: i for i, u in enumerate(users)}
     catalogue = list(tft_output.vocabulary_by_name(features.vocabulary_name(features.ITEM_ID)))
-    item_index = {item: i for i, item in enumerate(catalogue)}
     tables = recommend.build_tables(model, catalogue, len(users), training, config)
-
-    def top(chunk_users, left_out, histories):
-        def ranked(chunk, n):
-            indices = tf.constant([user_index.get(u, len(users)) for u in chunk], tf.int64)
-            history = None
-            if histories is not None:
-                history = tf.ragged.constant(
-                    [[item_index[i] for i in histories[u] if i in item_index] for u in chunk], dtype=tf.int64,
-                    ragged_rank=1,
-                )
-            return recommend.recommend(model, tables, indices, tf.constant(n, tf.int32), history)[
-                features.ITEM_ID].numpy()
-
-        return ranking.top_k_unseen(ranked, chunk_users, left_out, k, recommend.users_per_call(len(catalogue)))
-
-    return top
+    return top_fn(model, tables, {u: i for i, u in enumerate(users)}, len(users), k,
+                  {item: i for i, item in enumerate(catalogue)})
 
 
 def main() -> int:
@@ -250,7 +225,7 @@ def main() -> int:
         frame, _ = load(args.movielens, Path(tmp))
         for seed in args.seeds:
             train_frame, validation_frame, test_frame = splits.split(frame, args.split, seed)
-            train, validation, test = _rows(train_frame), _rows(validation_frame), _rows(test_frame)
+            train, validation, test = (splits.interaction_rows(f) for f in (train_frame, validation_frame, test_frame))
             both = train + validation
             for name in args.peers:
                 settings, positives = tuned_peer(name, train, validation, args.k, seed)

@@ -20,7 +20,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -45,12 +44,6 @@ BLENDS = {
 }
 
 
-def _rows(frame: pd.DataFrame):
-    users = frame[features.USER_ID].astype(str).str.encode("utf-8")
-    items = frame[features.ITEM_ID].astype(str).str.encode("utf-8")
-    return list(zip(users, items, frame[features.BINARY_RATING].astype(int)))
-
-
 def trained(train_rows, validation_rows, workdir: Path, config: ModelConfig):
     """(model, TrainingData, TFTransformOutput) as the Trainer makes them (refit included, when configured)."""
     (train_cols, validation_cols), sizes = model_quality.transform_splits(config, [train_rows, validation_rows], workdir)
@@ -58,15 +51,26 @@ def trained(train_rows, validation_rows, workdir: Path, config: ModelConfig):
     return fitted.model, fitted.training, tft.TFTransformOutput(str(workdir / "transform"))
 
 
-def top_fn(model, tables: recommend.RecommendTables, user_index: dict, num_users: int, k: int):
-    """The RankingEvaluator's `model_top_fn` over `recommend.recommend`, in process."""
-    def ranked(chunk, n):
-        # An unknown user gets an OOV index; `recommend` gives it the average user's ranking.
-        indices = tf.constant([user_index.get(u, num_users) for u in chunk], tf.int64)
-        return recommend.recommend(model, tables, indices, tf.constant(n, tf.int32))[features.ITEM_ID].numpy()
+def top_fn(model, tables: recommend.RecommendTables, user_index: dict, num_users: int, k: int,
+           item_index: dict | None = None):
+    """The RankingEvaluator's top function over `recommend.recommend`, in process: `recommend`
+    without histories, `recommend_from_history`'s body with them (`item_index` maps their items)."""
+    def top(users, seen, histories):
+        def ranked(chunk, n):
+            # An unknown user gets an OOV index.
+            indices = tf.constant([user_index.get(u, num_users) for u in chunk], tf.int64)
+            history = None
+            if histories is not None:
+                history = tf.ragged.constant(
+                    [[item_index[i] for i in histories[u] if i in item_index] for u in chunk], dtype=tf.int64,
+                    ragged_rank=1,
+                )
+            return recommend.recommend(model, tables, indices, tf.constant(n, tf.int32), history)[
+                features.ITEM_ID].numpy()
 
-    step = recommend.users_per_call(int(tables.items.shape[0]))
-    return lambda users, seen: ranking.top_k_unseen(ranked, users, seen, k, step)
+        return ranking.top_k_unseen(ranked, users, seen, k, recommend.users_per_call(int(tables.items.shape[0])))
+
+    return top
 
 
 def main() -> int:
@@ -94,7 +98,8 @@ def main() -> int:
             catalogue = list(tft_output.vocabulary_by_name(features.vocabulary_name(features.ITEM_ID)))
             average = recommend.average_user(model, len(user_index), len(catalogue), seed)
             # As the RankingEvaluator: the rows the model learnt from are left out of its rankings.
-            judged = _rows(model_quality.analysed_rows(config, train_rows, validation_rows)), _rows(test_rows)
+            judged = (splits.interaction_rows(model_quality.analysed_rows(config, train_rows, validation_rows)),
+                      splits.interaction_rows(test_rows))
             for name, blend in BLENDS.items():
                 tables = recommend.RecommendTables(
                     catalogue, training.users, training.items, len(user_index), average, RankingConfig(**blend),
@@ -102,7 +107,8 @@ def main() -> int:
                 )
                 result = evaluate(
                     *judged,
-                    top_fn(model, tables, user_index, len(user_index), args.k), None,
+                    top_fn(model, tables, user_index, len(user_index), args.k, {i: n for n, i in enumerate(catalogue)}),
+                    None,
                     args.k, features.DEFAULT_TIER_THRESHOLDS,
                 )
                 per_seed.setdefault(name, []).append({s: r[MODEL] for s, r in result.items()})

@@ -38,6 +38,14 @@ def split(frame: pd.DataFrame, how: str, seed: int) -> tuple[pd.DataFrame, pd.Da
     return frame.iloc[order[:train_end]], frame.iloc[order[train_end:test_start]], frame.iloc[order[test_start:]]
 
 
+def interaction_rows(frame: pd.DataFrame) -> list[tuple[bytes, bytes, int, int]]:
+    """(user_id, item_id, binary_rating, timestamp) per row, as the RankingEvaluator reads its splits."""
+    return list(zip(
+        frame[features.USER_ID].astype(str).str.encode("utf-8"), frame[features.ITEM_ID].astype(str).str.encode("utf-8"),
+        frame[features.BINARY_RATING].astype(int), frame[features.TIMESTAMP].astype(np.int64),
+    ))
+
+
 def mean_and_std(values) -> dict[str, float]:
     """{"mean", "std"} of one figure over seeds (sample standard deviation; 0 for one seed), to 4 places."""
     values = np.asarray(values, dtype=float)

@@ -66,7 +66,7 @@ def test_amsgrad_is_refused():
 
 
 def test_model_config_chooses_the_optimizer():
-    assert isinstance(build_model(10, 8, ModelConfig(base_rate_init=False)).optimizer, LazyAdam)
+    assert isinstance(build_model(10, 8, ModelConfig(base_rate_init=False, retrieval=None)).optimizer, LazyAdam)
     original = build_model(10, 8, preset("original"))
     assert type(original.optimizer) is tf_keras.optimizers.Adam
     with pytest.raises(ValueError, match="optimizer must be one of"):
