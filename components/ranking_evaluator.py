@@ -81,22 +81,22 @@ def padded(histories: list[list[bytes]]) -> np.ndarray:
 TopFn = Callable[[list[bytes], Mapping[bytes, set], Mapping[bytes, list] | None], list | None]
 
 
-def model_top(model_dir: str, users: list[bytes], seen: Mapping[bytes, set], k: int,
+def model_top(signatures: Mapping, users: list[bytes], seen: Mapping[bytes, set], k: int,
               histories: Mapping[bytes, list[bytes]] | None = None) -> list[list[bytes]] | None:
-    """Each user's top k items from the model's `recommend` signature, `seen` items left out;
-    with `histories`, from `recommend_from_history` given each user's history.
+    """Each user's top k items from a loaded model's `recommend` signature, `seen` items left out;
+    with `histories`, from `recommend_from_history` given each user's history (a model without it,
+    one with no retrieval task, ranks those users as it ranks any unknown user).
 
-    None if the model has no such signature (one exported before it existed).
+    None if the model has no `recommend` signature (one exported before it existed).
     """
-    signatures = tf.saved_model.load(model_dir).signatures
-    name = features.RECOMMEND if histories is None else features.RECOMMEND_FROM_HISTORY
-    if name not in signatures:
+    if features.RECOMMEND not in signatures:
         return None
-    signature = signatures[name]
+    reads_history = histories is not None and features.RECOMMEND_FROM_HISTORY in signatures
+    signature = signatures[features.RECOMMEND_FROM_HISTORY if reads_history else features.RECOMMEND]
 
     def ranked(chunk: list[bytes], n: int):
         inputs = {features.USER_ID: tf.constant(chunk), "k": tf.constant(n, tf.int32)}
-        if histories is not None:
+        if reads_history:
             inputs[features.HISTORY] = tf.constant(padded([histories[u] for u in chunk]), tf.string)
         return signature(**inputs)[features.ITEM_ID].numpy()
 
@@ -104,16 +104,13 @@ def model_top(model_dir: str, users: list[bytes], seen: Mapping[bytes, set], k: 
     return ranking.top_k_unseen(ranked, users, seen, k, recommend.users_per_call(catalogue))
 
 
-def fold_in(eval_rows: Iterable[tuple[bytes, bytes, int, int]], seen: Mapping[bytes, set]
+def fold_in(events_by_user: Mapping[bytes, list[tuple[int, int, bytes, int]]]
             ) -> tuple[dict[bytes, list[bytes]], dict[bytes, set]]:
-    """(history, liked items after it) of each new user (no training row) with a liked item after the
-    first half, by time, of the user's eval interactions; ties in time keep the rows' order."""
-    rows: dict[bytes, list] = {}
-    for position, (user, item, liked, timestamp) in enumerate(eval_rows):
-        if user not in seen:
-            rows.setdefault(user, []).append((timestamp, position, item, liked))
+    """(history, liked items after it) of each new user with a liked item after the first half, by
+    time, of the user's eval interactions, given as (timestamp, row number, item, liked); ties in
+    time keep the rows' order."""
     histories, relevant = {}, {}
-    for user, events in rows.items():
+    for user, events in events_by_user.items():
         events.sort()
         cut = len(events) // 2
         history = [item for _, _, item, _ in events[:cut]]
@@ -139,11 +136,12 @@ def evaluate(
         seen.setdefault(user, set()).add(item)
         counts[item] += 1
         activity[user] += 1
-    eval_rows = list(eval_rows)
-    relevant = {}
-    for user, item, liked, _ in eval_rows:
+    relevant, new_users = {}, {}
+    for position, (user, item, liked, timestamp) in enumerate(eval_rows):
         if liked and item not in seen.get(user, ()):
             relevant.setdefault(user, set()).add(item)
+        if user not in seen:
+            new_users.setdefault(user, []).append((timestamp, position, item, liked))
     users = sorted(relevant)
 
     def judged(users: list[bytes], left_out: Mapping[bytes, set], liked: Mapping[bytes, set], histories):
@@ -163,7 +161,7 @@ def evaluate(
         name: {ranker: ranking.summarize(v[mask], k) for ranker, v in values.items()}
         for name, mask in slices.items() if mask.any() or name == ranking.OVERALL
     }
-    histories, later = fold_in(eval_rows, seen)
+    histories, later = fold_in(new_users)
     if histories:
         new_users = sorted(histories)
         values = judged(new_users, {u: set(histories[u]) for u in new_users}, later, histories)
@@ -191,18 +189,17 @@ def RankingEvaluator(  # pylint: disable=invalid-name
     """Ranks the eval split's users with `model` (and `baseline_model`) and gates on `threshold`."""
     some, many = tier_thresholds
 
-    def candidate_top(users: list[bytes], seen: Mapping[bytes, set], histories) -> list[list[bytes]] | None:
-        top = model_top(_model_dir(model), users, seen, k, histories)
-        if top is None and histories is None:
-            raise ValueError(f"{_model_dir(model)}: the model has no {features.RECOMMEND!r} signature to rank with")
-        return top
+    # Each model is loaded once, for all its slices.
+    candidate = tf.saved_model.load(_model_dir(model)).signatures
+    if features.RECOMMEND not in candidate:
+        raise ValueError(f"{_model_dir(model)}: the model has no {features.RECOMMEND!r} signature to rank with")
+    baseline = tf.saved_model.load(_model_dir(baseline_model)).signatures if baseline_model else None
 
     result = evaluate(
         itertools.chain.from_iterable(read_interactions(examples.uri, split) for split in training_splits),
         read_interactions(examples.uri, choices.EVAL),
-        candidate_top,
-        (lambda users, seen, histories: model_top(_model_dir(baseline_model), users, seen, k, histories))
-        if baseline_model else None,
+        lambda users, seen, histories: model_top(candidate, users, seen, k, histories),
+        (lambda users, seen, histories: model_top(baseline, users, seen, k, histories)) if baseline else None,
         k, (some, many),
     )
     overall = result[ranking.OVERALL]

@@ -18,7 +18,8 @@ pair float32 [batch, k'] and the `score` they were ranked by float32
   the user's own embedding when the ID is known, plus the user's history:
   a known user's training items (the first `RetrievalConfig.max_history`,
   as in training) and, with `recommend_from_history`, the request's
-  `history` item IDs ("" pads; IDs outside the catalogue are ignored). A new
+  `history` item IDs ("" pads; IDs outside the catalogue are ignored; of a
+  longer history, the last `max_history` count, and all are left out). A new
   user with a few interactions so gets a personal list without retraining.
   A user with neither is ranked by popularity, and by the average user's
   predictions where heads are weighted.
@@ -197,7 +198,10 @@ def recommend(model: tf_keras.Model, tables: RecommendTables, users: tf.Tensor, 
 
     queries, cold = None, None
     if tables.retrieval_weight:
-        queries = model.query(users, known, tf.concat([seen[:, : tables.max_history], history], axis=1))
+        # The request's last `max_history` items count (all are left out): a call's memory is
+        # bounded by the configuration, not by how long a history a caller sends.
+        recent = history[:, -tables.max_history:]
+        queries = model.query(users, known, tf.concat([seen[:, : tables.max_history], recent], axis=1))
         # Neither a known ID nor a history: the query is empty, and popularity ranks.
         cold = tf.logical_and(tf.logical_not(known), history.row_lengths() == 0)
     # Every user's predictions are the model's (an unknown user's are its OOV bucket's, as

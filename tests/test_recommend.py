@@ -349,3 +349,29 @@ def test_ranking_score_is_the_weighted_sum_of_the_retrieval_logit_log_popularity
         )
         assert score.shape == liked.shape
         np.testing.assert_allclose(score, expected, rtol=1e-5)
+
+
+def test_of_a_long_request_history_the_last_max_history_items_count_and_all_are_left_out(retrieval, monkeypatch):
+    loaded, _, seen, catalogue, model, _ = retrieval
+    tables = model.recommend_tables  # set by the export
+    monkeypatch.setattr(tables, "max_history", 2)
+    users = tf.constant([int(tables.num_users.numpy())], tf.int64)  # the first OOV bucket: a new user
+    everything = tf.constant(len(catalogue), tf.int32)
+    long = recommend.recommend(model, tables, users, everything, tf.ragged.constant([[0, 1, 2, 3]], tf.int64))
+    recent = recommend.recommend(model, tables, users, everything, tf.ragged.constant([[2, 3]], tf.int64))
+    early = {catalogue[0], catalogue[1]}
+    listed = [i for i in long[features.ITEM_ID].numpy()[0] if i]
+    assert not early & set(listed)
+    assert listed == [i for i in recent[features.ITEM_ID].numpy()[0] if i and i not in early]
+
+
+def test_the_ranking_evaluator_ranks_fold_in_users_as_unknown_with_a_model_that_reads_no_history(exported):
+    from components import ranking_evaluator
+
+    loaded, _, seen, catalogue = exported
+    assert features.RECOMMEND_FROM_HISTORY not in loaded.signatures
+    history = catalogue[:3]
+    (top,) = ranking_evaluator.model_top(loaded.signatures, [b"new-user"], {b"new-user": set(history)}, 5,
+                                         {b"new-user": history})
+    unknown = [i for i in _recommend(loaded, [b"new-user"], 8)[features.ITEM_ID][0] if i not in history]
+    assert top == unknown[:5]
