@@ -34,10 +34,10 @@ from recommender.training import fit
 # name -> RankingConfig fields (the log-space blend of recommender.recommend); the first is the default.
 _LIKE, _PURCHASE = features.BINARY_RATING, features.PURCHASE_PROBABILITY
 BLENDS = {
-    "retrieval (default)": {},
+    "retrieval + log P(like) + log purchase (default)": {},
+    "retrieval alone": {"weights": {_LIKE: 0.0, _PURCHASE: 0.0}},
     "retrieval + 0.5 log P(like)": {"weights": {_LIKE: 0.5, _PURCHASE: 0.0}},
     "retrieval + log P(like)": {"weights": {_LIKE: 1.0, _PURCHASE: 0.0}},
-    "retrieval + log P(like) + log purchase": {"weights": {_LIKE: 1.0, _PURCHASE: 1.0}},
     "popularity x P(like) x purchase (no retrieval)": {
         "retrieval_weight": 0.0, "popularity_weight": 1.0, "weights": {_LIKE: 1.0, _PURCHASE: 1.0},
     },
