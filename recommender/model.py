@@ -21,6 +21,7 @@ from recommender.config import ModelConfig, Optimizer
 from recommender.heads import HEADS, REGRESSION, BaseRate, Head
 from recommender.heads import NAMES as HEAD_NAMES
 from recommender.optimizer import LazyAdam
+from recommender.recommend import user_histories
 
 OPTIMIZERS = {Optimizer.ADAM: tf_keras.optimizers.Adam, Optimizer.LAZY_ADAM: LazyAdam}
 
@@ -66,23 +67,6 @@ class TrainingData:
             items=np.asarray(columns[features.transformed_name(features.ITEM_ID)]).ravel().astype(np.int64),
             labels={head: np.asarray(columns[head], np.float32).ravel() for head in label_names},
         )
-
-
-def user_histories(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,
-                   limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Each user's distinct items in item index order, as (row splits [num_users + 1], items).
-
-    With `limit`, each user's first `limit` of them. `recommender.recommend`'s
-    table of training items is the same rows without a limit.
-    """
-    keys = np.unique(np.asarray(users, np.int64) * num_items + np.asarray(items, np.int64))
-    pair_users, pair_items = keys // num_items, keys % num_items
-    counts = np.bincount(pair_users, minlength=num_users)[:num_users]
-    if limit is not None:
-        starts = np.concatenate([[0], np.cumsum(counts)])[:-1]
-        rank = np.arange(len(keys)) - np.repeat(starts, counts)
-        pair_items, counts = pair_items[rank < limit], np.minimum(counts, limit)
-    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), pair_items.astype(np.int64)
 
 
 class MultiTaskRecommender(tf_keras.Model):

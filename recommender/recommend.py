@@ -81,6 +81,24 @@ def score_items(model: tf_keras.Model, users: tf.Tensor, items: tf.Tensor) -> di
     return {name: tf.reshape(outputs[name], [batch, width]) for name in heads.NAMES}
 
 
+def user_histories(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,
+                   limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's distinct items in item index order, as (row splits [num_users + 1], items).
+
+    With `limit`, each user's first `limit` of them: the model's training
+    histories. RecommendTables' table of training items is the same rows
+    without a limit, so a served user's history is the one trained on.
+    """
+    keys = np.unique(np.asarray(users, np.int64) * num_items + np.asarray(items, np.int64))
+    pair_users, pair_items = keys // num_items, keys % num_items
+    counts = np.bincount(pair_users, minlength=num_users)[:num_users]
+    if limit is not None:
+        starts = np.concatenate([[0], np.cumsum(counts)])[:-1]
+        rank = np.arange(len(keys)) - np.repeat(starts, counts)
+        pair_items, counts = pair_items[rank < limit], np.minimum(counts, limit)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), pair_items.astype(np.int64)
+
+
 def users_per_call(catalogue: int) -> int:
     """Users per call over a `catalogue` of items: PAIRS_PER_CALL pairs at most, 1 to MAX_USERS_PER_CALL users."""
     return int(min(MAX_USERS_PER_CALL, max(1, PAIRS_PER_CALL // max(catalogue, 1))))
@@ -120,8 +138,6 @@ class RecommendTables(tf.Module):
 
     def __init__(self, items: list[bytes], users: np.ndarray, train_items: np.ndarray, num_users: int,
                  average: Mapping[str, np.ndarray], ranking: RankingConfig, max_history: int):
-        from recommender.model import user_histories
-
         super().__init__(name="recommend_tables")
         counts = np.bincount(train_items, minlength=len(items))[: len(items)]
         self.popularity = tf.Variable(
