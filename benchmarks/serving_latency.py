@@ -14,7 +14,10 @@ side by side in one process, for each batch size:
 - `serving_tf_example`: serialized tf.Examples in (parse + transform + model).
 
 Then, per catalogue size (`--catalogues`, generated data with that many
-items), `recommend`'s latency for the top `--k` of the whole catalogue.
+items), the latency of `recommend` and `recommend_from_history` (5 history
+items per user) for the top `--k` of the whole catalogue; with
+`--memory-catalogue N`, how much one call of `--memory-batch` users over N
+items raises the process's peak RSS.
 
 Each call gets a different batch (drawn from the data's IDs, 5% unknown);
 latencies are wall-clock per call after warm-up. Prints JSON: p50/p99 ms,
@@ -27,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -133,22 +137,50 @@ def measure(frame, model, tft_output, path, batch_sizes, calls: int, warmup: int
     return results
 
 
+# Items in each timed `recommend_from_history` request's history.
+HISTORY_LENGTH = 5
+
+
 def measure_recommend(frame, path, k: int, batch_sizes, calls: int, warmup: int = 20) -> list[dict]:
-    """p50/p99 of `recommend` for `k` items over the model's whole catalogue, per batch size (5% unknown users)."""
-    signature = tf.saved_model.load(path).signatures[features.RECOMMEND]
-    catalogue = recommend.catalogue_size(signature)
+    """p50/p99 of `recommend`, and of `recommend_from_history` with HISTORY_LENGTH items per user,
+    for `k` items over the model's whole catalogue, per batch size (5% unknown users)."""
+    signatures = tf.saved_model.load(path).signatures
+    catalogue = recommend.catalogue_size(signatures[features.RECOMMEND])
     results = []
     top = tf.constant(k, tf.int32)
     for batch in batch_sizes:
-        requests = [tf.constant(u) for u, _ in _requests(frame, batch, calls + warmup, seed=batch)]
-        seconds = _time(lambda users: signature(user_id=users, k=top), requests, warmup)
-        results.append({
-            "catalogue": catalogue, "k": k, "batch": batch,
-            "p50_ms": round(float(np.percentile(seconds, 50)) * 1e3, 3),
-            "p99_ms": round(float(np.percentile(seconds, 99)) * 1e3, 3),
-            "users_per_second": round(batch * len(seconds) / sum(seconds)),
-        })
+        drawn = _requests(frame, batch * HISTORY_LENGTH, calls + warmup, seed=batch)
+        requests = [(tf.constant(u[:batch]), tf.constant(i.reshape(batch, HISTORY_LENGTH))) for u, i in drawn]
+        paths = {features.RECOMMEND: lambda r: signatures[features.RECOMMEND](user_id=r[0], k=top)}
+        if features.RECOMMEND_FROM_HISTORY in signatures:
+            paths[features.RECOMMEND_FROM_HISTORY] = lambda r: signatures[features.RECOMMEND_FROM_HISTORY](
+                user_id=r[0], history=r[1], k=top)
+        for name, call in paths.items():
+            seconds = _time(call, requests, warmup)
+            results.append({
+                "signature": name, "catalogue": catalogue, "k": k, "batch": batch,
+                "p50_ms": round(float(np.percentile(seconds, 50)) * 1e3, 3),
+                "p99_ms": round(float(np.percentile(seconds, 99)) * 1e3, 3),
+                "users_per_second": round(batch * len(seconds) / sum(seconds)),
+            })
     return results
+
+
+def call_memory(frame, path, k: int, batch: int) -> dict:
+    """How much one `recommend_from_history` call of `batch` users (or `recommend`'s, without the task)
+    raises the process's peak RSS, after a warm-up call of the same shape."""
+    signatures = tf.saved_model.load(path).signatures
+    name = features.RECOMMEND_FROM_HISTORY if features.RECOMMEND_FROM_HISTORY in signatures else features.RECOMMEND
+    (users, items), = _requests(frame, batch * HISTORY_LENGTH, 1, seed=batch)
+    inputs = {features.USER_ID: tf.constant(users[:batch]), "k": tf.constant(k, tf.int32)}
+    if name == features.RECOMMEND_FROM_HISTORY:
+        inputs[features.HISTORY] = tf.constant(items.reshape(batch, HISTORY_LENGTH))
+    signatures[name](**{key: value[:1] if key != "k" else value for key, value in inputs.items()})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    signatures[name](**inputs)[features.ITEM_ID].numpy()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"signature": name, "catalogue": recommend.catalogue_size(signatures[features.RECOMMEND]),
+            "batch": batch, "peak_rss_rise_mib": round((after - before) / 1024, 1)}
 
 
 def main() -> int:
@@ -163,6 +195,11 @@ def main() -> int:
     )
     parser.add_argument("--k", type=int, default=10, help="`recommend`'s k")
     parser.add_argument("--recommend-batch-sizes", type=int, nargs="+", default=[1, 32])
+    parser.add_argument(
+        "--memory-catalogue", type=int, default=0, metavar="ITEMS",
+        help="also train on that many generated items and report one call's peak RSS rise at --memory-batch",
+    )
+    parser.add_argument("--memory-batch", type=int, default=1024)
     args = parser.parse_args()
     # No refit: every generated row trains and validates (see _trained_export), none is held out.
     config = ModelConfig.from_json_dict({"epochs": 2, **model_config_fields(args.model_config), "refit": False})
@@ -177,10 +214,17 @@ def main() -> int:
             frame, _, _, path = _trained_export(Path(tmp) / f"catalogue-{items}", dataclasses.replace(config, epochs=1),
                                                 0, spec)
             recommend_results += measure_recommend(frame, path, args.k, args.recommend_batch_sizes, args.calls)
+        memory = None
+        if args.memory_catalogue:
+            items = args.memory_catalogue
+            spec = SyntheticSpec(num_users=943, num_items=items, num_interactions=2 * items, seed=12)
+            frame, _, _, path = _trained_export(Path(tmp) / f"memory-{items}", dataclasses.replace(config, epochs=1),
+                                                0, spec)
+            memory = call_memory(frame, path, args.k, args.memory_batch)
     print(json.dumps({
         "model_config": config.to_json_dict(), "training_rows": args.rows,
         "calls_per_point": args.calls, "cpu_count": os.cpu_count(),
-        "results": results, "recommend": recommend_results,
+        "results": results, "recommend": recommend_results, "recommend_call_memory": memory,
     }, indent=2))
     return 0
 
