@@ -64,7 +64,8 @@ def _trained_export(workdir: Path, config: ModelConfig, rows: int, spec: Synthet
     frame[features.ITEM_ID] = frame[features.ITEM_ID].astype(str)
     train_cols, _, sizes = model_quality.transform(frame, [frame.iloc[:1]], workdir)
     # Every row trains and validates: latency needs a trained model, not a held-out score.
-    model, training, _ = fit(train_cols, train_cols, sizes, config, verbose=0)
+    fitted = fit(train_cols, train_cols, sizes, config, verbose=0)
+    model, training = fitted.model, fitted.training
     path = str(workdir / "model")
     tft_output = tft.TFTransformOutput(str(workdir / "transform"))
     export.export_model(model, tft_output, path, training, config)
