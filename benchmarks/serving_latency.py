@@ -44,8 +44,8 @@ import tensorflow_transform as tft
 from benchmarks import model_quality  # its transform(): the pipeline's preprocessing_fn
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.runner_options import model_config_fields
-from recommender import export, features, recommend, warmup
-from recommender.model import ModelConfig
+from recommender import export, features, heads, recommend, warmup
+from recommender.model import ModelConfig, TrainingData, build_model
 from recommender.training import fit
 
 
@@ -167,21 +167,43 @@ def measure_recommend(frame, path, k: int, batch_sizes, calls: int, warmup: int 
     return results
 
 
-def call_memory(frame, path, k: int, batch: int) -> dict:
-    """How much one `recommend_from_history` call of `batch` users (or `recommend`'s, without the task)
-    raises the process's peak RSS, after a warm-up call of the same shape."""
-    signatures = tf.saved_model.load(path).signatures
-    name = features.RECOMMEND_FROM_HISTORY if features.RECOMMEND_FROM_HISTORY in signatures else features.RECOMMEND
-    (users, items), = _requests(frame, batch * HISTORY_LENGTH, 1, seed=batch)
-    inputs = {features.USER_ID: tf.constant(users[:batch]), "k": tf.constant(k, tf.int32)}
-    if name == features.RECOMMEND_FROM_HISTORY:
-        inputs[features.HISTORY] = tf.constant(items.reshape(batch, HISTORY_LENGTH))
-    signatures[name](**{key: value[:1] if key != "k" else value for key, value in inputs.items()})
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    signatures[name](**inputs)[features.ITEM_ID].numpy()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"signature": name, "catalogue": recommend.catalogue_size(signatures[features.RECOMMEND]),
-            "batch": batch, "peak_rss_rise_mib": round((after - before) / 1024, 1)}
+def call_memory(items: int, batch: int, k: int, config: ModelConfig) -> dict:
+    """How far one `recommend` call with a HISTORY_LENGTH-item history per user, for `batch` users
+    over `items` items, takes the process's peak RSS above its resident size before the call
+    (after a one-user call). Memory the process had already touched and freed (building the
+    tables scores blocks of the same size) is reused without showing here.
+
+    The model is built, not trained (its weights' values do not change what a call holds), with
+    943 users of 100 training items each, and `recommender.recommend` is called on it in process:
+    the signature's body without the SavedModel's loading.
+    """
+    rng = np.random.default_rng(12)
+    users = np.repeat(np.arange(943), 100)
+    training = TrainingData(users=users, items=rng.integers(0, items, len(users)),
+                            labels={name: rng.random(len(users)).astype(np.float32) for name in heads.NAMES})
+    model = build_model(943 + 1, items + 1, config, training)
+    model(training_batch(training), training=False)
+    tables = recommend.build_tables(model, [str(i).encode() for i in range(items)], 943, training, config)
+    top = tf.constant(k, tf.int32)
+
+    def call(rows: int):
+        indices = tf.constant(rng.integers(0, 944, rows), tf.int64)
+        history = tf.RaggedTensor.from_tensor(tf.constant(rng.integers(0, items, (rows, HISTORY_LENGTH)), tf.int64))
+        return recommend.recommend(model, tables, indices, top, history)[features.ITEM_ID].numpy()
+
+    call(1)
+    before_kib = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    call(batch)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"catalogue": items, "batch": batch, "history": HISTORY_LENGTH,
+            "resident_before_mib": round(before_kib / 1024, 1),
+            "peak_above_resident_mib": round((peak_kib - before_kib) / 1024, 1)}
+
+
+def training_batch(training: TrainingData) -> dict:
+    """A few of `training`'s pairs as model inputs, to build the model's layers."""
+    return {features.transformed_name(features.USER_ID): tf.constant(training.users[:4]),
+            features.transformed_name(features.ITEM_ID): tf.constant(training.items[:4])}
 
 
 def main() -> int:
@@ -198,7 +220,7 @@ def main() -> int:
     parser.add_argument("--recommend-batch-sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument(
         "--memory-catalogue", type=int, default=0, metavar="ITEMS",
-        help="also train on that many generated items and report one call's peak RSS rise at --memory-batch",
+        help="also report one call's peak RSS rise over that many items at --memory-batch users (a built, untrained model)",
     )
     parser.add_argument("--memory-batch", type=int, default=1024)
     args = parser.parse_args()
@@ -215,13 +237,7 @@ def main() -> int:
             frame, _, _, path = _trained_export(Path(tmp) / f"catalogue-{items}", dataclasses.replace(config, epochs=1),
                                                 0, spec)
             recommend_results += measure_recommend(frame, path, args.k, args.recommend_batch_sizes, args.calls)
-        memory = None
-        if args.memory_catalogue:
-            items = args.memory_catalogue
-            spec = SyntheticSpec(num_users=943, num_items=items, num_interactions=2 * items, seed=12)
-            frame, _, _, path = _trained_export(Path(tmp) / f"memory-{items}", dataclasses.replace(config, epochs=1),
-                                                0, spec)
-            memory = call_memory(frame, path, args.k, args.memory_batch)
+        memory = call_memory(args.memory_catalogue, args.memory_batch, args.k, config) if args.memory_catalogue else None
     print(json.dumps({
         "model_config": config.to_json_dict(), "training_rows": args.rows,
         "calls_per_point": args.calls, "cpu_count": os.cpu_count(),
