@@ -1,11 +1,11 @@
 """Benchmark: top-10 ranking quality on MovieLens, per ranking score, against popularity.
 
     python -m benchmarks.ranking_quality --movielens ../shared/datasets/ml-100k [--split temporal|random|u1]
-        [--seeds 42 43 44] [--k 10]
+        [--seeds 42 43 44] [--k 10] [--judge validation] [--config '{"batch_size": 1024}']
 
 For each seed: the pipeline's three splits (benchmarks/splits.py), the
 pipeline's preprocessing_fn analysed on the training rows, the default
-ModelConfig trained with early stopping on the validation rows, then every
+ModelConfig (with `--config`'s JSON overrides on top) trained with early stopping on the validation rows, then every
 user with a liked test item the user did not have in training is ranked over
 the whole catalogue (training items left out) by `recommender.recommend` with
 each blend of BLENDS, and scored by `components.ranking_evaluator.evaluate`,
@@ -27,6 +27,7 @@ from benchmarks import model_quality, splits
 from components import ranking
 from components.ranking import MODEL, POPULARITY
 from components.ranking_evaluator import evaluate
+from pipeline.runner_options import json_value
 from recommender import features, recommend
 from recommender.config import ModelConfig, RankingConfig
 from recommender.training import fit
@@ -83,13 +84,15 @@ def main() -> int:
         "--judge", choices=("validation", "test"), default="test",
         help="validation: fit on train only (no refit) and judge on the validation rows, to choose a blend",
     )
+    parser.add_argument("--config", default=None, help="JSON overrides of ModelConfig() (or a JSON file of them)")
     args = parser.parse_args()
+    overrides = json_value(args.config, "--config") if args.config else {}
     per_seed: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         frame, _ = model_quality.load(args.movielens, Path(tmp))
         for seed in args.seeds:
             train_rows, validation_rows, test_rows = splits.split(frame, args.split, seed)
-            config = ModelConfig(seed=seed, refit=args.judge == "test")
+            config = ModelConfig(**{**overrides, "seed": seed, "refit": args.judge == "test"})
             if args.judge == "validation":
                 test_rows = validation_rows
             model, training, tft_output = trained(train_rows, validation_rows, Path(tmp) / f"seed-{seed}", config)
@@ -127,6 +130,7 @@ def main() -> int:
 
     print(json.dumps({
         "dataset": str(args.movielens), "split": args.split, "seeds": args.seeds, "k": args.k,
+        "judged_on": args.judge, "overrides": overrides,
         "results": {name: averaged(results) for name, results in per_seed.items()},
     }, indent=2))
     return 0

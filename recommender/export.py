@@ -28,6 +28,7 @@ graph once on load instead of on the first user's request.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import tensorflow as tf
@@ -37,6 +38,11 @@ import tf_keras
 from recommender import features, heads, recommend, warmup
 from recommender.config import ModelConfig
 from recommender.model import TrainingData
+
+# The signatures' bodies are plain graph code (an explicit tf.while_loop, no Python control
+# flow on tensors), so AutoGraph has nothing to convert; converting them anyway was the
+# larger part of the export's time.
+signature = functools.partial(tf.function, autograph=False)
 
 
 def _model_inputs(transformed: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -60,11 +66,7 @@ def serving_signatures(
         outputs = model(_model_inputs(model.tft_layer(dict(raw_ids))), training=False)
         return {head: tf.identity(outputs[head], name=head) for head in heads.NAMES}
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name=key) for key in features.ID_FEATURES
-        ]
-    )
+    @signature(input_signature=[tf.TensorSpec([None], tf.string, name=key) for key in features.ID_FEATURES])
     def serve_ids(user_id, item_id):
         # The transform graph takes [batch, 1] like the schema's fixed-length features.
         return predict({
@@ -72,11 +74,11 @@ def serving_signatures(
             features.ITEM_ID: tf.reshape(item_id, [-1, 1]),
         })
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @signature(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_tf_examples(examples):
         return predict(tf.io.parse_example(examples, id_spec))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @signature(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(examples):
         return model.tft_layer(tf.io.parse_example(examples, raw_spec))
 
@@ -95,13 +97,13 @@ def serving_signatures(
         other = next(name for name in features.ID_FEATURES if name != key)
         return tf.reshape(model.tft_layer({key: ids, other: tf.zeros_like(ids)})[features.transformed_name(key)], [-1])
 
-    @tf.function(input_signature=[
+    @signature(input_signature=[
         tf.TensorSpec([None], tf.string, name=features.USER_ID), tf.TensorSpec([], tf.int32, name="k"),
     ])
     def serve_recommendations(user_id, k):
         return recommend.recommend(model, tables, indices(features.USER_ID, user_id), k)
 
-    @tf.function(input_signature=[
+    @signature(input_signature=[
         tf.TensorSpec([None], tf.string, name=features.USER_ID),
         tf.TensorSpec([None, None], tf.string, name=features.HISTORY),
         tf.TensorSpec([], tf.int32, name="k"),

@@ -25,6 +25,11 @@ from recommender.recommend import user_histories
 
 OPTIMIZERS = {Optimizer.ADAM: tf_keras.optimizers.Adam, Optimizer.LAZY_ADAM: LazyAdam}
 
+# Training steps per call of Keras's compiled train function. The model's steps are small,
+# and one Python round trip per step (Keras's loop, its callbacks) cost as much as the step
+# itself; the batches and updates are the same whatever the value.
+STEPS_PER_EXECUTION = 64
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainingData:
@@ -207,13 +212,12 @@ class MultiTaskRecommender(tf_keras.Model):
         keep = tf.cast((lengths[:, None] > 0) & tf.not_equal(drawn, items[:, None]), tf.float32)
         mean = tf.reduce_sum(self.history_item(drawn) * keep[..., None], axis=1) / tf.maximum(
             tf.reduce_sum(keep, axis=1), 1.0)[:, None]
-        logits = self.retrieval_scores(self.retrieval_user(users) + mean, items)
-        logits -= tf.gather(tf.constant(self._log_share), items)[None, :]
-        batch = tf.shape(items)[0]
-        # Another row of the same item is no negative for this one.
-        others = tf.logical_and(tf.equal(items[:, None], items[None, :]), tf.logical_not(tf.eye(batch, dtype=tf.bool)))
-        logits = tf.where(others, tf.float32.min, logits)
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.range(batch), logits))
+        # The candidates are the batch's distinct items, each once: another row of the
+        # same item is then no negative for this one, with no [batch, batch] mask to build.
+        candidates, positive = tf.unique(items)
+        logits = self.retrieval_scores(self.retrieval_user(users) + mean, candidates)
+        logits -= tf.gather(tf.constant(self._log_share), candidates)[None, :]
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(positive, logits))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
         """The heads' weighted losses (and the L2 penalty), plus the retrieval task's weighted loss."""
@@ -290,6 +294,7 @@ def build_model(
     model = MultiTaskRecommender(num_users, num_items, config, training, heads)
     model.compile(
         optimizer=OPTIMIZERS[config.optimizer](learning_rate=config.learning_rate),
+        steps_per_execution=STEPS_PER_EXECUTION,
         loss={head.name: getattr(tf_keras.losses, head.kind.keras_loss)() for head in heads},
         loss_weights=loss_weights,
         metrics={

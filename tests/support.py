@@ -179,5 +179,10 @@ def transform_and_train(root: Path, rows, train_idx, config: ModelConfig, num_oo
     model = build_model(
         sizes[features.USER_ID], sizes[features.ITEM_ID], config, TrainingData.from_batches(batches)
     )
-    model.fit(batches.unbatch().shuffle(len(train_idx), seed=1).batch(256), epochs=config.epochs, verbose=0)
+    # Endless, with the steps per epoch given: Keras runs several steps per call (the model's
+    # steps_per_execution) only on data whose length it knows.
+    model.fit(
+        batches.unbatch().shuffle(len(train_idx), seed=1).batch(256).repeat(),
+        epochs=config.epochs, steps_per_epoch=-(-len(train_idx) // 256), verbose=0,
+    )
     return tft_output, model, columns
