@@ -19,8 +19,8 @@ the request's history. Peers (popularity is the evaluator's own baseline):
 Each peer's settings, and whether its positives are every training pair or
 only liked ones, are chosen by NDCG@k on the validation split (fitted on the
 train split); the chosen peer is refitted on train + validation and judged on
-the test split, as the pipeline's model (default ModelConfig, refit included)
-is. A user with no training row and no history gets popularity's ranking from
+the test split, as the pipeline's models are (the default ModelConfig and the
+retrieval preset, refit included). A user with no training row and no history gets popularity's ranking from
 every peer. Prints JSON: per ranker, the overall, known-user and fold-in
 metrics (mean and standard deviation over seeds) and the chosen settings.
 """
@@ -195,13 +195,19 @@ def tuned_peer(name: str, train: list[tuple], validation: list[tuple], k: int, s
     return best
 
 
-def model_top(train_rows: pd.DataFrame, validation_rows: pd.DataFrame, workdir: Path, k: int, seed: int):
-    """The pipeline's default model, trained as the Trainer trains it, as a top function."""
+# Ranker name -> the model config's preset (None: the default ModelConfig).
+MODELS = {"model": None, "model, retrieval preset": "retrieval"}
+
+
+def model_top(train_rows: pd.DataFrame, validation_rows: pd.DataFrame, workdir: Path, k: int, seed: int,
+              preset_name: str | None = None):
+    """The pipeline's model (default, or the preset `preset_name`), trained as the Trainer trains it,
+    as a top function."""
     from benchmarks.ranking_quality import top_fn, trained
     from recommender import recommend
-    from recommender.config import ModelConfig
+    from recommender.config import ModelConfig, preset
 
-    config = ModelConfig(seed=seed)
+    config = preset(preset_name, seed=seed) if preset_name else ModelConfig(seed=seed)
     model, training, tft_output = trained(train_rows, validation_rows, workdir, config)
     users = tft_output.vocabulary_by_name(features.vocabulary_name(features.USER_ID))
     catalogue = list(tft_output.vocabulary_by_name(features.vocabulary_name(features.ITEM_ID)))
@@ -237,11 +243,11 @@ def main() -> int:
                 if name == args.peers[0]:  # popularity ranks the same rows for every peer
                     per_seed.setdefault("popularity", []).append(figures[ranking.POPULARITY])
                 print(json.dumps({"seed": seed, "ranker": name, **figures[ranking.MODEL]}), file=sys.stderr)
-            if not args.no_model:
-                top = model_top(train_frame, validation_frame, Path(tmp) / f"model-{seed}", args.k, seed)
+            for ranker, preset_name in ({} if args.no_model else MODELS).items():
+                top = model_top(train_frame, validation_frame, Path(tmp) / f"{ranker}-{seed}", args.k, seed, preset_name)
                 result = evaluate(both, test, top, None, args.k, features.DEFAULT_TIER_THRESHOLDS)
-                per_seed.setdefault("model", []).append(judged(result)[ranking.MODEL])
-                print(json.dumps({"seed": seed, "ranker": "model", **judged(result)[ranking.MODEL]}), file=sys.stderr)
+                per_seed.setdefault(ranker, []).append(judged(result)[ranking.MODEL])
+                print(json.dumps({"seed": seed, "ranker": ranker, **judged(result)[ranking.MODEL]}), file=sys.stderr)
 
     def averaged(results: list[dict]) -> dict:
         return {

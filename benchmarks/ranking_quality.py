@@ -4,12 +4,13 @@
         [--seeds 42 43 44] [--k 10] [--judge validation] [--config '{"batch_size": 1024}']
 
 For each seed: the pipeline's three splits (benchmarks/splits.py), the
-pipeline's preprocessing_fn analysed on the training rows, the default
-ModelConfig (with `--config`'s JSON overrides on top) trained with early stopping on the validation rows, then every
-user with a liked test item the user did not have in training is ranked over
-the whole catalogue (training items left out) by `recommender.recommend` with
-each blend of BLENDS, and scored by `components.ranking_evaluator.evaluate`,
-the RankingEvaluator's own code, with the popularity baseline on the same rows.
+pipeline's preprocessing_fn analysed on the training rows, the retrieval
+preset (`configs/retrieval-model.json`, with `--config`'s JSON overrides on
+top) trained with early stopping on the validation rows, then every user with
+a liked test item the user did not have in training is ranked over the whole
+catalogue (training items left out) by `recommender.recommend` with each blend
+of BLENDS, and scored by `components.ranking_evaluator.evaluate`, the
+RankingEvaluator's own code, with the popularity baseline on the same rows.
 Prints JSON: each blend's Recall, NDCG and HitRate at k (mean and standard
 deviation over seeds), per user activity tier too, and popularity's.
 """
@@ -29,17 +30,18 @@ from components.ranking import MODEL, POPULARITY
 from components.ranking_evaluator import evaluate
 from pipeline.runner_options import json_value
 from recommender import features, recommend
-from recommender.config import ModelConfig, RankingConfig
+from recommender.config import ModelConfig, RankingConfig, preset
 from recommender.training import fit
 
-# name -> RankingConfig fields (the log-space blend of recommender.recommend); the first is the default.
+# name -> RankingConfig fields (the log-space blend of recommender.recommend); the first is the
+# retrieval preset's, the last the default's (which has no retrieval task).
 _LIKE, _PURCHASE = features.BINARY_RATING, features.PURCHASE_PROBABILITY
 BLENDS = {
-    "retrieval + log P(like) + log purchase (default)": {},
+    "retrieval + log P(like) + log purchase (retrieval preset)": {},
     "retrieval alone": {"weights": {_LIKE: 0.0, _PURCHASE: 0.0}},
     "retrieval + 0.5 log P(like)": {"weights": {_LIKE: 0.5, _PURCHASE: 0.0}},
     "retrieval + log P(like)": {"weights": {_LIKE: 1.0, _PURCHASE: 0.0}},
-    "popularity x P(like) x purchase (no retrieval)": {
+    "popularity x P(like) x purchase (the default, no retrieval)": {
         "retrieval_weight": 0.0, "popularity_weight": 1.0, "weights": {_LIKE: 1.0, _PURCHASE: 1.0},
     },
 }
@@ -92,7 +94,7 @@ def main() -> int:
         frame, _ = model_quality.load(args.movielens, Path(tmp))
         for seed in args.seeds:
             train_rows, validation_rows, test_rows = splits.split(frame, args.split, seed)
-            config = ModelConfig(**{**overrides, "seed": seed, "refit": args.judge == "test"})
+            config = preset("retrieval", **{**overrides, "seed": seed, "refit": args.judge == "test"})
             if args.judge == "validation":
                 test_rows = validation_rows
             model, training, tft_output = trained(train_rows, validation_rows, Path(tmp) / f"seed-{seed}", config)

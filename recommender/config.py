@@ -81,7 +81,7 @@ class RankingConfig:
     """
 
     weights: Mapping[str, float] | None = None
-    popularity_weight: float = 0.0
+    popularity_weight: float = 1.0
     retrieval_weight: float = 1.0
     exclude_training_items: bool = True
 
@@ -159,9 +159,10 @@ class ModelConfig:
     layers (`factorized` false, `hidden_units`).
     `loss_weights` maps every head to the weight of its loss in the total,
     total = sum(weight[head] * loss[head]); None takes each head's declared
-    `loss_weight` (recommender.heads). `retrieval`, when set (the default),
-    adds the retrieval task beside the heads (see RetrievalConfig), whose
-    score `recommend` ranks by; None leaves it out. `tuning`, when set, adds
+    `loss_weight` (recommender.heads). `retrieval`, when set (as in
+    `configs/retrieval-model.json`), adds the retrieval task beside the heads
+    (see RetrievalConfig), whose score `recommend` ranks by and which gives
+    the `recommend_from_history` signature; None (the default) leaves it out. `tuning`, when set, adds
     TFX's Tuner to the pipeline (see TuningConfig).
     """
 
@@ -181,7 +182,7 @@ class ModelConfig:
     # factorisation: frequent IDs are regularised more), averaged over the batch.
     l2: float = 2.0
     optimizer: Optimizer = Optimizer.LAZY_ADAM
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     batch_size: int = 256
     # A cap on the cost: early stopping ends every fit measured on MovieLens well
     # before it; on data that keeps improving by a hair it bounds the run.
@@ -198,7 +199,7 @@ class ModelConfig:
     refit: bool = True
     seed: int = 42
     loss_weights: Mapping[str, float] | None = None
-    retrieval: RetrievalConfig | None = RetrievalConfig()
+    retrieval: RetrievalConfig | None = None
     ranking: RankingConfig = RankingConfig()
     tuning: TuningConfig | None = None
 

@@ -152,7 +152,7 @@ class MultiTaskRecommender(tf_keras.Model):
         self.heads = {
             head.name: tf_keras.layers.Dense(
                 1, activation=head.kind.activation, name=head.name,
-                bias_initializer=_base_rate(head, training) if config.base_rate_init else "zeros",
+                bias_initializer=base_rate(head, training) if config.base_rate_init else "zeros",
             )
             for head in heads
         }
@@ -269,7 +269,7 @@ class MultiTaskRecommender(tf_keras.Model):
         return out
 
 
-def _base_rate(head: Head, training: TrainingData) -> tf_keras.initializers.Initializer:
+def base_rate(head: Head, training: TrainingData) -> tf_keras.initializers.Initializer:
     """A head's bias start: its training labels' mean, as the kind's activation needs it."""
     mean = training.label_means[head.name]
     if head.kind.base_rate == BaseRate.LOGIT:

@@ -11,10 +11,12 @@ pair float32 [batch, k'] and the `score` they were ranked by float32
 - The score is, in log space (`RankingConfig`): `retrieval_weight` x the
   retrieval task's logit + `popularity_weight` x log(popularity) + the sum
   over heads of weight x log(max(prediction, 1e-30)), where popularity is the
-  item's share of training interactions. By default only the retrieval logit
-  ranks: its softmax was trained to pick, out of the catalogue, the item a
-  user chose, popularity included.
-- The user's vector is the retrieval task's query (`MultiTaskRecommender.query`):
+  item's share of training interactions. The default model has no retrieval
+  task and ranks by popularity x P(like) x expected purchase; the retrieval
+  preset (`configs/retrieval-model.json`) ranks by the retrieval logit and
+  the heads, with no popularity term: its softmax was trained to pick, out of
+  the catalogue, the item a user chose, popularity included.
+- With the retrieval task, the user's vector is its query (`MultiTaskRecommender.query`):
   the user's own embedding when the ID is known, plus the user's history:
   a known user's training items (the first `RetrievalConfig.max_history`,
   as in training) and, with `recommend_from_history`, the request's

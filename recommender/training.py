@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from recommender import features, heads
 from recommender.config import ModelConfig
-from recommender.model import MultiTaskRecommender, Training, TrainingData, build_model, train
+from recommender.model import MultiTaskRecommender, Training, TrainingData, base_rate, build_model, train
 
 
 def model_columns() -> list[str]:
@@ -114,12 +114,29 @@ def first_fit(
     model = build_model(
         sizes[features.USER_ID], sizes[features.ITEM_ID], config, TrainingData.from_columns(train_columns)
     )
+    return model, _train_first(model, train_columns, validation, config, verbose)
+
+
+def _train_first(model, train_columns, validation, config: ModelConfig, verbose: int) -> Training:
     loop = epoch_loop(train_columns, config)
-    fitted = train(
+    return train(
         model, batches(train_columns, loop, shuffle=True, repeat=True), batches(validation, loop, shuffle=False),
         loop, verbose,
     )
-    return model, fitted
+
+
+def restart(model: MultiTaskRecommender, weights: list[np.ndarray], training: TrainingData,
+            config: ModelConfig) -> None:
+    """`model` (built with `config` and the declared heads) back at `weights`, its starting
+    ones, each head's bias at `training`'s base rate (with base-rate initialisation), and its
+    optimizer's state cleared: a fresh model's start, with Keras's traced training step kept."""
+    model.set_weights(weights)
+    if config.base_rate_init:
+        for head in heads.HEADS:
+            layer = model.heads[head.name]
+            layer.bias.assign(base_rate(head, training)(layer.bias.shape))
+    for variable in model.optimizer.variables:
+        variable.assign(tf.zeros_like(variable))
 
 
 def fit(
@@ -131,21 +148,33 @@ def fit(
 ) -> Fitted:
     """The model to export: fitted on `train_columns`, early-stopped on `validation`.
 
-    With `config.refit`, the model returned is a fresh one fitted on both for
-    the epochs early stopping kept, with no validation.
+    With `config.refit`, the model returned starts again from the first fit's
+    starting weights and is fitted on both for the epochs early stopping kept,
+    with no validation.
     """
-    model, fitted = first_fit(train_columns, validation, sizes, config, verbose)
+    model = build_model(
+        sizes[features.USER_ID], sizes[features.ITEM_ID], config, TrainingData.from_columns(train_columns)
+    )
+    # Built before training, so its starting weights can be kept for the refit.
+    model(split_labels({name: train_columns[name][:1] for name in model_columns()})[0])
+    start = model.get_weights() if config.refit else None
+    fitted = _train_first(model, train_columns, validation, config, verbose)
     epochs_run = len(fitted.history.history["loss"])
     score = validation_loss(fitted, config)
     if not config.refit:
         return Fitted(model, TrainingData.from_columns(train_columns), (epochs_run,), score)
     # Only the loop changes; the model's own settings (export, ranking) stay the config's.
     refit = dataclasses.replace(config, epochs=fitted.best_epoch, early_stopping_patience=None, refit=False)
-    # The first model is done with: its embeddings and optimizer slots need not stay in memory beside the refit's.
-    del model, fitted
     both = {name: np.concatenate([train_columns[name], validation[name]]) for name in model_columns()}
     training = TrainingData.from_columns(both)
-    model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], refit, training)
+    if config.retrieval is None:
+        # Tracing Keras's training step again for a new model cost as much as several epochs.
+        restart(model, start, training, config)
+    else:
+        # The retrieval loss holds the training rows' histories as constants of the traced
+        # step: a new model, built on both splits' rows.
+        del model, fitted, start
+        model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], refit, training)
     loop = epoch_loop(both, refit)
     train(model, batches(both, loop, shuffle=True, repeat=True), None, loop, verbose, label="refit epoch")
     return Fitted(model, training, (epochs_run, refit.epochs), score)

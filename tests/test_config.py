@@ -34,7 +34,8 @@ def test_the_core_config_stays_small_and_its_optional_parts_are_nested():
     nested = [f for f in fields if f.name in ("retrieval", "ranking", "tuning")]
     assert len(fields) - len(nested) <= 15 and len(nested) == 3
     assert ModelConfig().tuning is None and isinstance(ModelConfig().ranking, RankingConfig)
-    assert isinstance(ModelConfig().retrieval, RetrievalConfig) and preset("original").retrieval is None
+    assert ModelConfig().retrieval is None and preset("original").retrieval is None
+    assert preset("retrieval").retrieval == RetrievalConfig() and preset("retrieval").ranking.popularity_weight == 0.0
 
 
 @pytest.mark.parametrize(
@@ -82,7 +83,8 @@ def test_model_config_is_frozen():
         ({"retrieval": {"temperature": 0.0}}, "retrieval.weight and retrieval.temperature must be > 0"),
         ({"retrieval": {"max_history": 0}}, "retrieval.max_history and retrieval.history_sample must be >= 1"),
         ({"retrieval": {"positives": "liked"}}, r"unknown retrieval field\(s\) \['positives'\]"),
-        ({"retrieval": None, "ranking": {"weights": {"binary_rating": 0.0, "purchase_probability": 0.0}}},
+        ({"retrieval": None, "ranking": {"weights": {"binary_rating": 0.0, "purchase_probability": 0.0},
+                                         "popularity_weight": 0.0}},
          "recommend would have nothing to rank by"),
         ({"ranking": {"weight": 1.0}}, r"unknown ranking field\(s\) \['weight'\]"),
         ({"tuning": {"max_trials": 0}}, "tuning.max_trials must be >= 1"),

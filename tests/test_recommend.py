@@ -19,7 +19,7 @@ from components import serving_check
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.config import SERVING_CHECK_TIMEOUT_S
 from recommender import export, features, heads, recommend, warmup
-from recommender.config import ModelConfig, RankingConfig
+from recommender.config import ModelConfig, RankingConfig, RetrievalConfig, preset
 from recommender.model import TrainingData
 from recommender.training import split_labels
 from tests.support import transform_and_train
@@ -30,11 +30,8 @@ TRAIN_ROWS = 3_000
 SPEC = SyntheticSpec(num_users=120, num_items=90, num_interactions=4_000, seed=3)
 
 
-# The pre-retrieval blend: popularity x P(like) x expected purchase, ranked in log space.
-BLEND = ModelConfig(
-    epochs=2, retrieval=None,
-    ranking=RankingConfig(popularity_weight=1.0, weights={features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 1.0}),
-)
+# The default blend: popularity x P(like) x expected purchase, ranked in log space.
+BLEND = ModelConfig(epochs=2)
 
 
 def _export(root, config, with_model=False):
@@ -68,8 +65,8 @@ def exported(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def retrieval(tmp_path_factory):
-    """The default model (the retrieval task on), exported, with the model and transform output in process."""
-    return _export(tmp_path_factory.mktemp("retrieval"), ModelConfig(epochs=2), with_model=True)
+    """The retrieval preset's model, exported, with the model and transform output in process."""
+    return _export(tmp_path_factory.mktemp("retrieval"), preset("retrieval", epochs=2), with_model=True)
 
 
 def _recommend(loaded, users, k):
@@ -188,7 +185,7 @@ def test_the_retrieval_score_ranks_known_users_from_their_training_items_rescore
     for row, user in enumerate(users):
         items = list(out[features.ITEM_ID][row])
         assert len(set(items)) == 10 and not set(items) & seen[user]
-        history = sorted(item_index[i] for i in seen[user])[: ModelConfig().retrieval.max_history]
+        history = sorted(item_index[i] for i in seen[user])[: RetrievalConfig().max_history]
         query = model.query(tf.constant([vocabulary.index(user)], tf.int64), tf.constant([True]),
                             tf.ragged.constant([history], dtype=tf.int64))
         logits = model.retrieval_scores(query, tf.constant([item_index[i] for i in items], tf.int64)).numpy()[0]
