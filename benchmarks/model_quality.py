@@ -77,7 +77,7 @@ ABLATION_STEPS = (
      {"l2": 2.0, "epochs": 30, "early_stopping_patience": 3}),
     ("+ heads start at base rates, N(0, 0.01) embeddings",
      {"base_rate_init": True, "embedding_init_stddev": 0.01}),
-    ("+ LazyAdam", {"optimizer": "lazy_adam"}),
+    ("+ LazyAdam, learning rate 2e-3", {"optimizer": "lazy_adam", "learning_rate": 2e-3}),
     ("+ refit on train + validation (the default)", {"refit": True, "loss_weights": None}),
 )
 
