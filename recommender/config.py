@@ -42,12 +42,11 @@ class RetrievalConfig:
     The user's vector (query) is the user's own retrieval embedding, for a
     known user, plus the mean of the user's history items' embeddings (as
     SVD++ and YouTube's candidate generator form it); an item's vector is its
-    retrieval embedding. Every training
-    pair is a positive; the loss is the softmax over the batch's items of
-    query . item / `temperature`, less the log of each item's share of the
-    training pairs (the correction for popular items, which a batch holds more
-    often), with the same item's other rows in the batch masked. Its weight in
-    the total loss is `weight`. A user's history is the user's first
+    retrieval embedding. Every training pair is a positive; the loss is the
+    softmax over the batch's distinct items of query . item / `temperature`,
+    less the log of the chance that a batch holds each item (the correction
+    for popular items, which a batch holds more often). Its weight in the
+    total loss is `weight`. A user's history is the user's first
     `max_history` distinct training items (item vocabulary order); in
     training, each example's history mean is estimated from
     `history_sample` items drawn from it, less the example's own item.

@@ -147,7 +147,7 @@ class MultiTaskRecommender(tf_keras.Model):
                                              self.retrieval.max_history)
             counts = np.bincount(training.items, minlength=num_items)[:num_items]
             # An item no training pair holds (an OOV bucket) counts as one pair's share.
-            self._log_share = np.log(np.maximum(counts, 1) / len(training.items)).astype(np.float32)
+            self._share = (np.maximum(counts, 1) / len(training.items)).astype(np.float32)
             self.retrieval_tracker = tf_keras.metrics.Mean(name="retrieval_loss")
         self.heads = {
             head.name: tf_keras.layers.Dense(
@@ -216,7 +216,12 @@ class MultiTaskRecommender(tf_keras.Model):
         # same item is then no negative for this one, with no [batch, batch] mask to build.
         candidates, positive = tf.unique(items)
         logits = self.retrieval_scores(self.retrieval_user(users) + mean, candidates)
-        logits -= tf.gather(tf.constant(self._log_share), candidates)[None, :]
+        # Each distinct item is a candidate once, so the correction is the log of the chance
+        # that a batch holds the item at all, 1 - (1 - share)^batch (as TensorFlow's unique
+        # candidate samplers count it), not of its share.
+        rows = tf.cast(tf.shape(items)[0], tf.float32)
+        share = tf.gather(tf.constant(self._share), candidates)
+        logits -= tf.math.log(-tf.math.expm1(rows * tf.math.log1p(-share)))[None, :]
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(positive, logits))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
