@@ -20,8 +20,8 @@ Each peer's settings, and whether its positives are every training pair or
 only liked ones, are chosen by NDCG@k on the validation split (fitted on the
 train split); the chosen peer is refitted on train + validation and judged on
 the test split, as the pipeline's models are (the default ModelConfig and the
-retrieval preset, refit included). A user with no training row and no history gets popularity's ranking from
-every peer. Prints JSON: per ranker, the overall, known-user and fold-in
+retrieval preset, refit included). A user with no training row and no history
+gets popularity's ranking from every peer. Prints JSON: per ranker, the overall, known-user and fold-in
 metrics (mean and standard deviation over seeds) and the chosen settings.
 """
 

@@ -45,7 +45,7 @@ from benchmarks import model_quality  # its transform(): the pipeline's preproce
 from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.runner_options import model_config_fields
 from recommender import export, features, heads, recommend, warmup
-from recommender.model import ModelConfig, TrainingData, build_model
+from recommender.model import ModelConfig, TrainingData, build_model, sample_inputs
 from recommender.training import fit
 
 
@@ -182,7 +182,7 @@ def call_memory(items: int, batch: int, k: int, config: ModelConfig) -> dict:
     training = TrainingData(users=users, items=rng.integers(0, items, len(users)),
                             labels={name: rng.random(len(users)).astype(np.float32) for name in heads.NAMES})
     model = build_model(943 + 1, items + 1, config, training)
-    model(training_batch(training), training=False)
+    model(sample_inputs(training, 4), training=False)
     tables = recommend.build_tables(model, [str(i).encode() for i in range(items)], 943, training, config)
     top = tf.constant(k, tf.int32)
 
@@ -198,12 +198,6 @@ def call_memory(items: int, batch: int, k: int, config: ModelConfig) -> dict:
     return {"catalogue": items, "batch": batch, "history": HISTORY_LENGTH,
             "resident_before_mib": round(before_kib / 1024, 1),
             "peak_above_resident_mib": round((peak_kib - before_kib) / 1024, 1)}
-
-
-def training_batch(training: TrainingData) -> dict:
-    """A few of `training`'s pairs as model inputs, to build the model's layers."""
-    return {features.transformed_name(features.USER_ID): tf.constant(training.users[:4]),
-            features.transformed_name(features.ITEM_ID): tf.constant(training.items[:4])}
 
 
 def main() -> int:

@@ -161,8 +161,9 @@ class ModelConfig:
     `loss_weight` (recommender.heads). `retrieval`, when set (as in
     `configs/retrieval-model.json`), adds the retrieval task beside the heads
     (see RetrievalConfig), whose score `recommend` ranks by and which gives
-    the `recommend_from_history` signature; None (the default) leaves it out. `tuning`, when set, adds
-    TFX's Tuner to the pipeline (see TuningConfig).
+    the `recommend_from_history` signature; None (the default) leaves it
+    out. `tuning`, when set, adds TFX's Tuner to the pipeline (see
+    TuningConfig).
     """
 
     embedding_dim: int = 32

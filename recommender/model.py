@@ -274,6 +274,12 @@ class MultiTaskRecommender(tf_keras.Model):
         return out
 
 
+def sample_inputs(training: TrainingData, rows: int = 1) -> dict[str, tf.Tensor]:
+    """The first `rows` of `training`'s pairs as model inputs: calling the model on them builds its layers."""
+    return {features.transformed_name(features.USER_ID): tf.constant(training.users[:rows]),
+            features.transformed_name(features.ITEM_ID): tf.constant(training.items[:rows])}
+
+
 def base_rate(head: Head, training: TrainingData) -> tf_keras.initializers.Initializer:
     """A head's bias start: its training labels' mean, as the kind's activation needs it."""
     mean = training.label_means[head.name]

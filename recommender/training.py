@@ -16,7 +16,15 @@ import tensorflow as tf
 
 from recommender import features, heads
 from recommender.config import ModelConfig
-from recommender.model import MultiTaskRecommender, Training, TrainingData, base_rate, build_model, train
+from recommender.model import (
+    MultiTaskRecommender,
+    Training,
+    TrainingData,
+    base_rate,
+    build_model,
+    sample_inputs,
+    train,
+)
 
 
 def model_columns() -> list[str]:
@@ -111,10 +119,16 @@ def first_fit(
     verbose: int = 2,
 ) -> tuple[MultiTaskRecommender, Training]:
     """A model fitted on `train_columns`, validated (and early-stopped) on `validation`."""
-    model = build_model(
-        sizes[features.USER_ID], sizes[features.ITEM_ID], config, TrainingData.from_columns(train_columns)
-    )
+    model, _ = _built(train_columns, sizes, config)
     return model, _train_first(model, train_columns, validation, config, verbose)
+
+
+def _built(
+    train_columns: Mapping[str, np.ndarray], sizes: Mapping[str, int], config: ModelConfig
+) -> tuple[MultiTaskRecommender, TrainingData]:
+    """(a model built for `train_columns`, their TrainingData)."""
+    training = TrainingData.from_columns(train_columns)
+    return build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training), training
 
 
 def _train_first(model, train_columns, validation, config: ModelConfig, verbose: int) -> Training:
@@ -152,22 +166,23 @@ def fit(
     starting weights and is fitted on both for the epochs early stopping kept,
     with no validation.
     """
-    model = build_model(
-        sizes[features.USER_ID], sizes[features.ITEM_ID], config, TrainingData.from_columns(train_columns)
-    )
-    # Built before training, so its starting weights can be kept for the refit.
-    model(split_labels({name: train_columns[name][:1] for name in model_columns()})[0])
-    start = model.get_weights() if config.refit else None
+    model, first = _built(train_columns, sizes, config)
+    # Without the retrieval task the refit restarts this model (see below): its starting
+    # weights are kept, so it is built before training.
+    restarts = config.refit and config.retrieval is None
+    if restarts:
+        model(sample_inputs(first))
+    start = model.get_weights() if restarts else None
     fitted = _train_first(model, train_columns, validation, config, verbose)
     epochs_run = len(fitted.history.history["loss"])
     score = validation_loss(fitted, config)
     if not config.refit:
-        return Fitted(model, TrainingData.from_columns(train_columns), (epochs_run,), score)
+        return Fitted(model, first, (epochs_run,), score)
     # Only the loop changes; the model's own settings (export, ranking) stay the config's.
     refit = dataclasses.replace(config, epochs=fitted.best_epoch, early_stopping_patience=None, refit=False)
     both = {name: np.concatenate([train_columns[name], validation[name]]) for name in model_columns()}
     training = TrainingData.from_columns(both)
-    if config.retrieval is None:
+    if restarts:
         # Tracing Keras's training step again for a new model cost as much as several epochs.
         restart(model, start, training, config)
     else:
