@@ -23,11 +23,15 @@ what was wrong. `check_in_fresh_process(path, timeout_s)` runs
 `python -I -m components.serving_check PATH` (isolated mode: nothing is
 imported from the caller's working directory or `PYTHONPATH`), kills it
 after `timeout_s` and refuses a result it cannot parse. This module imports
-only TensorFlow and the project's names, so the process starts fast.
+only TensorFlow and the project's names, so the process starts fast. Within
+`standby()`, the process is started ahead, when the block opens: it imports
+TensorFlow while the caller works and then waits, having loaded no model,
+for the one path it checks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -279,30 +283,95 @@ def check_saved_model(path: str) -> dict:
     }
 
 
-def check_in_fresh_process(path: str, timeout_s: float) -> dict:
-    """`check_saved_model` in a new, isolated Python process; raises ServingCheckError on any failure.
-
-    The process is killed after `timeout_s`; it also ends by itself if this
-    process dies. Its last stdout line must be JSON: the result, or `{"error": ...}`.
-    """
+def _start_checker(path: str | None) -> tuple[subprocess.Popen, tempfile.TemporaryDirectory]:
+    """A new, isolated checker process of `path` (None: of the path it reads from stdin), and its folder."""
     command = [
-        sys.executable, "-I", "-m", "components.serving_check", path, "--parent-pid", str(os.getpid()),
+        sys.executable, "-I", "-m", "components.serving_check", path or "-", "--parent-pid", str(os.getpid()),
     ]
     # Keras 2, as the stack that wrote the model (tensorflow_transform sets the
     # same); TensorFlow then skips importing Keras 3 at start-up, which loading
     # a SavedModel never needs.
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_USE_LEGACY_KERAS": "1"}
-    with tempfile.TemporaryDirectory(prefix="serving-check-") as workdir:
+    workdir = tempfile.TemporaryDirectory(prefix="serving-check-")
+    process = subprocess.Popen(
+        command, cwd=workdir.name, env=env, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    return process, workdir
+
+
+_standby_lock = threading.Lock()
+# The checker `standby()` started and no check has used yet, with its folder.
+_standby: list[tuple[subprocess.Popen, tempfile.TemporaryDirectory]] = []
+
+
+@contextlib.contextmanager
+def standby():
+    """Within the block, the first `check_in_fresh_process` uses a checker process started when it opened.
+
+    Why: the checker's own TensorFlow import takes seconds; started ahead, it
+    overlaps the caller's work instead of adding to the check. The process has
+    checked nothing before it is given its path, so the check is as fresh as
+    one started on demand. A checker left unused is stopped when the block ends.
+    """
+    started = _start_checker(None)
+    with _standby_lock:
+        _standby.append(started)
+    try:
+        yield
+    finally:
+        with _standby_lock:
+            left = [entry for entry in _standby if entry is started]
+            _standby[:] = [entry for entry in _standby if entry is not started]
+        for process, workdir in left:
+            _stop(process)
+            workdir.cleanup()
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Ends an unused checker: stdin closed makes it exit at once; killed if it does not."""
+    with contextlib.suppress(OSError):
+        process.stdin.close()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    for stream in (process.stdout, process.stderr):
+        stream.close()
+
+
+def _take_checker(path: str) -> tuple[subprocess.Popen, tempfile.TemporaryDirectory, str | None]:
+    """A checker for `path`, its folder, and what to write to its stdin: the standby one if one is
+    waiting and alive (given the path on stdin), else a new one (given the path as its argument)."""
+    with _standby_lock:
+        waiting = _standby.pop() if _standby else None
+    if waiting is not None:
+        if waiting[0].poll() is None:
+            return *waiting, path + "\n"
+        _stop(waiting[0])
+        waiting[1].cleanup()
+    return *_start_checker(path), None
+
+
+def check_in_fresh_process(path: str, timeout_s: float) -> dict:
+    """`check_saved_model` in a new, isolated Python process; raises ServingCheckError on any failure.
+
+    The process is killed after `timeout_s` from when it is given the path; it
+    also ends by itself if this process dies. Its last stdout line must be
+    JSON: the result, or `{"error": ...}`.
+    """
+    process, workdir, given = _take_checker(path)
+    with workdir:
         try:
-            result = subprocess.run(
-                command, cwd=workdir, env=env,
-                capture_output=True, text=True, timeout=timeout_s, check=False,
-            )
+            stdout, stderr = process.communicate(given, timeout=timeout_s)
         except subprocess.TimeoutExpired as error:
+            process.kill()
+            process.communicate()
             raise ServingCheckError(
                 f"{path}: the serving check did not finish within {timeout_s:g} s and was stopped"
             ) from error
-    return _parse_result(path, result)
+    return _parse_result(path, subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
 
 
 def _parse_result(path: str, result: subprocess.CompletedProcess) -> dict:
@@ -336,16 +405,22 @@ def _exit_when_orphaned(parent_pid: int) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """`SAVED_MODEL_DIR`, or `-`: the path is the first line of stdin (an empty stdin: exit 0, nothing checked)."""
     args = list(argv)
     if "--parent-pid" in args:
         at = args.index("--parent-pid")
         _exit_when_orphaned(int(args[at + 1]))
         del args[at:at + 2]
     if len(args) != 1:
-        print("usage: python -m components.serving_check SAVED_MODEL_DIR [--parent-pid PID]", file=sys.stderr)
+        print("usage: python -m components.serving_check SAVED_MODEL_DIR|- [--parent-pid PID]", file=sys.stderr)
         return 2
+    path = args[0]
+    if path == "-":
+        path = sys.stdin.readline().rstrip("\n")
+        if not path:
+            return 0
     try:
-        print(json.dumps(check_saved_model(args[0])))
+        print(json.dumps(check_saved_model(path)))
     except (ServingCheckError, OSError, ValueError, tf.errors.OpError) as error:
         print(json.dumps({"error": str(error)}))
         return 1

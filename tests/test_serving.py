@@ -307,3 +307,49 @@ def test_a_check_process_that_dies_without_a_result_is_a_failure(default):
     thread.join(timeout=120)
     assert "result" not in outcome
     assert "the serving check's result cannot be read (exit status -9" in outcome["error"]
+
+
+def _gone(pid: int) -> bool:
+    """Ended and reaped."""
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def _dead(pid: int) -> bool:
+    """Ended: reaped, or a zombie its parent has not reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_standby_checker_is_used_for_one_check_and_an_unused_one_is_stopped(default):
+    _, _, _, path = default
+    with serving_check.standby():
+        waiting = serving_check_pid(parent=os.getpid())
+        assert waiting is not None
+        result = serving_check.check_in_fresh_process(path, TIMEOUT_S)
+        assert result["path"] == path and result["requests"] == 2
+        assert _gone(waiting)  # it did the check; a new process would have left it waiting on stdin
+    seen = []
+
+    def failing_run():
+        with serving_check.standby():
+            seen.append(serving_check_pid(parent=os.getpid()))
+            raise RuntimeError("the run failed")
+
+    with pytest.raises(RuntimeError, match="the run failed"):
+        failing_run()
+    assert seen[0] is not None and _gone(seen[0])
+
+
+def test_a_killed_standby_checker_is_replaced_by_a_fresh_one(default):
+    _, _, _, path = default
+    with serving_check.standby():
+        waiting = serving_check_pid(parent=os.getpid())
+        os.kill(waiting, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not _dead(waiting) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        result = serving_check.check_in_fresh_process(path, TIMEOUT_S)
+    assert result["path"] == path and result["requests"] == 2
+    assert serving_check_pid(parent=os.getpid()) is None
