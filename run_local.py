@@ -33,7 +33,7 @@ from components.ranking import RankingThreshold
 from data import ratings
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.beam import add_beam_flags, beam_args_from_flags
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, VocabularyCaps
 from pipeline.console import QuietConsole, log_path, redacting
 from pipeline.run_state import (
     OutputRootBusy,
@@ -80,6 +80,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="temporal: evaluate on the most recent interactions; hash: a random split",
     )
     parser.add_argument("--eval-fraction", type=float, default=0.2, help="share of rows the Evaluator judges on")
+    parser.add_argument(
+        "--vocabulary-top-k", type=int, default=None, metavar="N",
+        help="keep at most the N most frequent user IDs and item IDs; the rest share the OOV buckets "
+        "(the summary reports how many were dropped)",
+    )
+    parser.add_argument(
+        "--vocabulary-min-count", type=int, default=1, metavar="N",
+        help="keep only IDs seen at least N times in the training rows; the rest share the OOV buckets",
+    )
     parser.add_argument(
         "--validation-fraction", type=float, default=0.1,
         help="share of rows the Trainer validates (and early-stops) on; disjoint from the eval rows",
@@ -198,6 +207,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         output_dir=output,
         model=model,
         split=args.split,
+        vocabulary=VocabularyCaps(args.vocabulary_top_k, args.vocabulary_min_count),
         eval_fraction=args.eval_fraction,
         validation_fraction=args.validation_fraction,
         rating_scale_max=scale_max,

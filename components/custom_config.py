@@ -8,6 +8,9 @@ name them from here without loading the code the other side runs.
 MODEL = "model"
 # Out-of-vocabulary buckets per ID feature: Transform, Tuner and Trainer.
 NUM_OOV_BUCKETS = "num_oov_buckets"
+# Caps on each ID vocabulary (PipelineConfig.vocabulary): Transform.
+VOCABULARY_TOP_K = "vocabulary_top_k"
+VOCABULARY_MIN_COUNT = "vocabulary_min_count"
 # Training counts at which a user/item slice becomes "some" and "many": Transform.
 TIER_THRESHOLDS = "tier_thresholds"
 # A digest of the code the components run: with dotted function paths TFX

@@ -6,42 +6,102 @@ applies exactly the mapping training saw.
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import apache_beam as beam
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
 
-from components.custom_config import NUM_OOV_BUCKETS, TIER_THRESHOLDS
+from components.custom_config import NUM_OOV_BUCKETS, TIER_THRESHOLDS, VOCABULARY_MIN_COUNT, VOCABULARY_TOP_K
 from recommender import features, heads
 
 
-def transform_ids(inputs: Mapping[str, tf.Tensor], num_oov_buckets: int) -> dict[str, tf.Tensor]:
+def _write_count(count: int, folder: str, name: str) -> np.ndarray:
+    """`count` as a one-line text file named `name` in a new folder under `folder`; its path."""
+    path = os.path.join(folder, uuid.uuid4().hex, name)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(f"{count}\n")
+    return np.array(path.encode())
+
+
+class DistinctCount(tft_beam.experimental.PTransformAnalyzer):
+    """A tf.Transform analyzer (`tft.experimental.ptransform_analyzer`): the number of distinct values
+    of one string tensor over the analysed rows, written as a one-line file named `name`, an asset.
+
+    Beam's `Distinct` groups by value across workers, so no one worker holds every ID.
+    """
+
+    def __init__(self, name: str):
+        super().__init__()
+        self._name = name
+
+    def expand(self, batches):
+        return (
+            batches
+            | "Values" >> beam.FlatMap(lambda batch: batch[0].ravel().tolist())
+            | "Distinct" >> beam.Distinct()
+            | "Count" >> beam.combiners.Count.Globally()
+            | "Write" >> beam.Map(_write_count, self.base_temp_dir, self._name)
+        )
+
+
+def count_distinct(x: tf.Tensor, name: str) -> None:
+    """Writes the number of distinct values of `x` to the transform graph's asset `name`
+    (`TFTransformOutput.vocabulary_file_by_name(name)`)."""
+    tft.experimental.ptransform_analyzer(
+        [x], DistinctCount(name), [tf.string], [[]], output_asset_default_values=[b"0\n"], name=name
+    )
+    tft.annotate_asset(name, name)
+
+
+def vocabulary_caps(top_k: int | None, min_count: int) -> dict[str, int | None]:
+    """tf.Transform's vocabulary arguments for the caps: None where there is no cap."""
+    return {"top_k": top_k, "frequency_threshold": min_count if min_count > 1 else None}
+
+
+def transform_ids(
+    inputs: Mapping[str, tf.Tensor], num_oov_buckets: int, top_k: int | None = None, min_count: int = 1,
+) -> dict[str, tf.Tensor]:
     """Maps each raw ID feature to its vocabulary index.
 
     Known IDs get 0..V-1 (most frequent first); unseen IDs hash into
     V..V+num_oov_buckets-1, so serving never fails on a new user or item.
+    With caps, the vocabulary keeps the `top_k` most frequent IDs at most, and
+    only IDs seen at least `min_count` times; the others hash into the OOV
+    buckets as unseen IDs do, and the analysis also writes the number of
+    distinct IDs it saw (asset `features.distinct_name(key)`), so that the
+    dropped ones can be counted.
     """
-    return {
-        features.transformed_name(key): tft.compute_and_apply_vocabulary(
-            inputs[key],
-            num_oov_buckets=num_oov_buckets,
-            vocab_filename=features.vocabulary_name(key),
+    caps = vocabulary_caps(top_k, min_count)
+    capped = any(value is not None for value in caps.values())
+    out = {}
+    for key in features.ID_FEATURES:
+        out[features.transformed_name(key)] = tft.compute_and_apply_vocabulary(
+            inputs[key], num_oov_buckets=num_oov_buckets, vocab_filename=features.vocabulary_name(key), **caps,
         )
-        for key in features.ID_FEATURES
-    }
+        if capped:
+            count_distinct(inputs[key], features.distinct_name(key))
+    return out
 
 
-def training_counts(x: tf.Tensor, vocab_filename: str) -> tf.Tensor:
+def training_counts(x: tf.Tensor, vocab_filename: str, top_k: int | None = None, min_count: int = 1) -> tf.Tensor:
     """How often each value of the string tensor `x` occurs in the analysed (training) data.
 
     One vocabulary that stores each value's frequency, looked up by value;
-    0 for a value the analysis never saw.
+    0 for a value the analysis never saw, or that the caps (as `transform_ids`'s) left out.
     """
     # tf.Transform's own workaround (b/62379925): a frequency file is
     # "count value" per line, so spaces inside a value must not split it.
     formatted = tf.strings.regex_replace(x, " ", "__SPACE__")
-    counts_file = tft.vocabulary(formatted, store_frequency=True, vocab_filename=vocab_filename)
+    counts_file = tft.vocabulary(
+        formatted, store_frequency=True, vocab_filename=vocab_filename, **vocabulary_caps(top_k, min_count)
+    )
 
     def lookup(values: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         table = tf.lookup.StaticHashTable(
@@ -55,15 +115,19 @@ def training_counts(x: tf.Tensor, vocab_filename: str) -> tf.Tensor:
     return tft.apply_vocabulary(formatted, counts_file, lookup_fn=lookup)
 
 
-def tiers(inputs: Mapping[str, tf.Tensor], some: int, many: int) -> dict[str, tf.Tensor]:
+def tiers(
+    inputs: Mapping[str, tf.Tensor], some: int, many: int, top_k: int | None = None, min_count: int = 1,
+) -> dict[str, tf.Tensor]:
     """Each ID's tier by its count in the analysed (training) data, for slicing.
 
-    "many" (>= many), "some" (>= some), "few" (seen), "unseen".
+    "many" (>= many), "some" (>= some), "few" (seen), "unseen" (not seen, or
+    left out of the capped vocabulary: the model knows it no better than an
+    unseen ID).
     """
     unseen, few, mid, top = features.TIERS
     out = {}
     for key, name in features.SLICE_FEATURES.items():
-        count = training_counts(inputs[key], f"{features.vocabulary_name(key)}_counts")
+        count = training_counts(inputs[key], f"{features.vocabulary_name(key)}_counts", top_k, min_count)
         out[name] = tf.where(
             count >= many, top, tf.where(count >= some, mid, tf.where(count >= 1, few, unseen))
         )
@@ -78,8 +142,27 @@ def pass_labels(inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
 def preprocessing_fn(inputs: Mapping[str, tf.Tensor], custom_config: Mapping[str, Any]):
     """The Transform component's entry point (see `transform_ids`, `tiers`, `pass_labels`)."""
     some, many = custom_config[TIER_THRESHOLDS]
+    top_k = custom_config.get(VOCABULARY_TOP_K)
+    caps = {"top_k": None if top_k is None else int(top_k), "min_count": int(custom_config.get(VOCABULARY_MIN_COUNT, 1))}
     return {
-        **transform_ids(inputs, int(custom_config[NUM_OOV_BUCKETS])),
-        **tiers(inputs, int(some), int(many)),
+        **transform_ids(inputs, int(custom_config[NUM_OOV_BUCKETS]), **caps),
+        **tiers(inputs, int(some), int(many), **caps),
         **pass_labels(inputs),
     }
+
+
+def vocabulary_report(transform_graph: str) -> dict[str, dict[str, int | None]]:
+    """Per ID feature of the transform graph at `transform_graph` (Transform's output folder):
+    `ids` in its vocabulary; where the vocabulary was capped, the `distinct` IDs of the analysed
+    rows and how many of them were `dropped`; otherwise both None (nothing was dropped)."""
+    output = tft.TFTransformOutput(transform_graph)
+    report = {}
+    for key in features.ID_FEATURES:
+        ids = output.vocabulary_size_by_name(features.vocabulary_name(key))
+        path = output.vocabulary_file_by_name(features.distinct_name(key))
+        distinct = None
+        if path:
+            with tf.io.gfile.GFile(path) as f:
+                distinct = int(f.read().strip())
+        report[key] = {"ids": ids, "distinct": distinct, "dropped": None if distinct is None else distinct - ids}
+    return report

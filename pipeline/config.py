@@ -84,6 +84,26 @@ class MySQLMetadata:
 
 
 @dataclasses.dataclass(frozen=True)
+class VocabularyCaps:
+    """Caps on each ID vocabulary (user and item): at most the `top_k` most frequent IDs of the
+    analysed rows (None: no cap), and only IDs seen at least `min_count` times. The IDs left out
+    hash into the OOV buckets, as unseen IDs do; the run's summary reports how many were dropped.
+
+    Why: a vocabulary is sorted by one worker and loaded by every process that
+    loads the transform graph, so its size bounds their memory.
+    """
+
+    top_k: int | None = None
+    min_count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"vocabulary.top_k must be >= 1 (or None: no cap), got {self.top_k}")
+        if self.min_count < 1:
+            raise ValueError(f"vocabulary.min_count must be >= 1, got {self.min_count}")
+
+
+@dataclasses.dataclass(frozen=True)
 class DriftThreshold:
     """How far one feature's distribution may move from the previous span.
 
@@ -127,6 +147,7 @@ class PipelineConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     thresholds: Mapping[str, HeadThreshold] = dataclasses.field(default_factory=default_thresholds)
     num_oov_buckets: int = 10
+    vocabulary: VocabularyCaps = VocabularyCaps()
     # Training counts at which a user/item slice becomes "some" and "many".
     tier_thresholds: tuple[int, int] = features.DEFAULT_TIER_THRESHOLDS
     # "temporal": the most recent `eval_fraction` of interactions (by timestamp)
@@ -241,8 +262,8 @@ def pipeline_config_from_dict(values: Mapping) -> PipelineConfig:
 
     Field names as in PipelineConfig; `model` holds ModelConfig fields,
     `thresholds` {head: HeadThreshold fields}, `drift` {column: DriftThreshold
-    fields}, `ranking_threshold` RankingThreshold fields, `metadata_mysql`
-    MySQLMetadata fields. Unknown names are errors.
+    fields}, `ranking_threshold` RankingThreshold fields, `vocabulary`
+    VocabularyCaps fields, `metadata_mysql` MySQLMetadata fields. Unknown names are errors.
     """
     values = dict(values)
     known = {f.name for f in dataclasses.fields(PipelineConfig)}
@@ -257,6 +278,8 @@ def pipeline_config_from_dict(values: Mapping) -> PipelineConfig:
         values["ranking_threshold"] = RankingThreshold(**values["ranking_threshold"])
     if "drift" in values:
         values["drift"] = {column: DriftThreshold(**d) for column, d in values["drift"].items()}
+    if "vocabulary" in values:
+        values["vocabulary"] = VocabularyCaps(**values["vocabulary"])
     if values.get("metadata_mysql") is not None:
         if "password" in values["metadata_mysql"]:
             raise ValueError(

@@ -267,6 +267,8 @@ def create_pipeline(
         materialize=False,
         custom_config={
             custom_config.NUM_OOV_BUCKETS: config.num_oov_buckets,
+            custom_config.VOCABULARY_TOP_K: config.vocabulary.top_k,
+            custom_config.VOCABULARY_MIN_COUNT: config.vocabulary.min_count,
             custom_config.TIER_THRESHOLDS: list(config.tier_thresholds),
             custom_config.CODE_FINGERPRINT: fingerprint,
         },

@@ -29,6 +29,7 @@ graph once on load instead of on the first user's request.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Mapping
 
 import tensorflow as tf
@@ -126,11 +127,17 @@ def sample_ids(tf_transform_output: tft.TFTransformOutput, count: int = 8) -> di
     Every feature gets the same number of IDs, so row i pairs the i-th of each.
     """
     vocabularies = {
-        key: tf_transform_output.vocabulary_by_name(features.vocabulary_name(key))
+        key: _first_lines(tf_transform_output.vocabulary_file_by_name(features.vocabulary_name(key)), count)
         for key in features.ID_FEATURES
     }
-    known = min([count, *(len(v) for v in vocabularies.values())])
-    return {key: list(v[:known]) + [warmup.UNKNOWN_ID] for key, v in vocabularies.items()}
+    known = min(len(v) for v in vocabularies.values())
+    return {key: v[:known] + [warmup.UNKNOWN_ID] for key, v in vocabularies.items()}
+
+
+def _first_lines(path: str, count: int) -> list[bytes]:
+    """The first `count` lines of a vocabulary file (most frequent first), without reading the rest."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return [line.rstrip(b"\n") for line in itertools.islice(f, count)]
 
 
 def export_model(

@@ -48,3 +48,8 @@ def transformed_name(key: str) -> str:
 def vocabulary_name(key: str) -> str:
     """The file name of the tf.Transform vocabulary computed for `key`."""
     return f"{key}_vocab"
+
+
+def distinct_name(key: str) -> str:
+    """The file name of the count of distinct `key` IDs in the analysed rows (written when a vocabulary is capped)."""
+    return f"{key}_distinct"

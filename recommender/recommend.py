@@ -89,9 +89,13 @@ def user_histories(users: np.ndarray, items: np.ndarray, num_users: int, num_ite
 
     With `limit`, each user's first `limit` of them: the model's training
     histories. RecommendTables' table of training items is the same rows
-    without a limit, so a served user's history is the one trained on.
+    without a limit, so a served user's history is the one trained on. A pair
+    whose user or item is outside its vocabulary (an OOV bucket: an ID the
+    vocabulary's caps left out) is in no history.
     """
-    keys = np.unique(np.asarray(users, np.int64) * num_items + np.asarray(items, np.int64))
+    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+    known = (users >= 0) & (users < num_users) & (items >= 0) & (items < num_items)
+    keys = np.unique(users[known] * num_items + items[known])
     pair_users, pair_items = keys // num_items, keys % num_items
     counts = np.bincount(pair_users, minlength=num_users)[:num_users]
     if limit is not None:

@@ -17,6 +17,7 @@ from typing import Any
 from components import mlmd_names
 from components import ranking as ranking_names
 from components.data_validation import read_statistics
+from components.preprocessing import vocabulary_report
 from results.evaluation import OVERALL, candidate_metrics, evaluation_metrics, failed_thresholds
 from results.metadata import (
     OUTPUT,
@@ -70,6 +71,8 @@ class RunSummary:
     # RankingEvaluator's ranking.json: {"k", "slices": {slice: {ranker: metrics}}}.
     ranking: dict | None = None
     recommendations_at: str | None = None  # BatchRecommender's published table
+    # Transform's ID vocabularies: {feature: {"ids", "distinct", "dropped"}} (`vocabulary_report`).
+    vocabularies: dict[str, dict[str, int | None]] | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,6 +122,7 @@ def summarize(store: Store, pipeline_name: str, run_id: str | None = None) -> Ru
     rows: dict[str, int] = {}
     readers: dict[str, list[str]] = {}
     ranking, ranking_failures, ranking_blessed, recommendations_at = None, (), True, None
+    vocabularies = None
     for execution in reader.executions(run):
         node = reader.node_id(execution.id)
         recorded = properties(execution)
@@ -139,6 +143,8 @@ def summarize(store: Store, pipeline_name: str, run_id: str | None = None) -> Ru
                 failed = failed_thresholds(artifact.uri)
             elif type_name == "ExampleStatistics" and "split_names" in artifact.properties:
                 rows = split_rows(artifact.uri, artifact.properties["split_names"].string_value)
+            elif type_name == "TransformGraph" and Path(artifact.uri).is_dir():
+                vocabularies = vocabulary_report(artifact.uri)
             elif type_name == "PushedModel":
                 pushed_to = published_destination(properties(artifact))
             elif type_name == mlmd_names.RANKING_EVALUATION_TYPE:
@@ -158,7 +164,7 @@ def summarize(store: Store, pipeline_name: str, run_id: str | None = None) -> Ru
         blessed = blessed and ranking_blessed
     return RunSummary(
         run.name, tuple(components), blessed, metrics, failed + ranking_failures, pushed_to, evaluation_uri,
-        splits=splits, ranking=ranking, recommendations_at=recommendations_at,
+        splits=splits, ranking=ranking, recommendations_at=recommendations_at, vocabularies=vocabularies,
     )
 
 
@@ -178,6 +184,14 @@ def format_ranking(ranking: dict) -> list[str]:
         shown = ", ".join(f"{name}={value:.4f}" for name, value in sorted(values.items()) if name != "users")
         lines.append(f"  {ranker}: {shown}")
     return lines
+
+
+def format_vocabulary(key: str, report: dict[str, int | None]) -> str:
+    """"user_id 943 IDs", or with a cap "user_id 500 IDs (443 of 943 dropped by the caps)"."""
+    line = f"{key} {report['ids']:,} IDs"
+    if report["distinct"] is not None:
+        line += f" ({report['dropped']:,} of {report['distinct']:,} dropped by the caps)"
+    return line
 
 
 def history(store: Store, pipeline_name: str, last: int = 30) -> list[RunSummary]:
@@ -207,6 +221,10 @@ def format_summary(
     for split in summary.splits:
         rows = "?" if split.rows is None else f"{split.rows:,}"
         lines.append(f"  {split.name:<12} {rows:>12} rows  {'; '.join(split.readers) or 'read by no component'}")
+    if summary.vocabularies:
+        lines.append("Vocabularies: " + "; ".join(
+            format_vocabulary(key, report) for key, report in summary.vocabularies.items()
+        ))
     if summary.blessed is None:
         lines.append("Blessing: not evaluated")
     else:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from components.choices import DriftComparator, SplitKind
-from pipeline.config import DriftThreshold, HeadThreshold, PipelineConfig
+from pipeline.config import DriftThreshold, HeadThreshold, PipelineConfig, VocabularyCaps
 from recommender import features
 from recommender.config import ModelConfig, Optimizer, RankingConfig, RetrievalConfig, TuningConfig, preset
 
@@ -177,6 +177,15 @@ def test_the_original_design_is_a_preset_file():
         preset("original", epoch=2)
 
 
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"top_k": 0}, r"vocabulary.top_k must be >= 1 \(or None: no cap\), got 0"),
+    ({"min_count": 0}, "vocabulary.min_count must be >= 1, got 0"),
+])
+def test_vocabulary_caps_refuse_values_that_would_keep_nothing(fields, message):
+    with pytest.raises(ValueError, match=message):
+        VocabularyCaps(**fields)
+
+
 def test_pipeline_config_from_plain_json_values(tmp_path):
     from pipeline.config import MySQLMetadata, pipeline_config_from_dict
 
@@ -190,7 +199,9 @@ def test_pipeline_config_from_plain_json_values(tmp_path):
         },
         "beam_pipeline_args": ["--direct_num_workers=2"],
         "metadata_mysql": {"host": "db", "database": "mlmd", "port": 3307},
+        "vocabulary": {"top_k": 1000, "min_count": 2},
     })
+    assert config.vocabulary == VocabularyCaps(top_k=1000, min_count=2)
     assert config.model.epochs == 3 and config.model.hidden_units == (8,)
     assert config.thresholds["binary_rating"].bound == 0.6
     assert config.beam_pipeline_args == ("--direct_num_workers=2",)

@@ -32,15 +32,18 @@ from tfx.orchestration.metadata import sqlite_metadata_connection_config
 from components import mlmd_names, ranking
 from components.ranking import RankingThreshold
 from data.synthetic import SyntheticSpec, write_csv
-from pipeline.config import HeadThreshold, PipelineConfig
+from pipeline.config import HeadThreshold, PipelineConfig, VocabularyCaps
 from recommender import features, heads
 from recommender.model import ModelConfig
 from results.metadata import OUTPUT, MetadataReader
+from results.summary import format_summary
 from run_local import run
 from tests.support import COMPONENT_IDS, Watcher, served_versions, tree_digest
 
 # The runs here also write batch recommendations after each publication.
 NODES = COMPONENT_IDS | {"BatchRecommender"}
+# The second run keeps this many user IDs of the 300 (and every one of the 200 items).
+USER_CAP = 250
 
 pytestmark = pytest.mark.slow
 
@@ -110,6 +113,7 @@ def second_run(first_run):
         first_run[0],
         model=dataclasses.replace(first_run[0].model, refit=False),
         thresholds={**THRESHOLDS, features.BINARY_RATING: HeadThreshold("AUC", True, 0.9999, 0.0)},
+        vocabulary=VocabularyCaps(top_k=USER_CAP),
     )
     summary, error = run(config)
     assert error is None, error
@@ -120,7 +124,8 @@ def second_run(first_run):
 def third_run(first_run, second_run):
     """A blessed model whose serving check cannot finish in time: rejected, never published."""
     config = dataclasses.replace(
-        second_run[0], model=first_run[0].model, thresholds=THRESHOLDS, serving_check_timeout_s=0.5
+        second_run[0], model=first_run[0].model, thresholds=THRESHOLDS, serving_check_timeout_s=0.5,
+        vocabulary=first_run[0].vocabulary,
     )
     with Watcher(config.serving_dir) as watcher:
         summary, error = run(config)
@@ -330,6 +335,19 @@ def test_pushed_model_serves_known_and_unknown_ids_in_a_fresh_process(first_run)
     assert np.all((liked > 0) & (liked < 1))
 
 
+def test_capped_vocabularies_report_the_dropped_ids_and_every_component_still_runs(first_run, second_run):
+    (_, first, *_), (_, second) = first_run, second_run
+    assert first.vocabularies[features.USER_ID]["dropped"] is None  # no cap, nothing counted again
+    users, items = second.vocabularies[features.USER_ID], second.vocabularies[features.ITEM_ID]
+    assert users["ids"] == USER_CAP < users["distinct"] and users["dropped"] == users["distinct"] - USER_CAP
+    assert items["ids"] == items["distinct"] < USER_CAP and items["dropped"] == 0
+    assert f"user_id {USER_CAP} IDs ({users['dropped']} of {users['distinct']} dropped by the caps)" in (
+        format_summary(second)
+    )
+    assert all(c.state == "complete" for c in second.components if c.component_id != "Pusher")
+    assert second.ranking["slices"]["overall"]["model"]["users"] > 0
+
+
 def test_unmeetable_threshold_blocks_the_push_and_keeps_the_served_model(first_run, second_run):
     first_config, _, _, served_before, _ = first_run
     _, summary = second_run
@@ -352,7 +370,7 @@ def test_a_run_that_publishes_nothing_writes_no_recommendations(first_run, secon
 def test_the_refit_learns_from_the_validation_rows_too_and_without_it_they_only_validate(first_run, second_run):
     """Run 1 refits (the default): Transform analyses the validation rows too (its
     vocabulary holds every user of both splits) and the ranking leaves them out as
-    training items. Run 2 does not refit: they only validate."""
+    training items. Run 2 does not refit: they only validate (and its user vocabulary is capped)."""
     expected = {
         True: (["train", "validation"], ("Transform (analyze)", "Trainer (fit, validate)")),
         False: (["train"], ("Trainer (validate)",)),
@@ -371,7 +389,11 @@ def test_the_refit_learns_from_the_validation_rows_too_and_without_it_they_only_
         (raw,), (graph,) = inputs["examples"], inputs["transform_graph"]
         users = set(tft.TFTransformOutput(graph.uri).vocabulary_by_name("user_id_vocab"))
         analysed = {f["user_id"].bytes_list.value[0] for split in training_splits for f in _split_rows(raw, split)}
-        assert users == analysed
+        if config.vocabulary.top_k is None:
+            assert users == analysed
+        else:  # the capped run: its most frequent users, and the count of all it analysed
+            assert users < analysed and len(users) == config.vocabulary.top_k
+            assert summary.vocabularies[features.USER_ID]["distinct"] == len(analysed)
 
 
 def test_a_blessed_model_that_fails_the_serving_check_is_never_published(first_run, third_run):

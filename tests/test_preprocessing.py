@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from components.custom_config import NUM_OOV_BUCKETS, TIER_THRESHOLDS
-from components.preprocessing import preprocessing_fn, training_counts
+from components.custom_config import NUM_OOV_BUCKETS, TIER_THRESHOLDS, VOCABULARY_MIN_COUNT, VOCABULARY_TOP_K
+from components.preprocessing import preprocessing_fn, training_counts, vocabulary_report
 from recommender import features
 
 OOV = 2
@@ -99,3 +100,50 @@ def test_training_counts_keep_values_with_spaces_apart(tmp_path):
         new, _ = (([{"id": [b"a  b"]}, {"id": [b"b"]}], metadata), transform_fn) | tft_beam.TransformDataset()
     assert _column(counted, "count") == [3, 3, 1, 1, 3]
     assert _column(new, "count") == [0, 1]
+
+
+def _analysed(tmp_path, rows, config):
+    """The transform graph of `rows` (written to tmp_path/graph), and the rows transformed."""
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(SPEC))
+    with tft_beam.Context(temp_dir=str(tmp_path / "tft")):
+        (transformed_rows, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            lambda inputs: preprocessing_fn(inputs, {NUM_OOV_BUCKETS: OOV, TIER_THRESHOLDS: [2, 3], **config})
+        )
+        _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path / "graph"))
+    return str(tmp_path / "graph"), transformed_rows
+
+
+# Users "u0" x5, "u1" x4, "u2" x3, "u3" x2, "u4" x1; items "i0" x9, "i1" x6.
+CAPPED_ROWS = [_row(f"u{u}".encode(), b"i0" if n % 2 == 0 else b"i1") for u in range(5) for n in range(5 - u)]
+
+
+@pytest.mark.parametrize(("config", "kept_users"), [
+    ({VOCABULARY_TOP_K: 2}, [b"u0", b"u1"]),
+    ({VOCABULARY_MIN_COUNT: 3}, [b"u0", b"u1", b"u2"]),
+    ({VOCABULARY_TOP_K: 4, VOCABULARY_MIN_COUNT: 3}, [b"u0", b"u1", b"u2"]),
+])
+def test_capped_vocabularies_keep_the_most_frequent_ids_and_report_the_dropped(tmp_path, config, kept_users):
+    graph, rows = _analysed(tmp_path, CAPPED_ROWS, config)
+    output = tft.TFTransformOutput(graph)
+    assert output.vocabulary_by_name(features.vocabulary_name(features.USER_ID)) == kept_users
+    users = _column(rows, features.transformed_name(features.USER_ID))
+    raw = [r[features.USER_ID][0] for r in CAPPED_ROWS]
+    for user, index in zip(raw, users):
+        if user in kept_users:
+            assert index == kept_users.index(user)
+        else:  # dropped: hashed into the OOV buckets, like an unseen user
+            assert len(kept_users) <= index < len(kept_users) + OOV
+    # A dropped user is "unseen" to the slices too: the model knows it no better.
+    activity = dict(zip(raw, _column(rows, "user_activity")))
+    assert {user for user, tier in activity.items() if tier == b"unseen"} == set(raw) - set(kept_users)
+    report = vocabulary_report(graph)
+    assert report[features.USER_ID] == {"ids": len(kept_users), "distinct": 5, "dropped": 5 - len(kept_users)}
+    assert report[features.ITEM_ID]["distinct"] == 2
+
+
+def test_without_caps_every_id_is_kept_and_nothing_is_counted_again(tmp_path):
+    graph, _ = _analysed(tmp_path, CAPPED_ROWS, {})
+    assert vocabulary_report(graph) == {
+        features.USER_ID: {"ids": 5, "distinct": None, "dropped": None},
+        features.ITEM_ID: {"ids": 2, "distinct": None, "dropped": None},
+    }

@@ -372,3 +372,13 @@ def test_the_ranking_evaluator_ranks_fold_in_users_as_unknown_with_a_model_that_
                                          {b"new-user": history})
     unknown = [i for i in _recommend(loaded, [b"new-user"], 8)[features.ITEM_ID][0] if i not in history]
     assert top == unknown[:5]
+
+
+def test_training_pairs_of_ids_outside_the_vocabularies_are_in_no_history():
+    # 3 known users and 4 known items; indices 3.. and 4.. are OOV buckets (IDs a cap left out).
+    users = np.array([0, 0, 1, 3, 2, 2, 0])
+    items = np.array([2, 1, 1, 0, 5, 3, 2])
+    splits, values = recommend.user_histories(users, items, num_users=3, num_items=4)
+    assert splits.tolist() == [0, 2, 3, 4] and values.tolist() == [1, 2, 1, 3]
+    splits, values = recommend.user_histories(users, items, num_users=3, num_items=4, limit=1)
+    assert splits.tolist() == [0, 1, 2, 3] and values.tolist() == [1, 1, 3]
