@@ -57,7 +57,8 @@ def trained(train_rows, validation_rows, workdir: Path, config: ModelConfig):
 def top_fn(model, tables: recommend.RecommendTables, user_index: dict, num_users: int, k: int,
            item_index: dict | None = None):
     """The RankingEvaluator's top function over `recommend.recommend`, in process: `recommend`
-    without histories, `recommend_from_history`'s body with them (`item_index` maps their items)."""
+    without histories, `recommend_from_history`'s body with them (`item_index` maps their items;
+    a user they do not list has none)."""
     def top(users, seen, histories):
         def ranked(chunk, n):
             # An unknown user gets an OOV index.
@@ -65,7 +66,7 @@ def top_fn(model, tables: recommend.RecommendTables, user_index: dict, num_users
             history = None
             if histories is not None:
                 history = tf.ragged.constant(
-                    [[item_index[i] for i in histories[u] if i in item_index] for u in chunk], dtype=tf.int64,
+                    [[item_index[i] for i in histories.get(u, ()) if i in item_index] for u in chunk], dtype=tf.int64,
                     ragged_rank=1,
                 )
             return recommend.recommend(model, tables, indices, tf.constant(n, tf.int32), history)[
@@ -107,7 +108,7 @@ def main() -> int:
                       splits.interaction_rows(test_rows))
             for name, blend in BLENDS.items():
                 tables = recommend.RecommendTables(
-                    catalogue, training.users, training.items, len(user_index), average, RankingConfig(**blend),
+                    catalogue, training.items, len(user_index), average, RankingConfig(**blend),
                     config.retrieval.max_history,
                 )
                 result = evaluate(

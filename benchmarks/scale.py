@@ -1,13 +1,16 @@
 """Benchmark: the whole pipeline at growing sizes of generated interactions.
 
-    python -m benchmarks.scale [--rows 100000 1000000 10000000] [--epochs 1] [--beam-runner ...]
+    python -m benchmarks.scale [--rows 100000 1000000 10000000] [--epochs 1] [--users N --items N]
+        [--beam-runner ...]
 
 For each size: generates interactions (users = rows/50, items = rows/100, at
-least 600/400), runs `run_local.py` on them in a fresh process and samples the
+least 600/400; or `--users`/`--items` at every size, so that only the rows
+grow), runs `run_local.py` on them in a fresh process and samples the
 RSS of that process and all its descendants (Beam workers, the serving check)
 every 0.2 s from /proc. Per-component seconds come from ML Metadata. Prints
 JSON: per size, each component's seconds and rows per second, wall time, peak
-tree RSS overall and while each component ran; then, between consecutive sizes, how each grows relative to rows (a
+tree RSS overall and while each component ran, the exported model's size on
+disk (its variables and its graph); then, between consecutive sizes, how each grows relative to rows (a
 ratio above the row ratio means faster than linear).
 """
 
@@ -75,13 +78,21 @@ def _run_sampled(command: list[str], log: Path) -> tuple[int, float, list[tuple[
     return status, time.perf_counter() - started, samples
 
 
-def measure(rows: int, epochs: int, extra: list[str], workdir: Path) -> dict:
+def _model_mib(output: Path) -> dict[str, float]:
+    """The size of the (one) model the Trainer exported under `output`: its variables and its graph."""
+    (model,) = (output / "pipeline" / "Trainer" / "model").glob("*/Format-Serving")
+    variables = sum(p.stat().st_size for p in (model / "variables").iterdir())
+    return {"variables": round(variables / 2**20, 3), "graph": round((model / "saved_model.pb").stat().st_size / 2**20, 3)}
+
+
+def measure(rows: int, epochs: int, extra: list[str], workdir: Path,
+            users: int | None = None, items: int | None = None) -> dict:
     from ml_metadata.metadata_store import metadata_store
 
     from results.metadata import sqlite_readonly
     from results.summary import summarize
 
-    spec = SyntheticSpec(num_users=max(600, rows // 50), num_items=max(400, rows // 100),
+    spec = SyntheticSpec(num_users=users or max(600, rows // 50), num_items=items or max(400, rows // 100),
                          num_interactions=rows)
     started = time.perf_counter()
     data = write_csv(spec, workdir / "data" / "interactions.csv")
@@ -111,6 +122,9 @@ def measure(rows: int, epochs: int, extra: list[str], workdir: Path) -> dict:
         "component_seconds": seconds,
         "component_peak_tree_rss_gib": component_peak,
         "rows_per_second": {c: round(rows / s) for c, s in seconds.items() if s >= 0.5},
+        "users": spec.num_users,
+        "items": spec.num_items,
+        "model_mib": _model_mib(output) if status == 0 else None,
         "blessed": summary.blessed,
     }
 
@@ -122,6 +136,10 @@ def growth(results: list[dict]) -> list[dict]:
             "from_rows": a["rows"], "to_rows": b["rows"], "row_ratio": round(b["rows"] / a["rows"], 1),
             "wall_ratio": round(b["wall_seconds"] / a["wall_seconds"], 2),
             "peak_rss_ratio": round(b["peak_tree_rss_gib"] / max(a["peak_tree_rss_gib"], 1e-9), 2),
+            "model_variables_ratio": (
+                round(b["model_mib"]["variables"] / a["model_mib"]["variables"], 4)
+                if a["model_mib"] and b["model_mib"] else None
+            ),
             "component_time_ratio": {
                 c: round(b["component_seconds"][c] / a["component_seconds"][c], 2)
                 for c in b["component_seconds"] if a["component_seconds"].get(c, 0) >= 0.5
@@ -167,6 +185,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--users", type=int, default=None, help="users at every size (default: rows/50)")
+    parser.add_argument("--items", type=int, default=None, help="items at every size (default: rows/100)")
     parser.add_argument("--keep", type=Path, default=None, help="keep each size's outputs under this folder")
     parser.add_argument("--components", nargs="+", default=None, metavar="ID",
                         help="report only these components (e.g. Evaluator Transform); the pipeline runs whole")
@@ -183,10 +203,10 @@ def main() -> int:
         if args.keep:
             workdir = args.keep / str(rows)
             workdir.mkdir(parents=True, exist_ok=True)
-            results.append(measure(rows, args.epochs, extra, workdir))
+            results.append(measure(rows, args.epochs, extra, workdir, args.users, args.items))
         else:
             with tempfile.TemporaryDirectory(prefix=f"scale-{rows}-") as tmp:
-                results.append(measure(rows, args.epochs, extra, Path(tmp)))
+                results.append(measure(rows, args.epochs, extra, Path(tmp), args.users, args.items))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress
     if args.components:
         results = [only(result, args.components) for result in results]

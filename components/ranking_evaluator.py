@@ -4,7 +4,8 @@ It reads the raw examples ExampleGen wrote: the training splits (`train`, and
 `validation` when the model was refitted on it) give each user's training
 items (left out of every ranking) and each item's popularity, the
 `eval` split each user's liked items (`binary_rating` 1). It asks the model's
-`recommend` signature for each judged user's top k, and computes the metrics
+`recommend_from_history` signature for each judged user's top k, the user's
+training items as the request's history, and computes the metrics
 of `components.ranking` for the model, the popularity baseline and, when there
 is one with a `recommend` signature, the baseline model, overall and per user
 activity tier (training interactions, as the Evaluator's slices count them).
@@ -69,14 +70,6 @@ def tier(count: int, some: int, many: int) -> str:
     return unseen if count == 0 else few if count < some else mid if count < many else top
 
 
-def padded(histories: list[list[bytes]]) -> np.ndarray:
-    """Histories as `recommend_from_history` takes them: string [users, longest], "" padding."""
-    out = np.full((len(histories), max([0, *map(len, histories)])), b"", dtype=object)
-    for row, items in enumerate(histories):
-        out[row, : len(items)] = items
-    return out
-
-
 # (users, items each user is judged without, the users' request histories or None) -> each user's top k.
 TopFn = Callable[[list[bytes], Mapping[bytes, set], Mapping[bytes, list] | None], list | None]
 
@@ -84,8 +77,9 @@ TopFn = Callable[[list[bytes], Mapping[bytes, set], Mapping[bytes, list] | None]
 def model_top(signatures: Mapping, users: list[bytes], seen: Mapping[bytes, set], k: int,
               histories: Mapping[bytes, list[bytes]] | None = None) -> list[list[bytes]] | None:
     """Each user's top k items from a loaded model's `recommend` signature, `seen` items left out;
-    with `histories`, from `recommend_from_history` given each user's history (a model without it,
-    one with no retrieval task, ranks those users as it ranks any unknown user).
+    with `histories`, from `recommend_from_history` given each user's history (none for a user it
+    does not list). A model without that signature (exported before it existed) is asked
+    `recommend`, and ranks users with only a history as it ranks any unknown user.
 
     None if the model has no `recommend` signature (one exported before it existed).
     """
@@ -94,11 +88,17 @@ def model_top(signatures: Mapping, users: list[bytes], seen: Mapping[bytes, set]
     reads_history = histories is not None and features.RECOMMEND_FROM_HISTORY in signatures
     signature = signatures[features.RECOMMEND_FROM_HISTORY if reads_history else features.RECOMMEND]
 
-    def ranked(chunk: list[bytes], n: int):
+    def call(chunk: list[bytes], n: int) -> np.ndarray:
         inputs = {features.USER_ID: tf.constant(chunk), "k": tf.constant(n, tf.int32)}
         if reads_history:
-            inputs[features.HISTORY] = tf.constant(padded([histories[u] for u in chunk]), tf.string)
+            inputs[features.HISTORY] = tf.constant(recommend.padded([histories.get(u, []) for u in chunk]), tf.string)
         return signature(**inputs)[features.ITEM_ID].numpy()
+
+    def ranked(chunk: list[bytes], n: int) -> np.ndarray:
+        # The padded histories of a call hold at most PAIRS_PER_CALL IDs, however long a user's is.
+        longest = max([1, *(len(histories.get(u, ())) for u in chunk)]) if reads_history else 1
+        step = max(1, recommend.PAIRS_PER_CALL // longest)
+        return np.concatenate([call(chunk[i:i + step], n) for i in range(0, len(chunk), step)])
 
     catalogue = recommend.catalogue_size(signatures[features.RECOMMEND])
     return ranking.top_k_unseen(ranked, users, seen, k, recommend.users_per_call(catalogue))
@@ -129,11 +129,14 @@ def evaluate(
 
     Rows are (user_id, item_id, liked, timestamp); `*_top_fn(users, items
     left out per user, histories)` gives each user's top k, those items left
-    out; `histories` is None for the users with no history in the request.
+    out; `histories` are the requests' histories: a known user's training
+    items, a fold-in user's first interactions.
     """
-    seen, counts, activity = {}, Counter(), Counter()
-    for user, item, *_ in train_rows:
-        seen.setdefault(user, set()).add(item)
+    seen, counts, activity, trained = {}, Counter(), Counter(), {}
+    for position, (user, item, _, timestamp) in enumerate(train_rows):
+        if item not in seen.setdefault(user, set()):
+            seen[user].add(item)
+            trained.setdefault(user, []).append((timestamp, position, item))
         counts[item] += 1
         activity[user] += 1
     relevant, new_users = {}, {}
@@ -153,7 +156,10 @@ def evaluate(
                 tops[ranking.BASELINE] = baseline
         return {name: ranking.per_user(top, [liked[u] for u in users], k) for name, top in tops.items()}
 
-    values = judged(users, seen, relevant, None)
+    # A known user's request history is the user's distinct training items, oldest first: the
+    # model leaves them out and, with the retrieval task, describes the user by the latest of them.
+    known_histories = {u: [item for *_, item in sorted(trained[u])] for u in users if u in trained}
+    values = judged(users, seen, relevant, known_histories)
     tiers = np.array([tier(activity[u], *tier_thresholds) for u in users])
     slices = {ranking.OVERALL: np.ones(len(users), bool), ranking.KNOWN: np.array([u in seen for u in users], bool)}
     slices.update({f"user_activity:{t}": tiers == t for t in features.TIERS if (tiers == t).any()})

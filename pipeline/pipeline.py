@@ -363,8 +363,10 @@ def create_pipeline(
         components.append(BatchRecommender(
             pushed_model=pusher_.outputs["pushed_model"],
             transform_graph=transform.outputs["transform_graph"],
+            examples=example_gen_.outputs["examples"],
             k=config.batch_recommendations_k,
             output_dir=str(config.recommendations_dir),
+            training_splits=training_splits,
             users_file=str(config.recommend_users or ""),
         ))
     return _pipeline(config, components, metadata_connection_config)

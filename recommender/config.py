@@ -75,14 +75,13 @@ class RankingConfig:
     logit (a model with the retrieval task) + `popularity_weight` x
     log(popularity) + the sum over heads of weight x log(max(prediction, 0));
     `weights` maps every head to its weight, None takes each head's declared
-    `ranking_weight` (recommender.heads). With `exclude_training_items`, a
-    user's training items are left out.
+    `ranking_weight` (recommender.heads). The items to leave out of a user's
+    list come with the request (`recommend_from_history`'s history).
     """
 
     weights: Mapping[str, float] | None = None
     popularity_weight: float = 1.0
     retrieval_weight: float = 1.0
-    exclude_training_items: bool = True
 
     def __post_init__(self) -> None:
         if self.weights is not None:

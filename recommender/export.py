@@ -11,14 +11,15 @@ gives three signatures (names in `recommender.features`):
 
 The first two return `{'binary_rating': float32 [batch, 1],
 'purchase_probability': float32 [batch, 1]}`. With the training data given,
-a fourth:
+a fourth and a fifth:
 
 - `recommend(user_id: string [batch], k: int32 scalar)`: each user's top `k`
   items with both heads' predictions and the ranking score
   (`recommender.recommend`);
-- with the retrieval task, a fifth: `recommend_from_history(user_id: string
-  [batch], history: string [batch, n], k: int32 scalar)`, the same for users
-  described by their recent items ("" pads), new users included.
+- `recommend_from_history(user_id: string [batch], history: string [batch,
+  n], k: int32 scalar)`: the same, leaving out the items of each user's
+  `history` ("" pads), which with the retrieval task also describe the user
+  (new users included).
 
 The model also carries TF Serving warm-up requests
 (`assets.extra/tf_serving_warmup_requests`): every serving signature called on
@@ -57,7 +58,7 @@ def serving_signatures(
     model: tf_keras.Model, tf_transform_output: tft.TFTransformOutput,
     tables: recommend.RecommendTables | None = None,
 ) -> dict[str, tf.types.experimental.ConcreteFunction]:
-    """The signatures (`recommend` only with `tables`); attaches the transform
+    """The signatures (`recommend` and `recommend_from_history` only with `tables`); attaches the transform
     layer and the tables to `model` so they are saved with it."""
     model.tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = tf_transform_output.raw_feature_spec()
@@ -116,8 +117,7 @@ def serving_signatures(
         )
 
     signatures[features.RECOMMEND] = serve_recommendations.get_concrete_function()
-    if tables.max_history:
-        signatures[features.RECOMMEND_FROM_HISTORY] = serve_from_history.get_concrete_function()
+    signatures[features.RECOMMEND_FROM_HISTORY] = serve_from_history.get_concrete_function()
     return signatures
 
 
@@ -158,5 +158,5 @@ def export_model(
     tf.saved_model.save(model, export_dir, signatures=signatures)
     warmup.write_requests(
         export_dir, sample_ids(tf_transform_output), recommend=tables is not None,
-        from_history=features.RECOMMEND_FROM_HISTORY in signatures,
+        from_history=tables is not None,
     )

@@ -17,25 +17,26 @@ pair float32 [batch, k'] and the `score` they were ranked by float32
   the heads, with no popularity term: its softmax was trained to pick, out of
   the catalogue, the item a user chose, popularity included.
 - With the retrieval task, the user's vector is its query (`MultiTaskRecommender.query`):
-  the user's own embedding when the ID is known, plus the user's history:
-  a known user's training items (the first `RetrievalConfig.max_history`,
-  as in training) and, with `recommend_from_history`, the request's
-  `history` item IDs ("" pads; IDs outside the catalogue are ignored; of a
-  longer history, the last `max_history` count, and all are left out). A new
-  user with a few interactions so gets a personal list without retraining.
+  the user's own embedding when the ID is known, plus the mean embedding of
+  the request's `history` item IDs (`recommend_from_history`; "" pads; IDs
+  outside the catalogue are ignored; of a longer history, the last
+  `RetrievalConfig.max_history` count). A new user with a few interactions so
+  gets a personal list without retraining; a known user's list follows what
+  the caller sends, such as the items the user trained on.
   A user with neither is ranked by popularity, and by the average user's
   predictions where heads are weighted.
 - Every user's reported predictions are the model's, so they equal
-  `serving_default`'s for the same pairs, known user or not. The request's
-  history items and, with `RankingConfig.exclude_training_items`, a known
-  user's training items are left out; where that leaves fewer than `k`
-  items, the row ends with padding: `item_id` "" and zeros.
+  `serving_default`'s for the same pairs, known user or not. Every item of
+  the request's history is left out; where that leaves fewer than `k` items,
+  the row ends with padding: `item_id` "" and zeros. The model holds nothing
+  per user beyond its embeddings: which items a user has seen comes with the
+  request, so the model's size does not grow with the training rows.
 
 The catalogue is scored in blocks of items, keeping each user's best `k` so
 far, so a call holds at most PAIRS_PER_CALL scores at once whatever the batch
-and the catalogue. The tables (catalogue, training items per user,
-popularity, average user) are constant, non-trainable variables of the
-exported model, so plain TensorFlow serves it.
+and the catalogue. The tables (catalogue, popularity, average user) are
+constant, non-trainable variables of the exported model, so plain TensorFlow
+serves it.
 """
 
 from __future__ import annotations
@@ -87,11 +88,9 @@ def user_histories(users: np.ndarray, items: np.ndarray, num_users: int, num_ite
                    limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each user's distinct items in item index order, as (row splits [num_users + 1], items).
 
-    With `limit`, each user's first `limit` of them: the model's training
-    histories. RecommendTables' table of training items is the same rows
-    without a limit, so a served user's history is the one trained on. A pair
-    whose user or item is outside its vocabulary (an OOV bucket: an ID the
-    vocabulary's caps left out) is in no history.
+    With `limit`, each user's first `limit` of them: the retrieval task's
+    training histories. A pair whose user or item is outside its vocabulary
+    (an OOV bucket: an ID the vocabulary's caps left out) is in no history.
     """
     users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
     known = (users >= 0) & (users < num_users) & (items >= 0) & (items < num_items)
@@ -103,6 +102,14 @@ def user_histories(users: np.ndarray, items: np.ndarray, num_users: int, num_ite
         rank = np.arange(len(keys)) - np.repeat(starts, counts)
         pair_items, counts = pair_items[rank < limit], np.minimum(counts, limit)
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), pair_items.astype(np.int64)
+
+
+def padded(histories: list[list[bytes]]) -> np.ndarray:
+    """Histories as `recommend_from_history` takes them: string [users, longest], "" padding."""
+    out = np.full((len(histories), max([0, *map(len, histories)])), b"", dtype=object)
+    for row, items in enumerate(histories):
+        out[row, : len(items)] = items
+    return out
 
 
 def users_per_call(catalogue: int) -> int:
@@ -129,20 +136,19 @@ def average_user(model: tf_keras.Model, num_users: int, num_items: int, seed: in
 
 
 class RecommendTables(tf.Module):
-    """What `recommend` needs besides the model, as constant variables saved with it.
+    """What `recommend` needs besides the model, as constant variables saved with it; each is
+    sized by the vocabularies, not by the training rows.
 
-    `items`: the catalogue (item vocabulary, in index order); `seen_splits`,
-    `seen_items`: each known user's distinct training item indices, in index
-    order, as a ragged table (row splits, values); `popularity`: each item's
-    share of the training interactions; `average`: {head: [catalogue]} for
-    users with neither a known ID nor a history; `weights`: {head: weight};
-    `popularity_weight`, `retrieval_weight`: theirs in the log-space score;
-    `exclude`: whether a known user's training items are left out;
-    `max_history`: how many of them make the user's history (0: the model
-    has no retrieval task); `num_users`: the user vocabulary's size.
+    `items`: the catalogue (item vocabulary, in index order); `popularity`:
+    each item's share of the training interactions; `average`: {head:
+    [catalogue]} for users with neither a known ID nor a history; `weights`:
+    {head: weight}; `popularity_weight`, `retrieval_weight`: theirs in the
+    log-space score; `max_history`: how many of a request's history items make
+    the user's query (0: the model has no retrieval task); `num_users`: the
+    user vocabulary's size.
     """
 
-    def __init__(self, items: list[bytes], users: np.ndarray, train_items: np.ndarray, num_users: int,
+    def __init__(self, items: list[bytes], train_items: np.ndarray, num_users: int,
                  average: Mapping[str, np.ndarray], ranking: RankingConfig, max_history: int):
         super().__init__(name="recommend_tables")
         counts = np.bincount(train_items, minlength=len(items))[: len(items)]
@@ -152,12 +158,8 @@ class RecommendTables(tf.Module):
         self.weights = ranking.weights_for()
         self.popularity_weight = float(ranking.popularity_weight)
         self.retrieval_weight = float(ranking.retrieval_weight) if max_history else 0.0
-        self.exclude = bool(ranking.exclude_training_items)
         self.max_history = int(max_history)
-        splits, seen = user_histories(users, train_items, num_users, len(items))
         self.items = tf.Variable(tf.constant(list(items), tf.string), trainable=False, name="items")
-        self.seen_splits = tf.Variable(splits, trainable=False, name="seen_splits")
-        self.seen_items = tf.Variable(seen, trainable=False, name="seen_items")
         self.num_users = tf.Variable(np.int64(num_users), trainable=False, name="num_users")
         self.average = {
             name: tf.Variable(average[name], trainable=False, name=f"average_{name}") for name in heads.NAMES
@@ -176,7 +178,7 @@ def build_tables(model: tf_keras.Model, items: list[bytes], num_users: int, trai
         else {name: np.zeros(len(items), np.float32) for name in heads.NAMES}
     )
     max_history = config.retrieval.max_history if config.retrieval is not None else 0
-    return RecommendTables(items, training.users, training.items, num_users, average, config.ranking, max_history)
+    return RecommendTables(items, training.items, num_users, average, config.ranking, max_history)
 
 
 def ranking_score(predictions: Mapping[str, tf.Tensor], weights: Mapping[str, float], retrieval: tf.Tensor | None,
@@ -206,24 +208,17 @@ def recommend(model: tf_keras.Model, tables: RecommendTables, users: tf.Tensor, 
     batch = tf.size(users, out_type=tf.int64)
     num_items = tf.size(tables.items, out_type=tf.int64)
     known = users < tables.num_users
-    rows = tf.gather(tf.RaggedTensor.from_row_splits(tables.seen_items, tables.seen_splits), tf.where(known, users, 0))
-    mine = tf.gather(known, rows.value_rowids())  # an unknown user's row is user 0's: dropped
-    seen = tf.RaggedTensor.from_value_rowids(
-        tf.boolean_mask(rows.flat_values, mine), tf.boolean_mask(rows.value_rowids(), mine), nrows=batch
-    )
     if history is None:
         history = tf.RaggedTensor.from_row_lengths(tf.zeros([0], tf.int64), tf.zeros([batch], tf.int64))
     history = tf.cast(history, tf.int64)
     history = tf.ragged.boolean_mask(history, (history >= 0) & (history < num_items))
-    left_out = tf.concat([seen, history], axis=1) if tables.exclude else history
-    left_out = tf.stack([left_out.value_rowids(), left_out.flat_values], axis=1)
+    left_out = tf.stack([history.value_rowids(), history.flat_values], axis=1)
 
     queries, cold = None, None
     if tables.retrieval_weight:
-        # The request's last `max_history` items count (all are left out): a call's memory is
-        # bounded by the configuration, not by how long a history a caller sends.
-        recent = history[:, -tables.max_history:]
-        queries = model.query(users, known, tf.concat([seen[:, : tables.max_history], recent], axis=1))
+        # The request's last `max_history` items make the query (all are left out): a call's
+        # memory is bounded by the configuration, not by how long a history a caller sends.
+        queries = model.query(users, known, history[:, -tables.max_history:])
         # Neither a known ID nor a history: the query is empty, and popularity ranks.
         cold = tf.logical_and(tf.logical_not(known), history.row_lengths() == 0)
     # Every user's predictions are the model's (an unknown user's are its OOV bucket's, as

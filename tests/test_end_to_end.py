@@ -31,10 +31,12 @@ from tfx.orchestration.metadata import sqlite_metadata_connection_config
 
 from components import mlmd_names, ranking
 from components.ranking import RankingThreshold
+from components.ranking_evaluator import read_interactions
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import HeadThreshold, PipelineConfig, VocabularyCaps
 from recommender import features, heads
 from recommender.model import ModelConfig
+from recommender.recommend import padded
 from results.metadata import OUTPUT, MetadataReader
 from results.summary import format_summary
 from run_local import run
@@ -214,19 +216,25 @@ def test_batch_recommendations_are_the_published_models_top_k(first_run):
     (transform_graph,) = store.get_artifacts_by_type("TransformGraph")
     users = tft.TFTransformOutput(transform_graph.uri).vocabulary_by_name("user_id_vocab")
     assert sorted(table["user_id"].unique()) == sorted(u.decode() for u in users)
+    (recommendations,) = store.get_artifacts_by_type(mlmd_names.RECOMMENDATIONS_TYPE)
+    (event,) = [e for e in store.get_events_by_artifact_ids([recommendations.id]) if e.type == e.OUTPUT]
+    inputs = _inputs(store, event.execution_id)
+    # Each user's training items (both splits: the model was refitted) are the request's history.
+    seen = {}
+    for split in ("train", "validation"):
+        for user, item, *_ in read_interactions(inputs["examples"][0].uri, split):
+            seen.setdefault(user.decode(), set()).add(item)
     some = sorted(table["user_id"].unique())[:3]
-    answer = tf.saved_model.load(summary.pushed_to).signatures["recommend"](
-        user_id=tf.constant(some), k=tf.constant(5)
+    answer = tf.saved_model.load(summary.pushed_to).signatures["recommend_from_history"](
+        user_id=tf.constant(some), history=tf.constant(padded([sorted(seen[u]) for u in some])), k=tf.constant(5)
     )
     for row, user in enumerate(some):
         mine = table[table["user_id"] == user].sort_values("rank")
         assert list(mine["item_id"]) == [i.decode() for i in answer["item_id"].numpy()[row]]
+        assert not {i.encode() for i in mine["item_id"]} & seen[user]
         np.testing.assert_allclose(mine["score"], answer["score"].numpy()[row], rtol=1e-5, atol=1e-5)
     # Lineage: the table's artifact was made from the published model.
-    (recommendations,) = store.get_artifacts_by_type(mlmd_names.RECOMMENDATIONS_TYPE)
     assert recommendations.custom_properties[mlmd_names.RECOMMENDED_ROWS].int_value == len(table)
-    (event,) = [e for e in store.get_events_by_artifact_ids([recommendations.id]) if e.type == e.OUTPUT]
-    inputs = _inputs(store, event.execution_id)
     (pushed,) = inputs["pushed_model"]
     assert pushed.custom_properties[mlmd_names.PUSHED_DESTINATION].string_value == summary.pushed_to
     # The published version's table, and nothing else (no staging left).

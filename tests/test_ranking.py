@@ -59,7 +59,9 @@ def test_evaluate_judges_users_with_a_liked_new_item_and_slices_them_by_activity
     asked = {}
 
     def oracle(users, seen, histories):
-        assert histories is None or set(histories) == set(users)
+        # A known user's history is its distinct training items, oldest first; "cold" has none.
+        assert set(histories) == {u for u in users if u != b"cold"}
+        assert all(histories[u] == sorted(seen[u], key=lambda i: (int(i[1:]), i)) for u in histories)
         asked.update({u: set(seen.get(u, ())) for u in users})
         return [sorted({b"heavy": [b"i20"], b"light": [b"i1"], b"cold": [b"i0"]}[u]) for u in users]
 

@@ -81,10 +81,16 @@ def _serve(loaded, users, items):
     return {key: value.numpy().ravel() for key, value in out.items()}
 
 
-def test_each_user_gets_k_unseen_items_best_first_with_the_pairs_serving_default_predicts(exported):
+def _padded(histories):
+    """Histories as `recommend_from_history` takes them: "" pads each to the longest."""
+    longest = max(len(h) for h in histories)
+    return [sorted(h) + [b""] * (longest - len(h)) for h in histories]
+
+
+def test_each_user_gets_k_items_outside_the_history_best_first_with_the_pairs_serving_default_predicts(exported):
     loaded, _, seen, catalogue = exported
     users = sorted(seen)[:20]
-    out = _recommend(loaded, users, 10)
+    out = _from_history(loaded, users, _padded([seen[u] for u in users]), 10)
     assert set(out) == {features.ITEM_ID, features.SCORE, *heads.NAMES}
     for key, value in out.items():
         assert value.shape == (20, 10), key
@@ -102,27 +108,30 @@ def test_each_user_gets_k_unseen_items_best_first_with_the_pairs_serving_default
         np.testing.assert_allclose(out[features.SCORE][row], expected, rtol=1e-5, atol=1e-4)
 
 
-def test_the_top_k_is_the_best_of_every_unseen_item(exported):
+def test_the_top_k_is_the_best_of_every_item_outside_the_history(exported):
     loaded, _, seen, catalogue = exported
     user = sorted(seen)[0]
     served = _serve(loaded, [user] * len(catalogue), catalogue)
     score = _log(_popularity(catalogue)) + _log(served[features.BINARY_RATING]) + _log(
         served[features.PURCHASE_PROBABILITY])
-    unseen = [i for i, item in enumerate(catalogue) if item not in seen[user]]
-    best = [catalogue[i] for i in sorted(unseen, key=lambda i: -score[i])[:5]]
-    assert list(_recommend(loaded, [user], 5)[features.ITEM_ID][0]) == best
+    order = sorted(range(len(catalogue)), key=lambda i: -score[i])
+    unseen = [catalogue[i] for i in order if catalogue[i] not in seen[user]]
+    assert list(_from_history(loaded, [user], _padded([seen[user]]), 5)[features.ITEM_ID][0]) == unseen[:5]
+    # Without a history nothing is left out: the model holds no table of who saw what.
+    assert list(_recommend(loaded, [user], 5)[features.ITEM_ID][0]) == [catalogue[i] for i in order[:5]]
 
 
-def test_k_beyond_the_catalogue_returns_the_catalogue_padded_after_the_unseen_items(exported):
+def test_k_beyond_the_catalogue_returns_the_catalogue_padded_after_the_items_outside_the_history(exported):
     loaded, _, seen, catalogue = exported
     user = sorted(seen)[0]
-    out = _recommend(loaded, [user, b"never-seen-user"], 10_000)
+    out = _from_history(loaded, [user, b"never-seen-user"], _padded([seen[user], []]), 10_000)
     assert out[features.ITEM_ID].shape == (2, len(catalogue))
     unseen = len(set(catalogue) - seen[user])
     assert np.all(out[features.ITEM_ID][0][:unseen] != b"") and np.all(out[features.ITEM_ID][0][unseen:] == b"")
     assert np.all(out[features.SCORE][0][unseen:] == 0)
-    # An unknown user has nothing to leave out: the whole catalogue.
+    # An empty history has nothing to leave out: the whole catalogue.
     assert sorted(out[features.ITEM_ID][1]) == sorted(catalogue)
+    assert sorted(_recommend(loaded, [user], 10_000)[features.ITEM_ID][0]) == sorted(catalogue)
     assert _recommend(loaded, [user], 0)[features.ITEM_ID].shape == (1, 0)
     assert _recommend(loaded, [], 10)[features.ITEM_ID].shape == (0, 10)
 
@@ -154,19 +163,22 @@ def test_unknown_users_are_ranked_as_the_average_user_and_get_the_models_predict
             assert np.abs(out[head][row] - [average[head][i] for i in items]).max() > 1e-4
 
 
-def test_config_switches_keep_training_items_and_change_the_blend(tmp_path):
+def test_config_switches_change_the_blend_and_a_history_only_leaves_items_out(tmp_path):
     config = ModelConfig(
         epochs=1, retrieval=None, ranking=RankingConfig(
-            exclude_training_items=False, popularity_weight=0.0,
-            weights={features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 0.0},
+            popularity_weight=0.0, weights={features.BINARY_RATING: 1.0, features.PURCHASE_PROBABILITY: 0.0},
         ),
     )
     loaded, _, seen, catalogue = _export(tmp_path, config)
     user = max(seen, key=lambda u: len(seen[u]))
     out = _recommend(loaded, [user], len(catalogue))
-    assert sorted(out[features.ITEM_ID][0]) == sorted(catalogue)  # nothing left out
+    assert sorted(out[features.ITEM_ID][0]) == sorted(catalogue)
     np.testing.assert_allclose(out[features.SCORE], np.log(out[features.BINARY_RATING]), rtol=1e-6, atol=1e-6)
-    assert features.RECOMMEND_FROM_HISTORY not in loaded.signatures  # no retrieval task, no history to read
+    # With no retrieval task a history does not describe the user: the other items keep their order and scores.
+    left = _from_history(loaded, [user], _padded([seen[user]]), len(catalogue))
+    kept = [i for i, item in enumerate(out[features.ITEM_ID][0]) if item not in seen[user]]
+    assert list(left[features.ITEM_ID][0][: len(kept)]) == [out[features.ITEM_ID][0][i] for i in kept]
+    np.testing.assert_allclose(left[features.SCORE][0][: len(kept)], out[features.SCORE][0][kept], rtol=1e-6)
 
 
 def _from_history(loaded, users, history, k):
@@ -176,16 +188,17 @@ def _from_history(loaded, users, history, k):
     return {key: value.numpy() for key, value in out.items()}
 
 
-def test_the_retrieval_score_ranks_known_users_from_their_training_items_rescored_by_the_heads(retrieval):
+def test_the_retrieval_score_ranks_known_users_from_their_history_rescored_by_the_heads(retrieval):
     loaded, _, seen, catalogue, model, tft_output = retrieval
     users = sorted(seen)[:5]
-    out = _recommend(loaded, users, 10)
+    histories = _padded([seen[u] for u in users])
+    out = _from_history(loaded, users, histories, 10)
     vocabulary = list(tft_output.vocabulary_by_name(features.vocabulary_name(features.USER_ID)))
     item_index = {item: i for i, item in enumerate(catalogue)}
     for row, user in enumerate(users):
         items = list(out[features.ITEM_ID][row])
         assert len(set(items)) == 10 and not set(items) & seen[user]
-        history = sorted(item_index[i] for i in seen[user])[: RetrievalConfig().max_history]
+        history = [item_index[i] for i in histories[row] if i][-RetrievalConfig().max_history:]
         query = model.query(tf.constant([vocabulary.index(user)], tf.int64), tf.constant([True]),
                             tf.ragged.constant([history], dtype=tf.int64))
         logits = model.retrieval_scores(query, tf.constant([item_index[i] for i in items], tf.int64)).numpy()[0]
@@ -208,12 +221,11 @@ def test_a_new_user_with_a_history_gets_a_personal_list_without_its_history_item
     assert personal != list(nobody)
     # "" pads: an all-padding history is no history, the same list `recommend` gives.
     assert empty == list(nobody)
-    # A known user's request history is left out too, beside the training items.
+    # A known user's request history is what is left out, and nothing else.
     user = sorted(seen)[0]
     extra = [item for item in catalogue if item not in seen[user]][:2]
     listed = _from_history(loaded, [user], [extra], len(catalogue))[features.ITEM_ID][0]
-    assert not (set(listed) - {b""}) & (seen[user] | set(extra))
-    assert len(set(listed) - {b""}) == len(catalogue) - len(seen[user]) - 2
+    assert set(listed) - {b""} == set(catalogue) - set(extra)
 
 
 def test_the_catalogue_is_scored_in_blocks_with_the_same_answer(retrieval, monkeypatch):
@@ -231,9 +243,10 @@ def test_the_catalogue_is_scored_in_blocks_with_the_same_answer(retrieval, monke
 def test_the_serving_check_and_saved_model_cli_run_recommend(exported):
     _, path, seen, _ = exported
     logs = warmup.read_requests(path)
-    assert [log.predict_log.request.model_spec.signature_name for log in logs][-1] == features.RECOMMEND
+    names = [log.predict_log.request.model_spec.signature_name for log in logs]
+    assert names[-2:] == [features.RECOMMEND, features.RECOMMEND_FROM_HISTORY]
     result = serving_check.check_in_fresh_process(path, SERVING_CHECK_TIMEOUT_S)
-    assert features.RECOMMEND in result["signatures"]
+    assert {features.RECOMMEND, features.RECOMMEND_FROM_HISTORY} <= set(result["signatures"])
     cli = Path(sys.executable).parent / "saved_model_cli"
     user = sorted(seen)[0].decode()
     run = subprocess.run(
@@ -271,7 +284,22 @@ def test_the_serving_check_refuses_recommend_scores_that_serving_default_does_no
         serving_check._check_recommended_pairs(path, loaded, inputs, answer)
 
 
-def test_the_batch_job_writes_each_listed_users_top_k_and_never_replaces_a_table(exported, tmp_path):
+def _training_file(path):
+    """The export's training rows as ExampleGen writes them: gzipped TFRecords of tf.Examples."""
+    rows = generate_rows(SPEC)
+    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+        for i in range(TRAIN_ROWS):
+            writer.write(tf.train.Example(features=tf.train.Features(feature={
+                features.USER_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[rows[features.USER_ID][i].encode()])),
+                features.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[rows[features.ITEM_ID][i].encode()])),
+                features.TIMESTAMP: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(rows[features.TIMESTAMP][i])])),
+            })).SerializeToString())
+    return str(path)
+
+
+def test_the_batch_job_writes_each_listed_users_top_k_without_its_training_items_and_never_replaces_a_table(
+    exported, tmp_path,
+):
     import apache_beam as beam
     import pyarrow.parquet as pq
 
@@ -280,47 +308,65 @@ def test_the_batch_job_writes_each_listed_users_top_k_and_never_replaces_a_table
 
     loaded, path, seen, _ = exported
     listed = tmp_path / "users.txt"
-    listed.write_bytes(b"\n".join([sorted(seen)[0], b"never-seen-user", b""]) + b"\n")
-    users = batch_recommend.read_users(str(listed))
-    assert users == [sorted(seen)[0], b"never-seen-user"]
+    heavy = max(seen, key=lambda u: len(seen[u]))
+    listed.write_bytes(b"\n".join([heavy, b"never-seen-user", b"", heavy]) + b"\n")
+    users = [heavy, b"never-seen-user", heavy]
+    assert batch_recommend.check_users(str(listed)) == 3
+    training = _training_file(tmp_path / "train.gz")
     with beam.Pipeline(argv=list(IN_MEMORY_BEAM_ARGS)) as pipeline:
-        batch_recommend.write_recommendations(pipeline, path, users, 3, str(tmp_path / "staging"))
-    assert batch_recommend.publish_table(tmp_path / "staging", tmp_path / "7") == 6
-    table = pq.read_table(tmp_path / "7").to_pandas().sort_values(["user_id", "rank"])
-    answer = _recommend(loaded, users, 3)
-    for row, user in enumerate(users):
-        mine = table[table["user_id"] == user.decode()]
-        assert list(mine["rank"]) == [1, 2, 3]
-        assert list(mine["item_id"]) == [i.decode() for i in answer[features.ITEM_ID][row]]
-        for head in heads.NAMES:
-            np.testing.assert_allclose(mine[head], answer[head][row], rtol=0, atol=TOLERANCE)
+        batch_recommend.write_recommendations(pipeline, path, str(listed), [training], 3, str(tmp_path / "staging"))
+    assert batch_recommend.publish_table(tmp_path / "staging", tmp_path / "7") == 9
+    table = pq.read_table(tmp_path / "7").to_pandas()
+    answer = _from_history(loaded, users[:2], _padded([seen[heavy], []]), 3)
+    for row, user in enumerate(users[:2]):
+        mine = table[table["user_id"] == user.decode()].sort_values(["rank", "item_id"])
+        assert sorted(mine["rank"]) == ([1, 1, 2, 2, 3, 3] if user == heavy else [1, 2, 3])  # heavy: asked twice
+        assert set(mine["item_id"]) == {i.decode() for i in answer[features.ITEM_ID][row]}
+        assert not {i.encode() for i in mine["item_id"]} & seen.get(user, set())
+        by_item = dict(zip(answer[features.ITEM_ID][row], answer[features.BINARY_RATING][row]))
+        for item, value in zip(mine["item_id"], mine[features.BINARY_RATING]):
+            assert value == pytest.approx(by_item[item.encode()], abs=TOLERANCE)
     (tmp_path / "again").mkdir()
     with pytest.raises(FileExistsError, match="already exist"):
         batch_recommend.publish_table(tmp_path / "again", tmp_path / "7")
     listed.write_bytes(b"u1\n u2\n")
     with pytest.raises(ValueError, match=r"users.txt, line 2: user ID b' u2' has surrounding whitespace"):
-        batch_recommend.read_users(str(listed))
+        batch_recommend.check_users(str(listed))
 
 
 def test_a_users_file_from_a_spreadsheet_or_gzipped_reads_as_its_ids_and_binary_junk_is_refused(tmp_path):
     import gzip
 
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
     from components import batch_recommend
 
     exported_by_excel = tmp_path / "users.csv"
     exported_by_excel.write_bytes(b"\xef\xbb\xbfu1\r\nu\xc3\xa9\r\n\r\n")
-    assert batch_recommend.read_users(str(exported_by_excel)) == [b"u1", "ué".encode()]
     packed = tmp_path / "users.txt.gz"
     packed.write_bytes(gzip.compress(b"u1\nu2\n"))
-    assert batch_recommend.read_users(str(packed)) == [b"u1", b"u2"]
+    assert batch_recommend.check_users(str(exported_by_excel)) == 2
+    assert batch_recommend.check_users(str(packed)) == 2
+    for path, expected in ((exported_by_excel, [b"u1", "ué".encode()]), (packed, [b"u1", b"u2"])):
+        with beam.Pipeline() as pipeline:
+            assert_that(pipeline | batch_recommend.read_user_ids(str(path)), equal_to(expected))
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes(b"u1\nu\xe9\n")
     with pytest.raises(ValueError, match=r"latin1.txt, line 2: user ID b'u\\xe9' is not UTF-8 text"):
-        batch_recommend.read_users(str(latin1))
+        batch_recommend.check_users(str(latin1))
     truncated = tmp_path / "cut.txt.gz"
     truncated.write_bytes(gzip.compress(b"u1\n" * 1000)[:30])
     with pytest.raises(ValueError, match=r"cut.txt.gz: cannot be read"):
-        batch_recommend.read_users(str(truncated))
+        batch_recommend.check_users(str(truncated))
+
+
+def test_a_users_history_is_its_distinct_training_items_oldest_first():
+    from components import batch_recommend
+
+    events = [(30, b"c"), (10, b"b"), (20, b"a"), (40, b"b"), (10, b"a")]
+    assert batch_recommend.history(events) == [b"a", b"b", b"c"]
+    assert batch_recommend.history([]) == []
 
 
 def test_ranking_score_is_the_weighted_sum_of_the_retrieval_logit_log_popularity_and_log_predictions():
@@ -362,16 +408,26 @@ def test_of_a_long_request_history_the_last_max_history_items_count_and_all_are_
     assert listed == [i for i in recent[features.ITEM_ID].numpy()[0] if i and i not in early]
 
 
-def test_the_ranking_evaluator_ranks_fold_in_users_as_unknown_with_a_model_that_reads_no_history(exported):
+def test_the_ranking_evaluator_gives_each_user_its_history_which_the_default_model_only_leaves_out(
+    exported, monkeypatch,
+):
     from components import ranking_evaluator
 
     loaded, _, seen, catalogue = exported
-    assert features.RECOMMEND_FROM_HISTORY not in loaded.signatures
     history = catalogue[:3]
     (top,) = ranking_evaluator.model_top(loaded.signatures, [b"new-user"], {b"new-user": set(history)}, 5,
                                          {b"new-user": history})
     unknown = [i for i in _recommend(loaded, [b"new-user"], 8)[features.ITEM_ID][0] if i not in history]
     assert top == unknown[:5]
+    # Known users with their training items: the same lists when a call's padded histories must be
+    # cut into several calls (here one user per call).
+    users = sorted(seen)[:6]
+    histories = {u: sorted(seen[u]) for u in users}
+    whole = ranking_evaluator.model_top(loaded.signatures, users, seen, 5, histories)
+    monkeypatch.setattr(recommend, "PAIRS_PER_CALL", max(map(len, histories.values())))
+    assert ranking_evaluator.model_top(loaded.signatures, users, seen, 5, histories) == whole
+    for user, items in zip(users, whole):
+        assert len(items) == 5 and not set(items) & seen[user]
 
 
 def test_training_pairs_of_ids_outside_the_vocabularies_are_in_no_history():
