@@ -81,6 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--eval-fraction", type=float, default=0.2, help="share of rows the Evaluator judges on")
     parser.add_argument(
+        "--example-files", type=int, default=1, metavar="N",
+        help="write each split in at least N files (one per worker that is to read a split in parallel)",
+    )
+    parser.add_argument(
         "--vocabulary-top-k", type=int, default=None, metavar="N",
         help="keep at most the N most frequent user IDs and item IDs; the rest share the OOV buckets "
         "(the summary reports how many were dropped)",
@@ -208,6 +212,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         model=model,
         split=args.split,
         vocabulary=VocabularyCaps(args.vocabulary_top_k, args.vocabulary_min_count),
+        example_files=args.example_files,
         eval_fraction=args.eval_fraction,
         validation_fraction=args.validation_fraction,
         rating_scale_max=scale_max,

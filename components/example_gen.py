@@ -55,6 +55,9 @@ SCHEMA_PATH = "schema_path"
 SPLIT = "split"
 # The seed of the written order (and so of the order the Trainer reads).
 SEED = "seed"
+# The fewest files each split is written in (default 1): one per worker that is
+# to read a split in parallel (more are written where the data needs them).
+MIN_FILES = "min_files"
 # Three disjoint splits (components.choices.SPLITS), oldest first for the
 # temporal split: the Trainer fits `train` and early-stops on `validation`;
 # only the Evaluator reads `eval`.
@@ -742,6 +745,7 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
             )
         input_bytes = sum(size for size, _ in before.values())
         seed = int(_custom_config(exec_properties).get(SEED, 0))
+        min_files = int(_custom_config(exec_properties).get(MIN_FILES, 1))
         prefixes = {}
         with self._make_beam_pipeline() as pipeline:
             for name, records in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
@@ -750,7 +754,7 @@ class SchemaCsvExampleGenExecutor(BaseExampleGenExecutor):
                     write_split.DEFAULT_TF_RECORD_FILE_NAME,
                 )
                 _ = records | f"ShuffleAndWrite[{name}]" >> ShuffleToTFRecords(
-                    prefixes[name], input_bytes * EXAMPLE_BYTES_PER_CSV_BYTE, seed
+                    prefixes[name], input_bytes * EXAMPLE_BYTES_PER_CSV_BYTE, seed, min_files=min_files
                 )
         for prefix in prefixes.values():
             if tf.io.gfile.exists(partial_folder(prefix)):

@@ -127,12 +127,14 @@ class _WriteBucket(beam.DoFn):
 @beam.typehints.with_input_types(bytes)
 @beam.typehints.with_output_types(str)
 def ShuffleToTFRecords(  # pylint: disable=invalid-name
-    records: beam.PCollection, prefix: str, total_bytes: int, seed: int, flush_bytes: int = FLUSH_BYTES
+    records: beam.PCollection, prefix: str, total_bytes: int, seed: int, flush_bytes: int = FLUSH_BYTES,
+    min_files: int = 1,
 ) -> beam.PCollection:
     """Writes the records as gzipped TFRecord files `prefix-BBBBB-of-NNNNN.gz`, in an order
     fixed by `seed` and unrelated to the input's; `total_bytes` estimates their size
-    (sets the buckets). Yields the paths written; a bucket no record fell in has no file."""
-    buckets = num_buckets(total_bytes)
+    (sets the buckets), and there are at least `min_files` buckets. Yields the paths
+    written; a bucket no record fell in has no file."""
+    buckets = max(num_buckets(total_bytes), min_files)
     return (
         records
         | "PackBlocks" >> beam.ParDo(_PackBlocks(buckets, flush_bytes, seed))

@@ -156,6 +156,9 @@ class PipelineConfig:
     # The Trainer early-stops on the validation split; only the Evaluator reads
     # the eval split, so the blessing judges rows the training never chose by.
     split: SplitKind = SplitKind.TEMPORAL
+    # ExampleGen writes each split in at least this many files: as many as
+    # there are workers to read a split in parallel.
+    example_files: int = 1
     eval_fraction: float = 0.2
     validation_fraction: float = 0.1
     # Spans: each run ingests the newest span; Transform and Trainer use the
@@ -201,6 +204,8 @@ class PipelineConfig:
             raise ValueError(f"tier_thresholds must be (some, many) with 1 < some < many, got {self.tier_thresholds}")
         if self.num_oov_buckets < 1:
             raise ValueError(f"num_oov_buckets must be >= 1, got {self.num_oov_buckets}")
+        if self.example_files < 1:
+            raise ValueError(f"example_files must be >= 1, got {self.example_files}")
         object.__setattr__(self, "split", parse(SplitKind, self.split, "split"))
         for name in ("eval_fraction", "validation_fraction"):
             if not 0.01 <= getattr(self, name) < 1.0:

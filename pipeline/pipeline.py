@@ -145,6 +145,7 @@ def data_components(config: PipelineConfig, span_resolvers: bool = True) -> Data
             example_gen.SCHEMA_PATH: str(config.schema_path),
             example_gen.SPLIT: config.split,
             example_gen.SEED: config.model.seed,
+            example_gen.MIN_FILES: config.example_files,
         },
     ).with_id("ExampleGen")
 

@@ -186,6 +186,11 @@ def test_vocabulary_caps_refuse_values_that_would_keep_nothing(fields, message):
         VocabularyCaps(**fields)
 
 
+def test_a_split_is_written_in_at_least_one_file(tmp_path):
+    with pytest.raises(ValueError, match="example_files must be >= 1, got 0"):
+        PipelineConfig(data_path=tmp_path / "d.csv", output_dir=tmp_path / "o", example_files=0)
+
+
 def test_pipeline_config_from_plain_json_values(tmp_path):
     from pipeline.config import MySQLMetadata, pipeline_config_from_dict
 

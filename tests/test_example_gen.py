@@ -99,10 +99,11 @@ def test_timestamp_pass_reads_what_the_parsing_pass_keys_by():
         assert list(example_gen.parse_timestamp(line, "in.csv", HEADER, TYPES)) == expected, line
 
 
-def _run_example_gen(tmp_path, data, split, fingerprint=None, pattern=None):
+def _run_example_gen(tmp_path, data, split, fingerprint=None, pattern=None, min_files=None):
     """Runs the executor in-process on `data`; (its Examples artifact, {split: timestamps as written}).
 
-    `fingerprint` is the driver's `input_fingerprint`, `pattern` overrides the file pattern.
+    `fingerprint` is the driver's `input_fingerprint`, `pattern` overrides the file pattern,
+    `min_files` is the fewest files per split (unset: the executor's default).
     """
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / "examples")
@@ -121,6 +122,7 @@ def _run_example_gen(tmp_path, data, split, fingerprint=None, pattern=None):
         "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
         "custom_config": json.dumps({
             example_gen.SCHEMA_PATH: str(DEFAULT_SCHEMA), example_gen.SPLIT: split,
+            **({example_gen.MIN_FILES: min_files} if min_files else {}),
         }),
         "span": 3,
     }
@@ -144,6 +146,21 @@ def _written(tmp_path, split):
         tf.train.Example.FromString(r)
         for r in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator()
     ]
+
+
+def test_each_split_is_written_in_at_least_min_files_files_holding_the_same_rows(tmp_path):
+    data = tmp_path / "in" / "interactions.csv"
+    data.parent.mkdir()
+    stamps = list(range(1_600_000_000, 1_600_000_000 + 3_000))
+    data.write_text(",".join(HEADER) + "\n" + "".join(f"u{t % 97},i{t % 89},{t},{t % 2},0.5\n" for t in stamps))
+    _, one = _run_example_gen(tmp_path / "one", data, SplitKind.HASH)
+    _, four = _run_example_gen(tmp_path / "four", data, SplitKind.HASH, min_files=4)
+    for name in choices.SPLITS:
+        written = tf.io.gfile.glob(str(tmp_path / "four" / "examples" / f"Split-{name}" / "*.gz"))
+        files = sorted(os.path.basename(f) for f in written)
+        assert files == [f"data_tfrecord-{b:05d}-of-00004.gz" for b in range(4)]
+        assert len(tf.io.gfile.glob(str(tmp_path / "one" / "examples" / f"Split-{name}" / "*.gz"))) == 1
+        assert sorted(four[name]) == sorted(one[name])
 
 
 @pytest.mark.parametrize("split", [SplitKind.TEMPORAL, SplitKind.HASH])
