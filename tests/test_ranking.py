@@ -126,3 +126,16 @@ def test_top_k_unseen_keeps_the_users_order_and_asks_each_chunk_for_what_its_use
     assert top == [catalogue[1:4], catalogue[30:33], catalogue[0:3], [catalogue[0], *catalogue[2:4]]]
     # Sorted by history length: the two lightest together, then light3 with heavy.
     assert asked == [([b"light2", b"light1"], 4), ([b"light3", b"heavy"], 33)]
+
+
+def test_a_known_users_history_is_its_distinct_training_items_oldest_first():
+    train = [(b"u", b"late", 1, 30), (b"u", b"early", 0, 10), (b"u", b"mid", 1, 20), (b"u", b"early", 1, 40)]
+    eval_rows = [(b"u", b"new", 1, 50)]
+    calls = []
+
+    def ranker(users, left_out, histories):
+        calls.append(histories)
+        return [[b"new"] for _ in users]
+
+    evaluate(train, eval_rows, ranker, None, 1, features.DEFAULT_TIER_THRESHOLDS)
+    assert calls[0] == {b"u": [b"early", b"mid", b"late"]}
