@@ -150,11 +150,14 @@ def peer_top(peer_name: str, settings: Mapping, positives: str, train: list[tupl
             known = [user_index.get(u) for u in chunk]
             rows = sp.lil_matrix((len(chunk), len(items)))
             for row, user in enumerate(chunk):
-                history = [item_index[i] for i in (histories or {}).get(user, ()) if i in item_index]
                 if known[row] is not None:
+                    # A known user's request history is its training items: the peer's own
+                    # fitted row already holds them, as its positives (every pair or liked pairs).
                     rows[row] = matrix[known[row]]
-                for item in history:
-                    rows[row, item] = 1.0
+                    continue
+                for item in (histories or {}).get(user, ()):
+                    if item in item_index:
+                        rows[row, item_index[item]] = 1.0
             rows = rows.tocsr()
             scores = peer.scores(rows, known)
             empty = np.asarray(rows.sum(axis=1)).ravel() == 0
