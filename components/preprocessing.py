@@ -135,8 +135,10 @@ def tiers(
 
 
 def pass_labels(inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """Labels keep their names and become float32 (the heads' loss dtype)."""
-    return {head: tf.cast(inputs[head], tf.float32) for head in heads.NAMES}
+    """Labels keep their names and become float32 (the heads' loss dtype); the timestamp passes
+    as it is (which of a user's training items are the latest)."""
+    return {**{head: tf.cast(inputs[head], tf.float32) for head in heads.NAMES},
+            features.TIMESTAMP: inputs[features.TIMESTAMP]}
 
 
 def preprocessing_fn(inputs: Mapping[str, tf.Tensor], custom_config: Mapping[str, Any]):

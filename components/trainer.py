@@ -20,7 +20,7 @@ from tfx.components.tuner.component import TunerFnResult
 from components.custom_config import MODEL, NUM_OOV_BUCKETS
 from recommender import export, features
 from recommender.config import ModelConfig
-from recommender.training import first_fit, fit, model_columns, validation_loss
+from recommender.training import first_fit, fit, training_columns, validation_loss
 
 # Rows per batch when a split is read into memory (not the training batch size).
 READ_BATCH_SIZE = 8192
@@ -82,12 +82,12 @@ def read_splits(
     `train_args` also name (the refit fits both).
     """
     fitted = [pattern for pattern in fn_args.train_files if pattern not in fn_args.eval_files]
-    # Only the model's columns: the others (the tiers, as strings) would cost memory for nothing.
+    # Only the columns training reads: the others (the tiers, as strings) would cost memory for nothing.
     return (
-        read_columns(fitted, tf_transform_output, model_columns()),
+        read_columns(fitted, tf_transform_output, training_columns()),
         # The validation split (the Trainer's eval_args) is scored each epoch and
         # drives early stopping; the Evaluator judges the model on another split.
-        read_columns(fn_args.eval_files, tf_transform_output, model_columns()),
+        read_columns(fn_args.eval_files, tf_transform_output, training_columns()),
     )
 
 

@@ -36,12 +36,14 @@ class TrainingData:
     """What the model needs to know about its training examples before fitting.
 
     `users`, `items`: int64 vocabulary indices of every training example (in
-    the same order); `labels`: each head's label of every training example.
+    the same order); `labels`: each head's label of every training example;
+    `times`: each example's timestamp, where the rows carry one (None otherwise).
     """
 
     users: np.ndarray
     items: np.ndarray
     labels: Mapping[str, np.ndarray]
+    times: np.ndarray | None = None
 
     @property
     def label_means(self) -> dict[str, float]:
@@ -67,10 +69,12 @@ class TrainingData:
         users = np.asarray(columns[features.transformed_name(features.USER_ID)]).ravel().astype(np.int64)
         if not len(users):
             raise ValueError("the training data is empty")
+        times = columns.get(features.TIMESTAMP)
         return cls(
             users=users,
             items=np.asarray(columns[features.transformed_name(features.ITEM_ID)]).ravel().astype(np.int64),
             labels={head: np.asarray(columns[head], np.float32).ravel() for head in label_names},
+            times=None if times is None else np.asarray(times).ravel().astype(np.int64),
         )
 
 
@@ -144,7 +148,7 @@ class MultiTaskRecommender(tf_keras.Model):
             # Plain arrays, not tracked: they shape the training loss and are not exported
             # (`recommend` carries its own table of training items).
             self._histories = user_histories(training.users, training.items, num_users, num_items,
-                                             self.retrieval.max_history)
+                                             self.retrieval.max_history, training.times)
             counts = np.bincount(training.items, minlength=num_items)[:num_items]
             # An item no training pair holds (an OOV bucket) counts as one pair's share.
             self._share = (np.maximum(counts, 1) / len(training.items)).astype(np.float32)

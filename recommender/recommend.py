@@ -85,21 +85,39 @@ def score_items(model: tf_keras.Model, users: tf.Tensor, items: tf.Tensor) -> di
 
 
 def user_histories(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,
-                   limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   limit: int | None = None, times: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each user's distinct items in item index order, as (row splits [num_users + 1], items).
 
-    With `limit`, each user's first `limit` of them: the retrieval task's
-    training histories. A pair whose user or item is outside its vocabulary
-    (an OOV bucket: an ID the vocabulary's caps left out) is in no history.
+    With `limit`, `limit` of each user's items at most, the retrieval task's
+    training histories: with `times` (each pair's timestamp), the user's
+    latest by the time the user first had each item, as `recommend`'s query
+    reads the last of a history sent oldest first; without, the first by
+    index. A pair whose user or item is outside its vocabulary (an OOV
+    bucket: an ID the vocabulary's caps left out) is in no history.
     """
     users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
     known = (users >= 0) & (users < num_users) & (items >= 0) & (items < num_items)
-    keys = np.unique(users[known] * num_items + items[known])
+    keys = users[known] * num_items + items[known]
+    stamps = None
+    if times is None:
+        keys = np.unique(keys)
+    else:
+        first_seen = np.asarray(times, np.int64)[known]
+        order = np.lexsort((first_seen, keys))
+        keys, first_seen = keys[order], first_seen[order]
+        distinct = np.concatenate([[True], keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, bool)
+        keys, stamps = keys[distinct], first_seen[distinct]
     pair_users, pair_items = keys // num_items, keys % num_items
     counts = np.bincount(pair_users, minlength=num_users)[:num_users]
     if limit is not None:
-        starts = np.concatenate([[0], np.cumsum(counts)])[:-1]
-        rank = np.arange(len(keys)) - np.repeat(starts, counts)
+        starts = np.repeat(np.concatenate([[0], np.cumsum(counts)])[:-1], counts)
+        if stamps is None:
+            rank = np.arange(len(keys)) - starts
+        else:
+            # Within each user (pairs are grouped by user already): latest first.
+            order = np.lexsort((-pair_items, -stamps, pair_users))
+            rank = np.empty(len(keys), np.int64)
+            rank[order] = np.arange(len(keys)) - starts
         pair_items, counts = pair_items[rank < limit], np.minimum(counts, limit)
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), pair_items.astype(np.int64)
 

@@ -32,6 +32,11 @@ def model_columns() -> list[str]:
     return [features.transformed_name(key) for key in features.ID_FEATURES] + list(heads.NAMES)
 
 
+def training_columns() -> list[str]:
+    """`model_columns` and the timestamp: what the Trainer reads of each split (TrainingData's)."""
+    return [*model_columns(), features.TIMESTAMP]
+
+
 def split_labels(batch: Mapping[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
     """Splits a transformed batch into (model inputs, {head: label})."""
     inputs = {
@@ -180,7 +185,10 @@ def fit(
         return Fitted(model, first, (epochs_run,), score)
     # Only the loop changes; the model's own settings (export, ranking) stay the config's.
     refit = dataclasses.replace(config, epochs=fitted.best_epoch, early_stopping_patience=None, refit=False)
-    both = {name: np.concatenate([train_columns[name], validation[name]]) for name in model_columns()}
+    both = {
+        name: np.concatenate([train_columns[name], validation[name]])
+        for name in training_columns() if name in train_columns and name in validation
+    }
     training = TrainingData.from_columns(both)
     if restarts:
         # Tracing Keras's training step again for a new model cost as much as several epochs.

@@ -17,15 +17,17 @@ SPEC = {
     features.ITEM_ID: tf.io.FixedLenFeature([1], tf.string),
     features.BINARY_RATING: tf.io.FixedLenFeature([1], tf.int64),
     features.PURCHASE_PROBABILITY: tf.io.FixedLenFeature([1], tf.float32),
+    features.TIMESTAMP: tf.io.FixedLenFeature([1], tf.int64),
 }
 
 
-def _row(user, item, liked=1, prob=0.5):
+def _row(user, item, liked=1, prob=0.5, timestamp=1_600_000_000):
     return {
         features.USER_ID: [user],
         features.ITEM_ID: [item],
         features.BINARY_RATING: [liked],
         features.PURCHASE_PROBABILITY: [prob],
+        features.TIMESTAMP: [timestamp],
     }
 
 
@@ -75,6 +77,7 @@ def test_labels_pass_through_as_float(transformed):
         features.transformed_name(features.ITEM_ID),
         features.BINARY_RATING,
         features.PURCHASE_PROBABILITY,
+        features.TIMESTAMP,
         *features.SLICE_FEATURES.values(),
     }
 

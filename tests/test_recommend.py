@@ -438,3 +438,14 @@ def test_training_pairs_of_ids_outside_the_vocabularies_are_in_no_history():
     assert splits.tolist() == [0, 2, 3, 4] and values.tolist() == [1, 2, 1, 3]
     splits, values = recommend.user_histories(users, items, num_users=3, num_items=4, limit=1)
     assert splits.tolist() == [0, 1, 2, 3] and values.tolist() == [1, 1, 3]
+
+
+def test_with_times_a_limited_history_keeps_each_users_latest_items_by_first_time():
+    # User 0 had items 3, 1, 2 first at times 10, 20, 30 (item 3 again at 99); user 1 items 0, 2.
+    users = np.array([0, 0, 0, 0, 1, 1])
+    items = np.array([3, 1, 2, 3, 2, 0])
+    times = np.array([10, 20, 30, 99, 5, 6])
+    splits, values = recommend.user_histories(users, items, num_users=2, num_items=4, limit=2, times=times)
+    assert splits.tolist() == [0, 2, 4] and values.tolist() == [1, 2, 0, 2]  # item index order within a user
+    splits, values = recommend.user_histories(users, items, num_users=2, num_items=4, times=times)
+    assert splits.tolist() == [0, 3, 5] and values.tolist() == [1, 2, 3, 0, 2]
