@@ -67,12 +67,12 @@ def measure(output: Path, repeats: int) -> dict:
 
     def trainer_side():
         started = time.perf_counter()
-        train_columns, validation_columns = trainer.read_splits(fn_args, tft_output)
+        train_columns, validation_columns = trainer.read_splits(fn_args, tft_output, config)
         read = time.perf_counter() - started
         fitted = fit(train_columns, validation_columns, sizes, config, verbose=0)
         return time.perf_counter() - started, read, fitted.epochs_run
 
-    train_columns, validation_columns = trainer.read_splits(fn_args, tft_output)
+    train_columns, validation_columns = trainer.read_splits(fn_args, tft_output, config)
     both = {name: np.concatenate([train_columns[name], validation_columns[name]]) for name in model_columns()}
     fits = [(train_columns, validation_columns), (both, None)]
 

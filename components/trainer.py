@@ -71,9 +71,9 @@ def vocabulary_sizes(
 
 
 def read_splits(
-    fn_args: FnArgs, tf_transform_output: tft.TFTransformOutput
+    fn_args: FnArgs, tf_transform_output: tft.TFTransformOutput, config: ModelConfig
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(the training rows, the validation rows) of `fn_args` as in-memory model columns.
+    """(the training rows, the validation rows) of `fn_args` as in-memory columns (`training_columns(config)`).
 
     Both are read from their files once and trained from memory: the model
     already needs every training row's IDs, and re-reading and parsing the
@@ -84,10 +84,10 @@ def read_splits(
     fitted = [pattern for pattern in fn_args.train_files if pattern not in fn_args.eval_files]
     # Only the columns training reads: the others (the tiers, as strings) would cost memory for nothing.
     return (
-        read_columns(fitted, tf_transform_output, training_columns()),
+        read_columns(fitted, tf_transform_output, training_columns(config)),
         # The validation split (the Trainer's eval_args) is scored each epoch and
         # drives early stopping; the Evaluator judges the model on another split.
-        read_columns(fn_args.eval_files, tf_transform_output, training_columns()),
+        read_columns(fn_args.eval_files, tf_transform_output, training_columns(config)),
     )
 
 
@@ -106,7 +106,7 @@ def run_fn(fn_args: FnArgs) -> None:
     config = tuned_config(ModelConfig.from_json_dict(custom[MODEL]), fn_args.hyperparameters)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     sizes = vocabulary_sizes(tf_transform_output, int(custom[NUM_OOV_BUCKETS]))
-    fitted = fit(*read_splits(fn_args, tf_transform_output), sizes, config)
+    fitted = fit(*read_splits(fn_args, tf_transform_output, config), sizes, config)
     export.export_model(fitted.model, tf_transform_output, fn_args.serving_model_dir, fitted.training, config)
 
 
@@ -144,7 +144,7 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
     if config.tuning is None:
         raise ValueError("the Tuner needs the model config's tuning (its search space and trials)")
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    train_columns, validation = read_splits(fn_args, tf_transform_output)
+    train_columns, validation = read_splits(fn_args, tf_transform_output, config)
     tuner = SearchSpaceTuner(config, directory=fn_args.working_dir, project_name="search", overwrite=True)
     return TunerFnResult(tuner=tuner, fit_kwargs={
         "train_columns": train_columns, "validation": validation,

@@ -32,9 +32,10 @@ def model_columns() -> list[str]:
     return [features.transformed_name(key) for key in features.ID_FEATURES] + list(heads.NAMES)
 
 
-def training_columns() -> list[str]:
-    """`model_columns` and the timestamp: what the Trainer reads of each split (TrainingData's)."""
-    return [*model_columns(), features.TIMESTAMP]
+def training_columns(config: ModelConfig) -> list[str]:
+    """What the Trainer reads of each split for `config`: `model_columns`, and the timestamp where
+    the retrieval task picks each user's latest items by it (TrainingData.times)."""
+    return [*model_columns(), *([features.TIMESTAMP] if config.retrieval is not None else [])]
 
 
 def split_labels(batch: Mapping[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
@@ -187,7 +188,7 @@ def fit(
     refit = dataclasses.replace(config, epochs=fitted.best_epoch, early_stopping_patience=None, refit=False)
     both = {
         name: np.concatenate([train_columns[name], validation[name]])
-        for name in training_columns() if name in train_columns and name in validation
+        for name in training_columns(config) if name in train_columns and name in validation
     }
     training = TrainingData.from_columns(both)
     if restarts:

@@ -109,8 +109,14 @@ def split_rows(statistics_uri: str, split_names: str) -> dict[str, int]:
     }
 
 
-def summarize(store: Store, pipeline_name: str, run_id: str | None = None) -> RunSummary:
-    """The run `run_id` of `pipeline_name` recorded in `store` (None: the latest one)."""
+def summarize(
+    store: Store, pipeline_name: str, run_id: str | None = None, with_vocabularies: bool = True
+) -> RunSummary:
+    """The run `run_id` of `pipeline_name` recorded in `store` (None: the latest one).
+
+    Without `with_vocabularies`, the Transform's vocabularies are not read
+    (sizing one reads its whole file): a history of runs has no use for them.
+    """
     reader = MetadataReader(store)
     run = reader.run_context(pipeline_name, run_id)
     components = []
@@ -143,7 +149,7 @@ def summarize(store: Store, pipeline_name: str, run_id: str | None = None) -> Ru
                 failed = failed_thresholds(artifact.uri)
             elif type_name == "ExampleStatistics" and "split_names" in artifact.properties:
                 rows = split_rows(artifact.uri, artifact.properties["split_names"].string_value)
-            elif type_name == "TransformGraph" and Path(artifact.uri).is_dir():
+            elif type_name == "TransformGraph" and with_vocabularies and Path(artifact.uri).is_dir():
                 vocabularies = vocabulary_report(artifact.uri)
             elif type_name == "PushedModel":
                 pushed_to = published_destination(properties(artifact))
@@ -197,7 +203,7 @@ def format_vocabulary(key: str, report: dict[str, int | None]) -> str:
 def history(store: Store, pipeline_name: str, last: int = 30) -> list[RunSummary]:
     """The summaries of `pipeline_name`'s last `last` runs in `store`, oldest first."""
     contexts = MetadataReader(store).run_contexts(pipeline_name)[-last:]
-    return [summarize(store, pipeline_name, context.name) for context in contexts]
+    return [summarize(store, pipeline_name, context.name, with_vocabularies=False) for context in contexts]
 
 
 def format_summary(

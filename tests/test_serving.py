@@ -23,7 +23,7 @@ from data.synthetic import SyntheticSpec, generate_rows
 from pipeline.config import SERVING_CHECK_TIMEOUT_S as TIMEOUT_S
 from recommender import export, features, heads, warmup
 from recommender.config import ModelConfig, preset
-from tests.support import serving_check_pid, transform_and_train
+from tests.support import REPO_ROOT, serving_check_pid, transform_and_train
 
 pytestmark = pytest.mark.slow
 OOV = 5
@@ -353,3 +353,38 @@ def test_a_killed_standby_checker_is_replaced_by_a_fresh_one(default):
         result = serving_check.check_in_fresh_process(path, TIMEOUT_S)
     assert result["path"] == path and result["requests"] == 2
     assert serving_check_pid(parent=os.getpid()) is None
+
+
+STANDBY_CHILD = """import sys, time
+from components import serving_check
+with serving_check.standby():
+    print("open", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_standby_checker_ends_when_its_run_is_killed(tmp_path):
+    """kill -9 of the run that started it: the waiting checker is not left behind."""
+    run = subprocess.Popen([sys.executable, "-c", STANDBY_CHILD], cwd=REPO_ROOT,
+                           stdout=subprocess.PIPE, text=True, start_new_session=True)
+    waiting = None
+    try:
+        assert run.stdout.readline().strip() == "open"
+        deadline = time.monotonic() + 60
+        while waiting is None and time.monotonic() < deadline:
+            waiting = serving_check_pid(parent=run.pid)
+            time.sleep(0.05)
+        assert waiting is not None
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while not _dead(waiting) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _dead(waiting)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(timeout=30)
+        if waiting is not None and not _dead(waiting):
+            os.kill(waiting, signal.SIGKILL)
+        run.stdout.close()
