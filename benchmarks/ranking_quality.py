@@ -108,7 +108,7 @@ def main() -> int:
                       splits.interaction_rows(test_rows))
             for name, blend in BLENDS.items():
                 tables = recommend.RecommendTables(
-                    catalogue, training.items, len(user_index), average, RankingConfig(**blend),
+                    catalogue, training.counts(len(catalogue)), len(user_index), average, RankingConfig(**blend),
                     config.retrieval.max_history,
                 )
                 result = evaluate(

@@ -179,10 +179,13 @@ def call_memory(items: int, batch: int, k: int, config: ModelConfig) -> dict:
     """
     rng = np.random.default_rng(12)
     users = np.repeat(np.arange(943), 100)
-    training = TrainingData(users=users, items=rng.integers(0, items, len(users)),
-                            labels={name: rng.random(len(users)).astype(np.float32) for name in heads.NAMES})
+    training = TrainingData.from_columns({
+        features.transformed_name(features.USER_ID): users,
+        features.transformed_name(features.ITEM_ID): rng.integers(0, items, len(users)),
+        **{name: rng.random(len(users)).astype(np.float32) for name in heads.NAMES},
+    })
     model = build_model(943 + 1, items + 1, config, training)
-    model(sample_inputs(training, 4), training=False)
+    model(sample_inputs(4), training=False)
     tables = recommend.build_tables(model, [str(i).encode() for i in range(items)], 943, training, config)
     top = tf.constant(k, tf.int32)
 

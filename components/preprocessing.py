@@ -6,9 +6,10 @@ applies exactly the mapping training saw.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -21,12 +22,12 @@ from components.custom_config import NUM_OOV_BUCKETS, TIER_THRESHOLDS, VOCABULAR
 from recommender import features, heads
 
 
-def _write_count(count: int, folder: str, name: str) -> np.ndarray:
-    """`count` as a one-line text file named `name` in a new folder under `folder`; its path."""
+def _write_asset(text: str, folder: str, name: str) -> np.ndarray:
+    """`text` as a file named `name` in a new folder under `folder`; its path."""
     path = os.path.join(folder, uuid.uuid4().hex, name)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.gfile.GFile(path, "w") as f:
-        f.write(f"{count}\n")
+        f.write(text)
     return np.array(path.encode())
 
 
@@ -47,7 +48,8 @@ class DistinctCount(tft_beam.experimental.PTransformAnalyzer):
             | "Values" >> beam.FlatMap(lambda batch: batch[0].ravel().tolist())
             | "Distinct" >> beam.Distinct()
             | "Count" >> beam.combiners.Count.Globally()
-            | "Write" >> beam.Map(_write_count, self.base_temp_dir, self._name)
+            | "Write" >> beam.Map(lambda count, folder, name: _write_asset(f"{count}\n", folder, name),
+                                  self.base_temp_dir, self._name)
         )
 
 
@@ -58,6 +60,76 @@ def count_distinct(x: tf.Tensor, name: str) -> None:
         [x], DistinctCount(name), [tf.string], [[]], output_asset_default_values=[b"0\n"], name=name
     )
     tft.annotate_asset(name, name)
+
+
+class LabelMeans(tft_beam.experimental.PTransformAnalyzer):
+    """A tf.Transform analyzer: the analysed rows' count and each label's mean, written as a JSON
+    file (`{"rows": n, "label_means": {label: mean}}`) named `name`, an asset.
+
+    Each worker sums its batches and one combine adds the sums, so no worker holds the rows.
+    `labels` names the inputs, in order.
+    """
+
+    def __init__(self, name: str, labels: Sequence[str]):
+        super().__init__()
+        self._name, self._labels = name, list(labels)
+
+    def expand(self, batches):
+        width = 1 + len(self._labels)
+        return (
+            batches
+            | "Sums" >> beam.Map(lambda batch: np.array(
+                [len(batch[0]), *(np.sum(values, dtype=np.float64) for values in batch)], np.float64))
+            | "Total" >> beam.CombineGlobally(lambda sums: sum(sums, np.zeros(width)))
+            | "Write" >> beam.Map(_write_label_means, self._labels, self.base_temp_dir, self._name)
+        )
+
+
+def _write_label_means(totals: np.ndarray, labels: Sequence[str], folder: str, name: str) -> np.ndarray:
+    rows = int(totals[0])
+    means = {label: float(totals[1 + i] / rows) if rows else 0.0 for i, label in enumerate(labels)}
+    return _write_asset(json.dumps({"rows": rows, "label_means": means}), folder, name)
+
+
+def label_means(inputs: Mapping[str, tf.Tensor]) -> None:
+    """Writes the analysed (training) rows' count and each head's mean label to the transform graph's
+    asset `features.TRAINING_STATISTICS` (read back by `training_statistics`): the heads' starting
+    base rates, with no pass over the rows in the Trainer."""
+    name = features.TRAINING_STATISTICS
+    tft.experimental.ptransform_analyzer(
+        [tf.cast(inputs[head], tf.float64) for head in heads.NAMES], LabelMeans(name, heads.NAMES),
+        [tf.string], [[]], output_asset_default_values=[b"{}"], name=name,
+    )
+    tft.annotate_asset(name, name)
+
+
+def training_statistics(tf_transform_output: tft.TFTransformOutput) -> dict[str, Any]:
+    """What `label_means` wrote: {"rows": analysed rows, "label_means": {head: mean label}}."""
+    path = tf_transform_output.vocabulary_file_by_name(features.TRAINING_STATISTICS)
+    if not path:
+        raise ValueError(f"the transform graph has no {features.TRAINING_STATISTICS} asset: "
+                         "it was made by an older preprocessing_fn; run Transform again")
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def item_counts(tf_transform_output: tft.TFTransformOutput) -> np.ndarray:
+    """How often each item of the item vocabulary occurs in the analysed rows, in vocabulary index
+    order (the tiers' counts vocabulary, read onto the lookup vocabulary's indices)."""
+    key = features.ITEM_ID
+    counts_path = tf_transform_output.vocabulary_file_by_name(counts_name(key))
+    by_value = {}
+    with tf.io.gfile.GFile(counts_path, "rb") as f:
+        for line in f:
+            count, _, value = line.rstrip(b"\n").partition(b" ")
+            by_value[value.replace(b"__SPACE__", b" ")] = int(count)
+    items = tf_transform_output.vocabulary_by_name(features.vocabulary_name(key))
+    return np.array([by_value.get(item, 0) for item in items], np.int64)
+
+
+def counts_name(key: str) -> str:
+    """The file name of the training counts vocabulary of ID feature `key` (`training_counts`)."""
+    return f"{features.vocabulary_name(key)}_counts"
 
 
 def vocabulary_caps(top_k: int | None, min_count: int) -> dict[str, int | None]:
@@ -127,7 +199,7 @@ def tiers(
     unseen, few, mid, top = features.TIERS
     out = {}
     for key, name in features.SLICE_FEATURES.items():
-        count = training_counts(inputs[key], f"{features.vocabulary_name(key)}_counts", top_k, min_count)
+        count = training_counts(inputs[key], counts_name(key), top_k, min_count)
         out[name] = tf.where(
             count >= many, top, tf.where(count >= some, mid, tf.where(count >= 1, few, unseen))
         )
@@ -142,10 +214,11 @@ def pass_labels(inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
 
 
 def preprocessing_fn(inputs: Mapping[str, tf.Tensor], custom_config: Mapping[str, Any]):
-    """The Transform component's entry point (see `transform_ids`, `tiers`, `pass_labels`)."""
+    """The Transform component's entry point (see `transform_ids`, `tiers`, `pass_labels`, `label_means`)."""
     some, many = custom_config[TIER_THRESHOLDS]
     top_k = custom_config.get(VOCABULARY_TOP_K)
     caps = {"top_k": None if top_k is None else int(top_k), "min_count": int(custom_config.get(VOCABULARY_MIN_COUNT, 1))}
+    label_means(inputs)
     return {
         **transform_ids(inputs, int(custom_config[NUM_OOV_BUCKETS]), **caps),
         **tiers(inputs, int(some), int(many), **caps),

@@ -6,8 +6,13 @@ and in `recommender.training` / `recommender.export`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
-from collections.abc import Mapping
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras_tuner
@@ -17,13 +22,65 @@ import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx.components.tuner.component import TunerFnResult
 
+from components import preprocessing
 from components.custom_config import MODEL, NUM_OOV_BUCKETS
 from recommender import export, features
 from recommender.config import ModelConfig
-from recommender.training import first_fit, fit, training_columns, validation_loss
+from recommender.model import TrainingData
+from recommender.training import Rows, Stream, first_fit, fit, training_columns, validation_loss
 
 # Rows per batch when a split is read into memory (not the training batch size).
 READ_BATCH_SIZE = 8192
+
+
+def files_of(file_pattern: Sequence[str]) -> list[str]:
+    """The files matching any of `file_pattern`, sorted; an error if none does."""
+    files = sorted(path for pattern in file_pattern for path in tf.io.gfile.glob(pattern))
+    if not files:
+        raise ValueError(f"no files match {list(file_pattern)}")
+    return files
+
+
+def stream_reader(tf_transform_output: tft.TFTransformOutput, names: list[str], shuffle_buffer: int):
+    """`Stream.read` over ExampleGen's gzipped tf.Example TFRecords: each batch goes through the
+    transform graph as it is read, and only the columns `names` are kept.
+
+    A shuffled pass draws the files' order, reads them in turn and shuffles
+    `shuffle_buffer` records at a time. ExampleGen's files are each a uniform
+    sample of their split (`components.shuffle`), so the buffer draws a fair
+    order; memory holds the buffer, never the split. tf.distribute's file sharding gives each worker
+    its own files.
+    """
+    raw_spec = tf_transform_output.raw_feature_spec()
+    transform = tf_transform_output.transform_features_layer()
+
+    def transformed(records):
+        columns = transform(tf.io.parse_example(records, raw_spec))
+        return {name: columns[name] for name in names}
+
+    def read(files: Sequence[str], batch_size: int, seed: int | None) -> tf.data.Dataset:
+        names_ = tf.data.Dataset.from_tensor_slices(list(files))
+        if seed is not None:
+            names_ = names_.shuffle(len(files), seed=seed)
+        # One file after another: a parallel interleave of the files cost several times the
+        # whole rest of a pass, per record; the shuffle buffer does the mixing.
+        dataset = tf.data.TFRecordDataset(names_, compression_type="GZIP")
+        if seed is not None:
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+        # Parsed and transformed READ_BATCH_SIZE records at a time, then cut into training batches:
+        # a call of the transform graph per training batch cost more than the training step.
+        return dataset.batch(READ_BATCH_SIZE).map(
+            transformed, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+        ).rebatch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    return read
+
+
+def count_records(files: Sequence[str]) -> int:
+    """How many records the gzipped TFRecord `files` hold (read, not parsed)."""
+    # Counted a block of records at a time: a reduce over single records cost ten times as much.
+    blocks = tf.data.TFRecordDataset(list(files), compression_type="GZIP").batch(READ_BATCH_SIZE)
+    return int(blocks.reduce(np.int64(0), lambda count, block: count + tf.size(block, out_type=tf.int64)))
 
 
 def read_columns(
@@ -37,9 +94,7 @@ def read_columns(
     transformed copy of each split. Reads with plain tf.data rather than the
     DataAccessor's TFXIO dataset, which parsed the same files several times slower.
     """
-    files = sorted(path for pattern in file_pattern for path in tf.io.gfile.glob(pattern))
-    if not files:
-        raise ValueError(f"no files match {file_pattern}")
+    files = files_of(file_pattern)
     raw_spec = tf_transform_output.raw_feature_spec()
     transform = tf_transform_output.transform_features_layer()
 
@@ -72,23 +127,48 @@ def vocabulary_sizes(
 
 def read_splits(
     fn_args: FnArgs, tf_transform_output: tft.TFTransformOutput, config: ModelConfig
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(the training rows, the validation rows) of `fn_args` as in-memory columns (`training_columns(config)`).
+) -> tuple[Rows, Rows]:
+    """(the training rows, the validation rows) of `fn_args`, each with the columns `training_columns(config)`.
 
-    Both are read from their files once and trained from memory: the model
-    already needs every training row's IDs, and re-reading and parsing the
-    files each epoch cost more than the model's own steps. The training rows
-    are the train splits less the validation split, which a refit's
-    `train_args` also name (the refit fits both).
+    The training rows are the train splits less the validation split, which a
+    refit's `train_args` also name (the refit fits both). Where the files of
+    both take at most `config.input.max_in_memory_mib`, both are read once and
+    trained from memory: re-reading and parsing the files each epoch costs
+    more than the model's own steps on small data. Larger splits are Streams,
+    read from their files each epoch, so memory does not grow with the rows.
     """
-    fitted = [pattern for pattern in fn_args.train_files if pattern not in fn_args.eval_files]
+    fitted = files_of([pattern for pattern in fn_args.train_files if pattern not in fn_args.eval_files])
+    validation = files_of(fn_args.eval_files)
     # Only the columns training reads: the others (the tiers, as strings) would cost memory for nothing.
-    return (
-        read_columns(fitted, tf_transform_output, training_columns(config)),
-        # The validation split (the Trainer's eval_args) is scored each epoch and
-        # drives early stopping; the Evaluator judges the model on another split.
-        read_columns(fn_args.eval_files, tf_transform_output, training_columns(config)),
-    )
+    names = training_columns(config)
+    on_disk = sum(tf.io.gfile.stat(path).length for path in fitted + validation)
+    if on_disk > config.input.max_in_memory_mib * 2**20:
+        read = stream_reader(tf_transform_output, names, config.input.shuffle_buffer)
+        return (Stream(tuple(fitted), read, count_records(fitted)),
+                Stream(tuple(validation), read, count_records(validation)))
+    # The validation split (the Trainer's eval_args) is scored each epoch and
+    # drives early stopping; the Evaluator judges the model on another split.
+    return read_columns(fitted, tf_transform_output, names), read_columns(validation, tf_transform_output, names)
+
+
+def summarizer(tf_transform_output: tft.TFTransformOutput, config: ModelConfig):
+    """The Trainer's `Summarize`: the heads' base rates and the items' popularity from Transform's
+    analyzers (over the rows the shipped model learns from), with no pass over the rows; only
+    the retrieval task also holds the rows' ID pairs (and times), read from their files for a Stream."""
+    statistics = preprocessing.training_statistics(tf_transform_output)
+    counts = preprocessing.item_counts(tf_transform_output)
+
+    def summarize(rows: Rows) -> TrainingData:
+        summary = TrainingData(label_means=statistics["label_means"], item_counts=counts)
+        if config.retrieval is None:
+            return summary
+        names = [name for name in training_columns(config) if name not in summary.label_means]
+        pairs = read_columns(list(rows.files), tf_transform_output, names) if isinstance(rows, Stream) else rows
+        return dataclasses.replace(
+            TrainingData.from_columns(pairs, label_names=()), label_means=summary.label_means, item_counts=counts
+        )
+
+    return summarize
 
 
 def tuned_config(config: ModelConfig, hyperparameters: Mapping[str, Any] | None) -> ModelConfig:
@@ -100,14 +180,49 @@ def tuned_config(config: ModelConfig, hyperparameters: Mapping[str, Any] | None)
     return config.with_values({**values, "tuning": None})
 
 
+def distribution(tf_config: str | None) -> tuple[tf.distribute.Strategy, bool]:
+    """(the tf.distribute strategy for the cluster that `tf_config` (TF_CONFIG's JSON) describes,
+    whether this process is the chief, which alone exports).
+
+    No TF_CONFIG, or a cluster of one task: TensorFlow's default strategy, this
+    process the chief. Several workers: MultiWorkerMirroredStrategy, each
+    worker training on its share of the files (streamed) or batches (in
+    memory) with the variables mirrored; the chief is task "chief", else
+    worker 0. A cluster with parameter servers is refused: the Trainer runs
+    the same `run_fn` on every task, and a parameter-server cluster needs a
+    coordinator program instead.
+    """
+    spec = json.loads(tf_config) if tf_config else {}
+    cluster, task = spec.get("cluster", {}), spec.get("task", {})
+    if "ps" in cluster:
+        raise ValueError("TF_CONFIG names parameter servers: the Trainer trains with MultiWorkerMirroredStrategy "
+                         "(workers and a chief only)")
+    if sum(len(tasks) for tasks in cluster.values()) <= 1:
+        return tf.distribute.get_strategy(), True
+    chief = task.get("type") == "chief" or (task.get("type") == "worker" and int(task.get("index", 0)) == 0
+                                            and "chief" not in cluster)
+    return tf.distribute.MultiWorkerMirroredStrategy(), chief
+
+
 def run_fn(fn_args: FnArgs) -> None:
-    """TFX Trainer entry point."""
+    """TFX Trainer entry point; TF_CONFIG, where the launcher sets it, distributes the training (`distribution`)."""
+    strategy, chief = distribution(os.environ.get("TF_CONFIG"))
     custom: Mapping[str, Any] = fn_args.custom_config
     config = tuned_config(ModelConfig.from_json_dict(custom[MODEL]), fn_args.hyperparameters)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     sizes = vocabulary_sizes(tf_transform_output, int(custom[NUM_OOV_BUCKETS]))
-    fitted = fit(*read_splits(fn_args, tf_transform_output, config), sizes, config)
-    export.export_model(fitted.model, tf_transform_output, fn_args.serving_model_dir, fitted.training, config)
+    with strategy.scope():
+        fitted = fit(*read_splits(fn_args, tf_transform_output, config), sizes, config,
+                     summarize=summarizer(tf_transform_output, config))
+    if chief:
+        export.export_model(fitted.model, tf_transform_output, fn_args.serving_model_dir, fitted.training, config)
+        return
+    # Saving a mirrored model takes every worker's part; the others' copies are thrown away.
+    scratch = tempfile.mkdtemp(prefix="worker-export-")
+    try:
+        export.export_model(fitted.model, tf_transform_output, scratch, fitted.training, config)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class SearchSpaceTuner(keras_tuner.RandomSearch):
@@ -129,9 +244,9 @@ class SearchSpaceTuner(keras_tuner.RandomSearch):
             seed=config.seed, hyperparameters=hyperparameters, tune_new_entries=False, **kwargs,
         )
 
-    def run_trial(self, trial, train_columns, validation, sizes, verbose: int = 2) -> float:
+    def run_trial(self, trial, train_columns, validation, sizes, summarize, verbose: int = 2) -> float:
         config = self.config.with_values({**trial.hyperparameters.values, "tuning": None})
-        model, fitted = first_fit(train_columns, validation, sizes, config, verbose)
+        model, fitted = first_fit(train_columns, validation, sizes, config, verbose, summarize)
         del model
         return validation_loss(fitted, config)
 
@@ -149,4 +264,5 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
     return TunerFnResult(tuner=tuner, fit_kwargs={
         "train_columns": train_columns, "validation": validation,
         "sizes": vocabulary_sizes(tf_transform_output, int(custom[NUM_OOV_BUCKETS])),
+        "summarize": summarizer(tf_transform_output, config),
     })

@@ -46,9 +46,9 @@ class RetrievalConfig:
     softmax over the batch's distinct items of query . item / `temperature`,
     less the log of the chance that a batch holds each item (the correction
     for popular items, which a batch holds more often). Its weight in the
-    total loss is `weight`. A user's history is the user's first
-    `max_history` distinct training items (item vocabulary order); in
-    training, each example's history mean is estimated from
+    total loss is `weight`. A user's history is the user's latest
+    `max_history` distinct training items (by the time the user first had
+    each; where the rows carry no time, the first by index); in training, each example's history mean is estimated from
     `history_sample` items drawn from it, less the example's own item.
     """
 
@@ -65,6 +65,27 @@ class RetrievalConfig:
                 f"retrieval.max_history and retrieval.history_sample must be >= 1, got {self.max_history}, "
                 f"{self.history_sample}"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    """How the Trainer reads its splits.
+
+    Where the files of both (gzipped tf.Examples) take at most
+    `max_in_memory_mib`, they are read once and trained from memory; larger
+    splits stream from their files each epoch, `shuffle_buffer` records
+    shuffled at a time, so the Trainer's memory stays within what these two
+    settings allow whatever the rows. 0 always streams.
+    """
+
+    max_in_memory_mib: float = 16.0
+    shuffle_buffer: int = 65536
+
+    def __post_init__(self) -> None:
+        if self.max_in_memory_mib < 0:
+            raise ValueError(f"input.max_in_memory_mib must be >= 0, got {self.max_in_memory_mib}")
+        if self.shuffle_buffer < 1:
+            raise ValueError(f"input.shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +183,7 @@ class ModelConfig:
     (see RetrievalConfig), whose score `recommend` ranks by and which gives
     the `recommend_from_history` signature; None (the default) leaves it
     out. `tuning`, when set, adds TFX's Tuner to the pipeline (see
-    TuningConfig).
+    TuningConfig). `input`: how the Trainer reads its splits (InputConfig).
     """
 
     embedding_dim: int = 32
@@ -201,12 +222,15 @@ class ModelConfig:
     retrieval: RetrievalConfig | None = None
     ranking: RankingConfig = RankingConfig()
     tuning: TuningConfig | None = None
+    input: InputConfig = InputConfig()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
         object.__setattr__(self, "optimizer", parse(Optimizer, self.optimizer, "optimizer"))
         if isinstance(self.ranking, Mapping):
             object.__setattr__(self, "ranking", _sub_config(RankingConfig, self.ranking, "ranking"))
+        if isinstance(self.input, Mapping):
+            object.__setattr__(self, "input", _sub_config(InputConfig, self.input, "input"))
         if isinstance(self.retrieval, Mapping):
             object.__setattr__(self, "retrieval", _sub_config(RetrievalConfig, self.retrieval, "retrieval"))
         if isinstance(self.tuning, Mapping):

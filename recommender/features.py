@@ -50,6 +50,10 @@ def vocabulary_name(key: str) -> str:
     return f"{key}_vocab"
 
 
+# The transform graph's asset holding the analysed rows' count and each head's mean label.
+TRAINING_STATISTICS = "training_statistics"
+
+
 def distinct_name(key: str) -> str:
     """The file name of the count of distinct `key` IDs in the analysed rows (written when a vocabulary is capped)."""
     return f"{key}_distinct"

@@ -35,20 +35,21 @@ STEPS_PER_EXECUTION = 64
 class TrainingData:
     """What the model needs to know about its training examples before fitting.
 
-    `users`, `items`: int64 vocabulary indices of every training example (in
-    the same order); `labels`: each head's label of every training example;
-    `times`: each example's timestamp, where the rows carry one (None otherwise).
+    `label_means`: each head's mean training label (the heads' base rates);
+    `item_counts`: training examples per item index (index i counts item i; an
+    index past the end counts none), the popularity `recommend` ranks by.
+    Only the retrieval task needs the examples themselves: `users`, `items`,
+    int64 vocabulary indices of every training example (in the same order),
+    and `times`, each example's timestamp where the rows carry one; a summary
+    from tf.Transform's analyzers (`components.trainer.training_data`) has
+    none of them, so its size does not grow with the rows.
     """
 
-    users: np.ndarray
-    items: np.ndarray
-    labels: Mapping[str, np.ndarray]
+    label_means: Mapping[str, float]
+    item_counts: np.ndarray
+    users: np.ndarray | None = None
+    items: np.ndarray | None = None
     times: np.ndarray | None = None
-
-    @property
-    def label_means(self) -> dict[str, float]:
-        """Each head's mean training label."""
-        return {head: float(np.mean(values, dtype=np.float64)) for head, values in self.labels.items()}
 
     @classmethod
     def from_batches(cls, batches) -> TrainingData:
@@ -69,13 +70,23 @@ class TrainingData:
         users = np.asarray(columns[features.transformed_name(features.USER_ID)]).ravel().astype(np.int64)
         if not len(users):
             raise ValueError("the training data is empty")
+        items = np.asarray(columns[features.transformed_name(features.ITEM_ID)]).ravel().astype(np.int64)
         times = columns.get(features.TIMESTAMP)
         return cls(
+            label_means={head: float(np.mean(np.asarray(columns[head], np.float32), dtype=np.float64))
+                         for head in label_names},
+            item_counts=np.bincount(items),
             users=users,
-            items=np.asarray(columns[features.transformed_name(features.ITEM_ID)]).ravel().astype(np.int64),
-            labels={head: np.asarray(columns[head], np.float32).ravel() for head in label_names},
+            items=items,
             times=None if times is None else np.asarray(times).ravel().astype(np.int64),
         )
+
+    def counts(self, num_items: int) -> np.ndarray:
+        """`item_counts` for item indices 0..num_items-1."""
+        counts = np.zeros(num_items, np.int64)
+        known = self.item_counts[:num_items]
+        counts[: len(known)] = known
+        return counts
 
 
 class MultiTaskRecommender(tf_keras.Model):
@@ -140,8 +151,8 @@ class MultiTaskRecommender(tf_keras.Model):
             raise ValueError("base_rate_init needs the training data's label means")
         self.retrieval = config.retrieval
         if self.retrieval is not None:
-            if training is None:
-                raise ValueError("the retrieval task needs the training data's pairs")
+            if training is None or training.users is None:
+                raise ValueError("the retrieval task needs the training data's pairs (TrainingData.users, items)")
             self.retrieval_user = embedding(num_users, dim, "retrieval_user")
             self.retrieval_item = embedding(num_items, dim, "retrieval_item")
             self.history_item = embedding(num_items, dim, "history_item")
@@ -149,9 +160,9 @@ class MultiTaskRecommender(tf_keras.Model):
             # (`recommend` carries its own table of training items).
             self._histories = user_histories(training.users, training.items, num_users, num_items,
                                              self.retrieval.max_history, training.times)
-            counts = np.bincount(training.items, minlength=num_items)[:num_items]
             # An item no training pair holds (an OOV bucket) counts as one pair's share.
-            self._share = (np.maximum(counts, 1) / len(training.items)).astype(np.float32)
+            counts = training.counts(num_items)
+            self._share = (np.maximum(counts, 1) / max(counts.sum(), 1)).astype(np.float32)
             self.retrieval_tracker = tf_keras.metrics.Mean(name="retrieval_loss")
         self.heads = {
             head.name: tf_keras.layers.Dense(
@@ -278,10 +289,10 @@ class MultiTaskRecommender(tf_keras.Model):
         return out
 
 
-def sample_inputs(training: TrainingData, rows: int = 1) -> dict[str, tf.Tensor]:
-    """The first `rows` of `training`'s pairs as model inputs: calling the model on them builds its layers."""
-    return {features.transformed_name(features.USER_ID): tf.constant(training.users[:rows]),
-            features.transformed_name(features.ITEM_ID): tf.constant(training.items[:rows])}
+def sample_inputs(rows: int = 1) -> dict[str, tf.Tensor]:
+    """`rows` pairs of index 0 as model inputs: calling the model on them builds its layers."""
+    zeros = tf.zeros([rows], tf.int64)
+    return {features.transformed_name(features.USER_ID): zeros, features.transformed_name(features.ITEM_ID): zeros}
 
 
 def base_rate(head: Head, training: TrainingData) -> tf_keras.initializers.Initializer:
@@ -345,6 +356,7 @@ def train(
     config: ModelConfig,
     verbose: int = 2,
     label: str = "epoch",
+    validation_steps: int | None = None,
 ) -> Training:
     """Fits `model` on (inputs, labels) batches, validating each epoch (Keras `verbose`);
     progress is logged as "<label> i/n".
@@ -353,7 +365,8 @@ def train(
     validation loss has not improved for that many epochs and restores the
     best epoch's weights (a NaN loss is never the best). Without
     `validation_data` (a refit), trains all `config.epochs` and must not be
-    asked to stop early.
+    asked to stop early. `validation_steps`: each validation's batches, where
+    `validation_data` is endless.
     """
     callbacks = [_EpochProgress(config.epochs, label)]
     stopping = None
@@ -369,6 +382,7 @@ def train(
         epochs=config.epochs,
         steps_per_epoch=config.steps_per_epoch,
         validation_data=validation_data,
+        validation_steps=validation_steps,
         callbacks=callbacks,
         verbose=verbose,
     )

@@ -158,7 +158,7 @@ class RecommendTables(tf.Module):
     sized by the vocabularies, not by the training rows.
 
     `items`: the catalogue (item vocabulary, in index order); `popularity`:
-    each item's share of the training interactions; `average`: {head:
+    each item's share of the training interactions (`counts`: each item's); `average`: {head:
     [catalogue]} for users with neither a known ID nor a history; `weights`:
     {head: weight}; `popularity_weight`, `retrieval_weight`: theirs in the
     log-space score; `max_history`: how many of a request's history items make
@@ -166,10 +166,9 @@ class RecommendTables(tf.Module):
     user vocabulary's size.
     """
 
-    def __init__(self, items: list[bytes], train_items: np.ndarray, num_users: int,
+    def __init__(self, items: list[bytes], counts: np.ndarray, num_users: int,
                  average: Mapping[str, np.ndarray], ranking: RankingConfig, max_history: int):
         super().__init__(name="recommend_tables")
-        counts = np.bincount(train_items, minlength=len(items))[: len(items)]
         self.popularity = tf.Variable(
             (counts / max(counts.sum(), 1)).astype(np.float32), trainable=False, name="popularity"
         )
@@ -196,7 +195,7 @@ def build_tables(model: tf_keras.Model, items: list[bytes], num_users: int, trai
         else {name: np.zeros(len(items), np.float32) for name in heads.NAMES}
     )
     max_history = config.retrieval.max_history if config.retrieval is not None else 0
-    return RecommendTables(items, training.items, num_users, average, config.ranking, max_history)
+    return RecommendTables(items, training.counts(len(items)), num_users, average, config.ranking, max_history)
 
 
 def ranking_score(predictions: Mapping[str, tf.Tensor], weights: Mapping[str, float], retrieval: tf.Tensor | None,

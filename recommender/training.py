@@ -1,14 +1,15 @@
-"""Training the model on in-memory transformed columns: batching, early stopping, refit.
+"""Training the model: batching, early stopping, refit.
 
-Plain functions over {column: array} (the transformed ID columns and one label
-per head), so the model trains the same way in the Trainer, in the Tuner's
-trials, in benchmarks and in tests.
+Plain functions over rows given either as in-memory transformed columns
+({column: array}: the transformed ID columns and one label per head) or as a
+`Stream` of files read batch by batch, so the model trains the same way in the
+Trainer, in the Tuner's trials, in benchmarks and in tests.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -25,6 +26,35 @@ from recommender.model import (
     sample_inputs,
     train,
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Stream:
+    """Rows read from their files as the model trains on them: memory does not grow with the rows.
+
+    `read(files, batch_size, seed)` gives one pass over `files` as batches of
+    transformed columns ({column: tensor}, `model_columns()` at least): with
+    `seed`, in a new order each pass (drawn from the seed); with None, in file
+    order. `rows`: how many rows the files hold (an epoch's steps, a
+    validation pass's).
+    """
+
+    files: tuple[str, ...]
+    read: Callable[[Sequence[str], int, int | None], tf.data.Dataset]
+    rows: int
+
+    def plus(self, other: Stream) -> Stream:
+        """The rows of both (the refit's)."""
+        return dataclasses.replace(self, files=self.files + other.files, rows=self.rows + other.rows)
+
+
+def row_count(rows: Rows) -> int:
+    """How many rows `rows` holds."""
+    return rows.rows if isinstance(rows, Stream) else len(rows[model_columns()[0]])
+
+
+# In-memory columns or a Stream.
+Rows = Mapping[str, np.ndarray] | Stream
 
 
 def model_columns() -> list[str]:
@@ -48,55 +78,112 @@ def split_labels(batch: Mapping[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], 
     return inputs, labels
 
 
-def batches(
-    columns: Mapping[str, np.ndarray], config: ModelConfig, shuffle: bool, repeat: bool = False
-) -> tf.data.Dataset:
-    """(inputs, labels) batches of in-memory transformed `columns`.
+class Shard(NamedTuple):
+    """This input pipeline's part of the rows: `index` of `count` (tf.distribute's input context)."""
 
-    With `shuffle`, every pass draws a new order of all rows from `config.seed`
-    (the same sequence of orders for every dataset made with that seed,
-    whatever TensorFlow's global seed); with `repeat`, endless. Rows are
-    ordered as indices and gathered a batch at a time, not one by one.
-    Without `shuffle`, the rows in order, in the same batches.
+    index: int = 0
+    count: int = 1
+
+
+WHOLE = Shard()
+
+
+def batches(
+    columns: Rows, config: ModelConfig, shuffle: bool, repeat: bool = False, shard: Shard = WHOLE,
+) -> tf.data.Dataset:
+    """(inputs, labels) batches of `config.batch_size` rows of transformed `columns` (in memory, or a Stream's).
+
+    With `shuffle`, every pass draws a new order from `config.seed`; with
+    `repeat`, pass after pass, each a whole number of batches. With a `shard`
+    of several, the batches hold only this shard's rows (a Stream's files
+    `index::count`, in-memory rows `index::count` of each pass's order), and a
+    shuffled pass drops its last, short batch, so that every worker's step
+    takes gradients of one shape.
+
+    In memory, every pass's order is the same for every dataset made with the
+    seed, whatever TensorFlow's global seed; rows are ordered as indices and
+    gathered a batch at a time, not one by one. Without `shuffle`, the rows in
+    order, in the same batches.
     """
+    drop = shuffle and shard.count > 1
+    if isinstance(columns, Stream):
+        if len(columns.files) < shard.count:
+            raise ValueError(
+                f"{len(columns.files)} file(s) for {shard.count} workers: each worker reads its own files "
+                "(set PipelineConfig.example_files to at least the number of workers)")
+        files = columns.files[shard.index::shard.count]
+        dataset = columns.read(files, config.batch_size, config.seed if shuffle else None)
+        if drop:
+            dataset = dataset.filter(lambda batch: tf.shape(batch[model_columns()[0]])[0] == config.batch_size)
+        dataset = dataset.map(split_labels, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return dataset.repeat() if repeat else dataset
     rows = len(next(iter(columns.values())))
     # Only what split_labels keeps: gathering the other columns (the tiers are strings) is wasted work.
-    if not shuffle:
+    if not shuffle and shard.count == 1:
         # A plain slice per batch: a pass starts several times faster than the indexed
         # pipeline below, and the validation rows are read once per epoch.
         ordered = tf.data.Dataset.from_tensor_slices(split_labels({name: columns[name] for name in model_columns()}))
         return (ordered.repeat() if repeat else ordered).batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
     tensors = {name: tf.constant(columns[name]) for name in model_columns()}
-    passes = tf.Variable(0, dtype=tf.int64, trainable=False)
+    size = config.batch_size
 
-    def order(_):
+    def order(number):
+        if not shuffle:
+            return tf.range(shard.index, rows, shard.count, dtype=tf.int64)
         # Stateless, keyed by (seed, pass number): no global seed enters.
-        return tf.random.experimental.stateless_shuffle(
-            tf.range(rows, dtype=tf.int64), seed=tf.stack([tf.constant(config.seed, tf.int64), passes.assign_add(1)])
+        shuffled = tf.random.experimental.stateless_shuffle(
+            tf.range(rows, dtype=tf.int64), seed=tf.stack([tf.constant(config.seed, tf.int64), number])
         )
+        return shuffled[shard.index::shard.count]
 
     def split(indices):
-        full = rows - rows % config.batch_size
-        parts = tf.data.Dataset.from_tensor_slices(tf.reshape(indices[:full], [-1, config.batch_size]))
-        return parts.concatenate(tf.data.Dataset.from_tensors(indices[full:])) if rows % config.batch_size else parts
+        count = tf.shape(indices, out_type=tf.int64)[0]
+        full = count - count % size
+        parts = tf.data.Dataset.from_tensor_slices(tf.reshape(indices[:full], [-1, size]))
+        if drop:
+            return parts
+        rest = tf.data.Dataset.from_tensors(indices[full:]).filter(lambda rest: tf.size(rest) > 0)
+        return parts.concatenate(rest)
 
-    dataset = tf.data.Dataset.from_tensors(0)
-    if repeat:
-        dataset = dataset.repeat()
+    # The pass numbers 1, 2, ... (a dataset, not a variable: a variable made under a
+    # tf.distribute strategy's scope would be one of the strategy's).
+    dataset = tf.data.Dataset.counter(1)
+    if not repeat:
+        dataset = dataset.take(1)
     return dataset.map(order).flat_map(split).map(
         lambda indices: split_labels({name: tf.gather(values, indices) for name, values in tensors.items()}),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
     ).prefetch(tf.data.AUTOTUNE)
 
 
-def epoch_loop(columns: Mapping[str, np.ndarray], config: ModelConfig) -> ModelConfig:
+def distributed(columns: Rows, config: ModelConfig, shuffle: bool) -> tf.data.Dataset | tf.distribute.DistributedDataset:
+    """Endless `batches` of `columns` for the current tf.distribute strategy.
+
+    With one replica, `batches` as they are. With several (workers, or
+    devices), each input pipeline makes its own shard's batches of the
+    per-replica batch size (`config.batch_size` is the global batch), so no
+    worker reads the others' rows.
+    """
+    strategy = tf.distribute.get_strategy()
+    if strategy.num_replicas_in_sync == 1:
+        return batches(columns, config, shuffle, repeat=True)
+
+    def per_pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        local = dataclasses.replace(config, batch_size=context.get_per_replica_batch_size(config.batch_size))
+        return batches(columns, local, shuffle, repeat=True,
+                       shard=Shard(context.input_pipeline_id, context.num_input_pipelines))
+
+    return strategy.distribute_datasets_from_function(per_pipeline)
+
+
+def epoch_loop(columns: Rows, config: ModelConfig) -> ModelConfig:
     """`config` with `steps_per_epoch` set: as configured, else one pass over `columns`.
 
     Training batches then repeat endlessly and each epoch takes its steps from
     one iterator: Keras would otherwise start a new pass of the input pipeline
-    every epoch. The batches are the same.
+    every epoch, and runs several steps per call only where it knows the steps.
     """
-    rows = len(columns[model_columns()[0]])
+    rows = row_count(columns)
     return dataclasses.replace(config, steps_per_epoch=config.steps_per_epoch or -(-rows // config.batch_size))
 
 
@@ -117,32 +204,59 @@ def validation_loss(fit: Training, config: ModelConfig) -> float:
     return float(loss) if np.isfinite(loss) else np.inf
 
 
+# TrainingData of rows: from in-memory columns, TrainingData.from_columns.
+Summarize = Callable[[Rows], TrainingData]
+
+
+def summarized(rows: Rows) -> TrainingData:
+    """TrainingData of in-memory columns; a Stream needs a `Summarize` of its own."""
+    if isinstance(rows, Stream):
+        raise ValueError("a Stream's TrainingData comes from its source: pass `summarize`")
+    return TrainingData.from_columns(rows)
+
+
 def first_fit(
-    train_columns: Mapping[str, np.ndarray],
-    validation: Mapping[str, np.ndarray],
+    train_columns: Rows,
+    validation: Rows,
     sizes: Mapping[str, int],
     config: ModelConfig,
     verbose: int = 2,
+    summarize: Summarize = summarized,
 ) -> tuple[MultiTaskRecommender, Training]:
     """A model fitted on `train_columns`, validated (and early-stopped) on `validation`."""
-    model, _ = _built(train_columns, sizes, config)
+    model, _ = _built(train_columns, sizes, config, summarize)
     return model, _train_first(model, train_columns, validation, config, verbose)
 
 
 def _built(
-    train_columns: Mapping[str, np.ndarray], sizes: Mapping[str, int], config: ModelConfig
+    train_columns: Rows, sizes: Mapping[str, int], config: ModelConfig, summarize: Summarize
 ) -> tuple[MultiTaskRecommender, TrainingData]:
     """(a model built for `train_columns`, their TrainingData)."""
-    training = TrainingData.from_columns(train_columns)
+    training = summarize(train_columns)
     return build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training), training
 
 
 def _train_first(model, train_columns, validation, config: ModelConfig, verbose: int) -> Training:
     loop = epoch_loop(train_columns, config)
+    if isinstance(validation, Mapping) and tf.distribute.get_strategy().num_replicas_in_sync == 1:
+        return train(model, distributed(train_columns, loop, shuffle=True),
+                     batches(validation, loop, shuffle=False), loop, verbose)
+    # Keras cannot know a Stream's or a distributed dataset's size: it is told the validation
+    # steps, and each epoch's validation continues the same endless iterator with the next pass.
     return train(
-        model, batches(train_columns, loop, shuffle=True, repeat=True), batches(validation, loop, shuffle=False),
-        loop, verbose,
+        model, distributed(train_columns, loop, shuffle=True), distributed(validation, loop, shuffle=False),
+        loop, verbose, validation_steps=-(-row_count(validation) // loop.batch_size),
     )
+
+
+def _both(train_columns: Rows, validation: Rows, config: ModelConfig) -> Rows:
+    """The refit's rows: both splits."""
+    if isinstance(train_columns, Stream):
+        return train_columns.plus(validation)
+    return {
+        name: np.concatenate([train_columns[name], validation[name]])
+        for name in training_columns(config) if name in train_columns and name in validation
+    }
 
 
 def restart(model: MultiTaskRecommender, weights: list[np.ndarray], training: TrainingData,
@@ -160,24 +274,26 @@ def restart(model: MultiTaskRecommender, weights: list[np.ndarray], training: Tr
 
 
 def fit(
-    train_columns: Mapping[str, np.ndarray],
-    validation: Mapping[str, np.ndarray],
+    train_columns: Rows,
+    validation: Rows,
     sizes: Mapping[str, int],
     config: ModelConfig,
     verbose: int = 2,
+    summarize: Summarize = summarized,
 ) -> Fitted:
     """The model to export: fitted on `train_columns`, early-stopped on `validation`.
 
     With `config.refit`, the model returned starts again from the first fit's
     starting weights and is fitted on both for the epochs early stopping kept,
-    with no validation.
+    with no validation. `summarize` gives each fit's TrainingData (base rates,
+    popularity, and the retrieval task's pairs).
     """
-    model, first = _built(train_columns, sizes, config)
+    model, first = _built(train_columns, sizes, config, summarize)
     # Without the retrieval task the refit restarts this model (see below): its starting
     # weights are kept, so it is built before training.
     restarts = config.refit and config.retrieval is None
     if restarts:
-        model(sample_inputs(first))
+        model(sample_inputs())
     start = model.get_weights() if restarts else None
     fitted = _train_first(model, train_columns, validation, config, verbose)
     epochs_run = len(fitted.history.history["loss"])
@@ -186,11 +302,8 @@ def fit(
         return Fitted(model, first, (epochs_run,), score)
     # Only the loop changes; the model's own settings (export, ranking) stay the config's.
     refit = dataclasses.replace(config, epochs=fitted.best_epoch, early_stopping_patience=None, refit=False)
-    both = {
-        name: np.concatenate([train_columns[name], validation[name]])
-        for name in training_columns(config) if name in train_columns and name in validation
-    }
-    training = TrainingData.from_columns(both)
+    both = _both(train_columns, validation, config)
+    training = summarize(both)
     if restarts:
         # Tracing Keras's training step again for a new model cost as much as several epochs.
         restart(model, start, training, config)
@@ -200,5 +313,5 @@ def fit(
         del model, fitted, start
         model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], refit, training)
     loop = epoch_loop(both, refit)
-    train(model, batches(both, loop, shuffle=True, repeat=True), None, loop, verbose, label="refit epoch")
+    train(model, distributed(both, loop, shuffle=True), None, loop, verbose, label="refit epoch")
     return Fitted(model, training, (epochs_run, refit.epochs), score)

@@ -156,11 +156,11 @@ def labelled_example(rows, i) -> bytes:
     )).SerializeToString()
 
 
-def transform_and_train(root: Path, rows, train_idx, config: ModelConfig, num_oov: int):
-    """The pipeline's preprocessing_fn analysed on rows[train_idx], then a model trained on them.
+def analysed(root: Path, rows, train_idx, num_oov: int):
+    """The pipeline's preprocessing_fn analysed on rows[train_idx] with tf.Transform's Beam API.
 
-    Returns (TFTransformOutput written under `root / "transform"`, the trained
-    Keras model, the transformed training columns).
+    Returns (TFTransformOutput written under `root / "transform"`, the
+    transformed columns of those rows).
     """
     metadata = dataset_metadata.DatasetMetadata(example_gen.load_schema(str(DEFAULT_SCHEMA)))
     with tft_beam.Context(temp_dir=str(root / "tmp")):
@@ -172,8 +172,26 @@ def transform_and_train(root: Path, rows, train_idx, config: ModelConfig, num_oo
         _ = transform_fn | tft_beam.WriteTransformFn(str(root / "transform"))
     # The Transform component also writes the raw metadata; the export reads it.
     metadata_io.write_metadata(metadata, str(root / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR))
-    tft_output = tft.TFTransformOutput(str(root / "transform"))
     columns = {k: np.stack([np.asarray(r[k]) for r in train_t]) for k in train_t[0]}
+    return tft.TFTransformOutput(str(root / "transform")), columns
+
+
+def write_examples(folder: Path, rows, indices, files: int) -> None:
+    """rows[indices] as `files` gzipped TFRecord files of tf.Examples in `folder`, as ExampleGen writes a split."""
+    folder.mkdir(parents=True)
+    for part, chunk in enumerate(np.array_split(np.asarray(indices), files)):
+        with tf.io.TFRecordWriter(str(folder / f"data_tfrecord-{part:05d}-of-{files:05d}.gz"), options="GZIP") as w:
+            for i in chunk:
+                w.write(labelled_example(rows, i))
+
+
+def transform_and_train(root: Path, rows, train_idx, config: ModelConfig, num_oov: int):
+    """The pipeline's preprocessing_fn analysed on rows[train_idx], then a model trained on them.
+
+    Returns (TFTransformOutput written under `root / "transform"`, the trained
+    Keras model, the transformed training columns).
+    """
+    tft_output, columns = analysed(root, rows, train_idx, num_oov)
     sizes = vocabulary_sizes(tft_output, num_oov)
     batches = tf.data.Dataset.from_tensor_slices(columns).batch(256).map(split_labels)
     model = build_model(

@@ -31,8 +31,8 @@ def test_model_config_json_round_trip():
 
 def test_the_core_config_stays_small_and_its_optional_parts_are_nested():
     fields = dataclasses.fields(ModelConfig)
-    nested = [f for f in fields if f.name in ("retrieval", "ranking", "tuning")]
-    assert len(fields) - len(nested) <= 15 and len(nested) == 3
+    nested = [f for f in fields if f.name in ("retrieval", "ranking", "tuning", "input")]
+    assert len(fields) - len(nested) <= 15 and len(nested) == 4
     assert ModelConfig().tuning is None and isinstance(ModelConfig().ranking, RankingConfig)
     assert ModelConfig().retrieval is None and preset("original").retrieval is None
     assert preset("retrieval").retrieval == RetrievalConfig() and preset("retrieval").ranking.popularity_weight == 0.0

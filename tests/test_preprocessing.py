@@ -8,7 +8,13 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from components.custom_config import NUM_OOV_BUCKETS, TIER_THRESHOLDS, VOCABULARY_MIN_COUNT, VOCABULARY_TOP_K
-from components.preprocessing import preprocessing_fn, training_counts, vocabulary_report
+from components.preprocessing import (
+    item_counts,
+    preprocessing_fn,
+    training_counts,
+    training_statistics,
+    vocabulary_report,
+)
 from recommender import features
 
 OOV = 2
@@ -41,12 +47,14 @@ def transformed(tmp_path_factory):
     ]
     unseen = [_row(b"never-seen", b"10"), _row(b"3", b"no-such-item")]
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(SPEC))
+    written = tmp_path_factory.mktemp("transform")
     with tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp("tft"))):
         (train, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
             lambda inputs: preprocessing_fn(inputs, {NUM_OOV_BUCKETS: OOV, TIER_THRESHOLDS: [2, 3]})
         )
         new, _ = ((unseen, metadata), transform_fn) | tft_beam.TransformDataset()
-    return train, new
+        _ = transform_fn | tft_beam.WriteTransformFn(str(written))
+    return train, new, tft.TFTransformOutput(str(written))
 
 
 def _column(rows, key):
@@ -54,13 +62,13 @@ def _column(rows, key):
 
 
 def test_ids_map_to_frequency_ordered_vocabulary_indices(transformed):
-    train, _ = transformed
+    train, _, _ = transformed
     assert _column(train, features.transformed_name(features.USER_ID)) == [0, 0, 0, 1, 1, 2]
     assert _column(train, features.transformed_name(features.ITEM_ID)) == [0, 0, 1, 0, 1, 0]
 
 
 def test_unknown_ids_fall_into_oov_buckets_after_the_vocabulary(transformed):
-    _, new = transformed
+    _, new, _ = transformed
     unknown_user = _column(new, features.transformed_name(features.USER_ID))[0]
     unknown_item = _column(new, features.transformed_name(features.ITEM_ID))[1]
     assert 3 <= unknown_user < 3 + OOV  # 3 known users
@@ -68,8 +76,22 @@ def test_unknown_ids_fall_into_oov_buckets_after_the_vocabulary(transformed):
     assert _column(new, features.transformed_name(features.ITEM_ID))[0] == 0  # "10" still known
 
 
+def test_the_analysis_records_the_base_rates_and_the_item_counts_the_trainer_starts_from(transformed):
+    """What the Trainer reads instead of a pass over the rows: the analysed rows' count, each
+    head's mean label and each item's count, in the item vocabulary's index order."""
+    _, _, output = transformed
+    assert training_statistics(output) == {
+        "rows": 6,
+        "label_means": {
+            features.BINARY_RATING: pytest.approx(4 / 6),
+            features.PURCHASE_PROBABILITY: pytest.approx(np.mean([0.9, 0.2, 0.7, 0.5, 0.5, 0.25])),
+        },
+    }
+    assert list(item_counts(output)) == [4, 2]  # "10", then "9"
+
+
 def test_labels_pass_through_as_float(transformed):
-    train, _ = transformed
+    train, _, _ = transformed
     assert _column(train, features.BINARY_RATING) == [1.0, 0.0, 1.0, 1.0, 1.0, 0.0]
     assert _column(train, features.PURCHASE_PROBABILITY) == pytest.approx([0.9, 0.2, 0.7, 0.5, 0.5, 0.25])
     assert set(train[0]) == {
@@ -83,7 +105,7 @@ def test_labels_pass_through_as_float(transformed):
 
 
 def test_tiers_count_training_interactions(transformed):
-    train, new = transformed
+    train, new, _ = transformed
     # Thresholds (2, 3): users "3" x3 many, "1" x2 some, "2" x1 few; items "10" x4, "9" x2.
     assert _column(train, "user_activity") == [b"many"] * 3 + [b"some"] * 2 + [b"few"]
     assert _column(train, "item_popularity") == [b"many", b"many", b"some", b"many", b"some", b"many"]

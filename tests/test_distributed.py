@@ -1,0 +1,122 @@
+"""The Trainer on two worker processes: MultiWorkerMirroredStrategy, chosen from TF_CONFIG."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tfx.components.trainer.fn_args_utils import FnArgs
+
+from components.custom_config import MODEL, NUM_OOV_BUCKETS
+from components.trainer import distribution, run_fn
+from data.synthetic import SyntheticSpec, generate_rows
+from recommender import features
+from recommender.config import ModelConfig
+from tests.support import REPO_ROOT, analysed, write_examples
+
+pytestmark = pytest.mark.slow
+
+# The two-worker model against the one-process model, on rows neither trained on: the same
+# global batch and epochs, but each worker draws its half of a batch from its own files, so the
+# examples of a step differ and the models agree to training noise only.
+AUC_TOLERANCE = 0.02
+RMSE_TOLERANCE = 0.02  # relative
+
+
+def _ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _start(args: dict, tmp, tf_config: dict) -> subprocess.Popen:
+    env = {**os.environ, "TMPDIR": str(tmp), "TF_CONFIG": json.dumps(tf_config)}
+    return subprocess.Popen([sys.executable, "-m", "tests.trainer_child", json.dumps(args)], cwd=REPO_ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(processes: list[subprocess.Popen], timeout: float = 600) -> list[dict]:
+    """Each process's printed JSON; every process is killed if any fails or the time runs out."""
+    try:
+        outputs = []
+        for process in processes:
+            out, err = process.communicate(timeout=timeout)
+            assert process.returncode == 0, err[-3000:]
+            outputs.append(json.loads(out.strip().splitlines()[-1]))
+        return outputs
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def _scores(model_dir, rows, indices) -> tuple[float, float]:
+    """(like-AUC, purchase RMSE) of the exported model's serving_default on rows[indices]."""
+    serve = tf.saved_model.load(str(model_dir)).signatures[features.SERVING_DEFAULT]
+    out = serve(user_id=tf.constant(rows[features.USER_ID][indices]), item_id=tf.constant(rows[features.ITEM_ID][indices]))
+    auc = tf.keras.metrics.AUC()
+    auc.update_state(rows[features.BINARY_RATING][indices], out[features.BINARY_RATING][:, 0])
+    error = out[features.PURCHASE_PROBABILITY].numpy()[:, 0] - rows[features.PURCHASE_PROBABILITY][indices]
+    return float(auc.result()), float(np.sqrt(np.mean(error**2)))
+
+
+def test_tf_config_chooses_the_strategy_and_the_chief():
+    assert distribution(None)[1] and distribution(json.dumps({"cluster": {"worker": ["a:1"]}}))[1]
+    with pytest.raises(ValueError, match="parameter servers"):
+        distribution(json.dumps({"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "ps", "index": 0}}))
+
+
+def test_two_workers_train_one_model_that_only_the_chief_exports_and_that_matches_one_process(tmp_path):
+    rows = generate_rows(SyntheticSpec(num_users=150, num_items=80, num_interactions=6_000, seed=3))
+    train, validation, test = np.arange(4_500), np.arange(4_500, 5_200), np.arange(5_200, 6_000)
+    num_oov = 2
+    analysed(tmp_path, rows, train, num_oov)
+    write_examples(tmp_path / "Split-train", rows, train, files=4)
+    write_examples(tmp_path / "Split-validation", rows, validation, files=2)
+    # Streamed from the files, each worker reading its own; a fixed number of epochs (validated
+    # each epoch), so both runs take the same steps.
+    config = ModelConfig(epochs=3, early_stopping_patience=None, refit=False, input={"max_in_memory_mib": 0})
+
+    def args(name: str) -> dict:
+        return {
+            "train_files": [str(tmp_path / "Split-train" / "*")],
+            "eval_files": [str(tmp_path / "Split-validation" / "*")],
+            "transform_graph_path": str(tmp_path / "transform"),
+            "serving_model_dir": str(tmp_path / name / "model"),
+            "custom_config": {MODEL: config.to_json_dict(), NUM_OOV_BUCKETS: num_oov},
+        }
+
+    ports = _ports(2)
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    scratch = [tmp_path / f"tmp-{i}" for i in range(2)]
+    for folder in scratch:
+        folder.mkdir()
+    chief, worker = _finish([
+        _start(args(f"worker-{i}"), scratch[i], {"cluster": cluster, "task": {"type": "worker", "index": i}})
+        for i in range(2)
+    ])
+    assert (tmp_path / "worker-0" / "model" / "saved_model.pb").is_file()
+    assert not (tmp_path / "worker-1").exists()  # only the chief exports
+    assert [list(folder.iterdir()) for folder in scratch] == [[], []]  # the other's copy is gone
+    started = time.perf_counter()
+    run_fn(FnArgs(hyperparameters=None, **args("alone")))  # this process: no TF_CONFIG
+    alone = {"seconds": round(time.perf_counter() - started, 2)}
+
+    two = _scores(tmp_path / "worker-0" / "model", rows, test)
+    one = _scores(tmp_path / "alone" / "model", rows, test)
+    print(json.dumps({"two_workers": {"auc": two[0], "rmse": two[1], "seconds": chief["seconds"]},
+                      "one_process": {"auc": one[0], "rmse": one[1], "seconds": alone["seconds"]}}))
+    assert one[0] > 0.6  # a model that learnt something, for the agreement to mean something
+    assert abs(two[0] - one[0]) <= AUC_TOLERANCE
+    assert abs(two[1] - one[1]) <= RMSE_TOLERANCE * one[1]
