@@ -27,7 +27,16 @@ from components.custom_config import MODEL, NUM_OOV_BUCKETS
 from recommender import export, features
 from recommender.config import ModelConfig
 from recommender.model import TrainingData
-from recommender.training import Rows, Stream, first_fit, fit, training_columns, validation_loss
+from recommender.training import (
+    Rows,
+    Stream,
+    Summarize,
+    first_fit,
+    fit,
+    summarized,
+    training_columns,
+    validation_loss,
+)
 
 # Rows per batch when a split is read into memory (not the training batch size).
 READ_BATCH_SIZE = 8192
@@ -244,7 +253,8 @@ class SearchSpaceTuner(keras_tuner.RandomSearch):
             seed=config.seed, hyperparameters=hyperparameters, tune_new_entries=False, **kwargs,
         )
 
-    def run_trial(self, trial, train_columns, validation, sizes, summarize, verbose: int = 2) -> float:
+    def run_trial(self, trial, train_columns, validation, sizes, summarize: Summarize = summarized,
+                  verbose: int = 2) -> float:
         config = self.config.with_values({**trial.hyperparameters.values, "tuning": None})
         model, fitted = first_fit(train_columns, validation, sizes, config, verbose, summarize)
         del model
