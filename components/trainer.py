@@ -57,8 +57,8 @@ def stream_reader(tf_transform_output: tft.TFTransformOutput, names: list[str], 
     A shuffled pass draws the files' order, reads them in turn and shuffles
     `shuffle_buffer` records at a time. ExampleGen's files are each a uniform
     sample of their split (`components.shuffle`), so the buffer draws a fair
-    order; memory holds the buffer, never the split. tf.distribute's file sharding gives each worker
-    its own files.
+    order; memory holds the buffer, never the split. Under tf.distribute each
+    worker is given its own files (`recommender.training.batches`).
     """
     raw_spec = tf_transform_output.raw_feature_spec()
     transform = tf_transform_output.transform_features_layer()
@@ -189,27 +189,38 @@ def tuned_config(config: ModelConfig, hyperparameters: Mapping[str, Any] | None)
     return config.with_values({**values, "tuning": None})
 
 
-def distribution(tf_config: str | None) -> tuple[tf.distribute.Strategy, bool]:
-    """(the tf.distribute strategy for the cluster that `tf_config` (TF_CONFIG's JSON) describes,
-    whether this process is the chief, which alone exports).
+def cluster_role(tf_config: str | None) -> tuple[int, bool]:
+    """(how many tasks the cluster that `tf_config` (TF_CONFIG's JSON) describes has, whether this
+    task is the chief: task "chief", else worker 0; with no TF_CONFIG, 1 and True).
 
-    No TF_CONFIG, or a cluster of one task: TensorFlow's default strategy, this
-    process the chief. Several workers: MultiWorkerMirroredStrategy, each
-    worker training on its share of the files (streamed) or batches (in
-    memory) with the variables mirrored; the chief is task "chief", else
-    worker 0. A cluster with parameter servers is refused: the Trainer runs
-    the same `run_fn` on every task, and a parameter-server cluster needs a
-    coordinator program instead.
+    A cluster with parameter servers is refused: the Trainer runs the same
+    `run_fn` on every task, and a parameter-server cluster needs a coordinator
+    program instead.
     """
     spec = json.loads(tf_config) if tf_config else {}
     cluster, task = spec.get("cluster", {}), spec.get("task", {})
     if "ps" in cluster:
         raise ValueError("TF_CONFIG names parameter servers: the Trainer trains with MultiWorkerMirroredStrategy "
                          "(workers and a chief only)")
-    if sum(len(tasks) for tasks in cluster.values()) <= 1:
+    tasks = sum(len(addresses) for addresses in cluster.values())
+    if tasks <= 1:
+        return max(tasks, 1), True
+    kind, index = task.get("type"), int(task.get("index", 0))
+    return tasks, kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+
+
+def distribution(tf_config: str | None) -> tuple[tf.distribute.Strategy, bool]:
+    """(the tf.distribute strategy for the cluster `tf_config` describes, whether this process is the
+    chief, which alone exports; see `cluster_role`).
+
+    One task: TensorFlow's default strategy. Several: MultiWorkerMirroredStrategy,
+    each worker training on its share of the files (streamed) or rows (in
+    memory) with the variables mirrored. It must be made before any
+    TensorFlow op runs in the process (collective ops are configured at start).
+    """
+    tasks, chief = cluster_role(tf_config)
+    if tasks == 1:
         return tf.distribute.get_strategy(), True
-    chief = task.get("type") == "chief" or (task.get("type") == "worker" and int(task.get("index", 0)) == 0
-                                            and "chief" not in cluster)
     return tf.distribute.MultiWorkerMirroredStrategy(), chief
 
 

@@ -189,7 +189,7 @@ def epoch_loop(columns: Rows, config: ModelConfig) -> ModelConfig:
 
 class Fitted(NamedTuple):
     model: MultiTaskRecommender  # the model to export
-    training: TrainingData  # the rows it learnt from
+    training: TrainingData  # what it knew of the rows it learnt from
     epochs_run: tuple[int, ...]  # per fit: the first, then the refit's
     validation_loss: float  # the first fit's at the epoch it kept, heads weighted by the loss weights
 
@@ -204,7 +204,7 @@ def validation_loss(fit: Training, config: ModelConfig) -> float:
     return float(loss) if np.isfinite(loss) else np.inf
 
 
-# TrainingData of rows: from in-memory columns, TrainingData.from_columns.
+# How a fit learns what it needs to know of its rows (`summarized`: from in-memory columns).
 Summarize = Callable[[Rows], TrainingData]
 
 

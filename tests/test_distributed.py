@@ -13,7 +13,7 @@ import tensorflow as tf
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components.custom_config import MODEL, NUM_OOV_BUCKETS
-from components.trainer import distribution, run_fn
+from components.trainer import cluster_role, distribution, run_fn
 from data.synthetic import SyntheticSpec, generate_rows
 from recommender import features
 from recommender.config import ModelConfig
@@ -71,10 +71,18 @@ def _scores(model_dir, rows, indices) -> tuple[float, float]:
     return float(auc.result()), float(np.sqrt(np.mean(error**2)))
 
 
-def test_tf_config_chooses_the_strategy_and_the_chief():
+def test_tf_config_names_the_cluster_and_the_chief():
     assert distribution(None)[1] and distribution(json.dumps({"cluster": {"worker": ["a:1"]}}))[1]
+    workers = {"worker": ["a:1", "b:2"]}
+    with_chief = {"chief": ["c:3"], **workers}
+
+    def role(cluster, kind, index):
+        return cluster_role(json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}}))
+
+    assert [role(workers, "worker", i) for i in range(2)] == [(2, True), (2, False)]
+    assert [role(with_chief, "chief", 0), role(with_chief, "worker", 0)] == [(3, True), (3, False)]
     with pytest.raises(ValueError, match="parameter servers"):
-        distribution(json.dumps({"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "ps", "index": 0}}))
+        role({**workers, "ps": ["d:4"]}, "ps", 0)
 
 
 def test_two_workers_train_one_model_that_only_the_chief_exports_and_that_matches_one_process(tmp_path):
