@@ -2,10 +2,12 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,10 +41,14 @@ def _ports(count: int) -> list[int]:
             s.close()
 
 
-def _start(args: dict, tmp, tf_config: dict) -> subprocess.Popen:
+def _start(args: dict, tmp, tf_config: dict, stderr=subprocess.PIPE) -> subprocess.Popen:
     env = {**os.environ, "TMPDIR": str(tmp), "TF_CONFIG": json.dumps(tf_config)}
     return subprocess.Popen([sys.executable, "-m", "tests.trainer_child", json.dumps(args)], cwd=REPO_ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+
+
+def _cluster(count: int) -> dict:
+    return {"worker": [f"localhost:{port}" for port in _ports(count)]}
 
 
 def _finish(processes: list[subprocess.Popen], timeout: float = 600) -> list[dict]:
@@ -85,46 +91,92 @@ def test_tf_config_names_the_cluster_and_the_chief():
         role({**workers, "ps": ["d:4"]}, "ps", 0)
 
 
-def test_two_workers_train_one_model_that_only_the_chief_exports_and_that_matches_one_process(tmp_path):
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """(generated rows, their test indices, args(name, config): run_fn's arguments for a model
+    folder `name`): train and validation rows written as ExampleGen writes them (4 and 2 files)."""
+    root = tmp_path_factory.mktemp("distributed")
     rows = generate_rows(SyntheticSpec(num_users=150, num_items=80, num_interactions=6_000, seed=3))
     train, validation, test = np.arange(4_500), np.arange(4_500, 5_200), np.arange(5_200, 6_000)
-    num_oov = 2
-    analysed(tmp_path, rows, train, num_oov)
-    write_examples(tmp_path / "Split-train", rows, train, files=4)
-    write_examples(tmp_path / "Split-validation", rows, validation, files=2)
-    # Streamed from the files, each worker reading its own; a fixed number of epochs (validated
-    # each epoch), so both runs take the same steps.
-    config = ModelConfig(epochs=3, early_stopping_patience=None, refit=False, input={"max_in_memory_mib": 0})
+    analysed(root, rows, train, NUM_OOV)
+    write_examples(root / "Split-train", rows, train, files=4)
+    write_examples(root / "Split-validation", rows, validation, files=2)
 
-    def args(name: str) -> dict:
+    def args(name: str, config: ModelConfig) -> dict:
         return {
-            "train_files": [str(tmp_path / "Split-train" / "*")],
-            "eval_files": [str(tmp_path / "Split-validation" / "*")],
-            "transform_graph_path": str(tmp_path / "transform"),
-            "serving_model_dir": str(tmp_path / name / "model"),
-            "custom_config": {MODEL: config.to_json_dict(), NUM_OOV_BUCKETS: num_oov},
+            "train_files": [str(root / "Split-train" / "*")],
+            "eval_files": [str(root / "Split-validation" / "*")],
+            "transform_graph_path": str(root / "transform"),
+            "serving_model_dir": str(root / name / "model"),
+            "custom_config": {MODEL: config.to_json_dict(), NUM_OOV_BUCKETS: NUM_OOV},
         }
 
-    ports = _ports(2)
-    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    return rows, test, args
+
+
+# Streamed from the files, each worker reading its own; a fixed number of epochs (validated
+# each epoch), so both runs take the same steps.
+STREAMED = ModelConfig(epochs=3, early_stopping_patience=None, refit=False, input={"max_in_memory_mib": 0})
+NUM_OOV = 2
+
+
+def test_two_workers_train_one_model_that_only_the_chief_exports_and_that_matches_one_process(prepared, tmp_path):
+    rows, test, args = prepared
+    cluster = _cluster(2)
     scratch = [tmp_path / f"tmp-{i}" for i in range(2)]
     for folder in scratch:
         folder.mkdir()
     chief, worker = _finish([
-        _start(args(f"worker-{i}"), scratch[i], {"cluster": cluster, "task": {"type": "worker", "index": i}})
+        _start(args(f"worker-{i}", STREAMED), scratch[i], {"cluster": cluster, "task": {"type": "worker", "index": i}})
         for i in range(2)
     ])
-    assert (tmp_path / "worker-0" / "model" / "saved_model.pb").is_file()
-    assert not (tmp_path / "worker-1").exists()  # only the chief exports
+    chief_model = Path(args("worker-0", STREAMED)["serving_model_dir"])
+    assert (chief_model / "saved_model.pb").is_file()
+    assert not Path(args("worker-1", STREAMED)["serving_model_dir"]).parent.exists()  # only the chief exports
     assert [list(folder.iterdir()) for folder in scratch] == [[], []]  # the other's copy is gone
     started = time.perf_counter()
-    run_fn(FnArgs(hyperparameters=None, **args("alone")))  # this process: no TF_CONFIG
+    run_fn(FnArgs(hyperparameters=None, **args("alone", STREAMED)))  # this process: no TF_CONFIG
     alone = {"seconds": round(time.perf_counter() - started, 2)}
 
-    two = _scores(tmp_path / "worker-0" / "model", rows, test)
-    one = _scores(tmp_path / "alone" / "model", rows, test)
+    two = _scores(chief_model, rows, test)
+    one = _scores(Path(args("alone", STREAMED)["serving_model_dir"]), rows, test)
     print(json.dumps({"two_workers": {"auc": two[0], "rmse": two[1], "seconds": chief["seconds"]},
                       "one_process": {"auc": one[0], "rmse": one[1], "seconds": alone["seconds"]}}))
     assert one[0] > 0.6  # a model that learnt something, for the agreement to mean something
     assert abs(two[0] - one[0]) <= AUC_TOLERANCE
     assert abs(two[1] - one[1]) <= RMSE_TOLERANCE * one[1]
+
+
+def test_a_worker_killed_mid_training_fails_the_chief_promptly_and_no_model_is_written(prepared, tmp_path):
+    """SIGKILL of one worker once training runs: the chief's collective step fails as unavailable,
+    naming the killed task (its connection reset, or its heartbeats stopped), instead of hanging;
+    and it exports nothing."""
+    _, _, args = prepared
+    config = ModelConfig(epochs=500, early_stopping_patience=None, refit=False, input={"max_in_memory_mib": 0})
+    cluster = _cluster(2)
+    log = tmp_path / "chief.log"
+    with open(log, "w") as chief_log:
+        processes = [
+            _start(args(f"worker-{i}", config), tmp_path, {"cluster": cluster, "task": {"type": "worker", "index": i}},
+                   stderr=chief_log if i == 0 else subprocess.DEVNULL)
+            for i in range(2)
+        ]
+        try:
+            deadline = time.monotonic() + 300
+            while "epoch 1/" not in log.read_text():  # the chief's first epoch is done: the two train
+                assert processes[0].poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+            processes[1].send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            processes[0].wait(timeout=120)
+            detected = time.monotonic() - killed
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    print(json.dumps({"chief_failed_after_seconds": round(detected, 1)}))
+    assert processes[0].returncode != 0
+    failure = log.read_text().split("Traceback", 1)[-1]
+    assert "UnavailableError" in failure and "/job:worker/replica:0/task:1" in failure
+    assert not Path(args("worker-0", config)["serving_model_dir"]).exists()
