@@ -21,6 +21,10 @@ import tensorflow_transform.beam as tft_beam
 from components.custom_config import NUM_OOV_BUCKETS, TIER_THRESHOLDS, VOCABULARY_MIN_COUNT, VOCABULARY_TOP_K
 from recommender import features, heads
 
+# What a space inside a value becomes in a frequency vocabulary, whose lines are "count value"
+# (tf.Transform's own workaround, b/62379925).
+SPACE = "__SPACE__"
+
 
 def _write_asset(text: str, folder: str, name: str) -> np.ndarray:
     """`text` as a file named `name` in a new folder under `folder`; its path."""
@@ -122,7 +126,7 @@ def item_counts(tf_transform_output: tft.TFTransformOutput) -> np.ndarray:
     with tf.io.gfile.GFile(counts_path, "rb") as f:
         for line in f:
             count, _, value = line.rstrip(b"\n").partition(b" ")
-            by_value[value.replace(b"__SPACE__", b" ")] = int(count)
+            by_value[value.replace(SPACE.encode(), b" ")] = int(count)
     items = tf_transform_output.vocabulary_by_name(features.vocabulary_name(key))
     return np.array([by_value.get(item, 0) for item in items], np.int64)
 
@@ -168,9 +172,8 @@ def training_counts(x: tf.Tensor, vocab_filename: str, top_k: int | None = None,
     One vocabulary that stores each value's frequency, looked up by value;
     0 for a value the analysis never saw, or that the caps (as `transform_ids`'s) left out.
     """
-    # tf.Transform's own workaround (b/62379925): a frequency file is
-    # "count value" per line, so spaces inside a value must not split it.
-    formatted = tf.strings.regex_replace(x, " ", "__SPACE__")
+    # Spaces inside a value must not split its "count value" line.
+    formatted = tf.strings.regex_replace(x, " ", SPACE)
     counts_file = tft.vocabulary(
         formatted, store_frequency=True, vocab_filename=vocab_filename, **vocabulary_caps(top_k, min_count)
     )

@@ -146,8 +146,8 @@ def read_splits(
     more than the model's own steps on small data. Larger splits are Streams,
     read from their files each epoch, so memory does not grow with the rows.
     """
-    fitted = files_of([pattern for pattern in fn_args.train_files if pattern not in fn_args.eval_files])
-    validation = files_of(fn_args.eval_files)
+    patterns = [pattern for pattern in fn_args.train_files if pattern not in fn_args.eval_files]
+    fitted, validation = files_of(patterns), files_of(fn_args.eval_files)
     # Only the columns training reads: the others (the tiers, as strings) would cost memory for nothing.
     names = training_columns(config)
     on_disk = sum(tf.io.gfile.stat(path).length for path in fitted + validation)
@@ -157,7 +157,9 @@ def read_splits(
                 Stream(tuple(validation), read, count_records(validation)))
     # The validation split (the Trainer's eval_args) is scored each epoch and
     # drives early stopping; the Evaluator judges the model on another split.
-    return read_columns(fitted, tf_transform_output, names), read_columns(validation, tf_transform_output, names)
+    # By pattern: globbing each listed file again would be one listing per file on object storage.
+    return (read_columns(patterns, tf_transform_output, names),
+            read_columns(fn_args.eval_files, tf_transform_output, names))
 
 
 def summarizer(tf_transform_output: tft.TFTransformOutput, config: ModelConfig):

@@ -41,7 +41,7 @@ class TrainingData:
     Only the retrieval task needs the examples themselves: `users`, `items`,
     int64 vocabulary indices of every training example (in the same order),
     and `times`, each example's timestamp where the rows carry one; a summary
-    from tf.Transform's analyzers (`components.trainer.training_data`) has
+    from tf.Transform's analyzers (`components.trainer.summarizer`) has
     none of them, so its size does not grow with the rows.
     """
 
@@ -157,7 +157,7 @@ class MultiTaskRecommender(tf_keras.Model):
             self.retrieval_item = embedding(num_items, dim, "retrieval_item")
             self.history_item = embedding(num_items, dim, "history_item")
             # Plain arrays, not tracked: they shape the training loss and are not exported
-            # (`recommend` carries its own table of training items).
+            # (a `recommend` request carries the user's history).
             self._histories = user_histories(training.users, training.items, num_users, num_items,
                                              self.retrieval.max_history, training.times)
             # An item no training pair holds (an OOV bucket) counts as one pair's share.
