@@ -157,7 +157,7 @@ def test_a_worker_killed_mid_training_fails_the_chief_promptly_and_no_model_is_w
     log = tmp_path / "chief.log"
     with open(log, "w") as chief_log:
         processes = [
-            _start(args(f"worker-{i}", config), tmp_path, {"cluster": cluster, "task": {"type": "worker", "index": i}},
+            _start(args(f"killed-{i}", config), tmp_path, {"cluster": cluster, "task": {"type": "worker", "index": i}},
                    stderr=chief_log if i == 0 else subprocess.DEVNULL)
             for i in range(2)
         ]
@@ -179,4 +179,4 @@ def test_a_worker_killed_mid_training_fails_the_chief_promptly_and_no_model_is_w
     assert processes[0].returncode != 0
     failure = log.read_text().split("Traceback", 1)[-1]
     assert "UnavailableError" in failure and "/job:worker/replica:0/task:1" in failure
-    assert not Path(args("worker-0", config)["serving_model_dir"]).exists()
+    assert not Path(args("killed-0", config)["serving_model_dir"]).exists()
