@@ -2,13 +2,17 @@
 
     python run_kubeflow.py --image REGISTRY/recommender:TAG \
         --data /gcs/BUCKET/interactions --output /gcs/BUCKET/recommender \
-        [--model-config configs/original-model.json] [--beam-runner dataflow ...]
+        [--model-config configs/original-model.json] [--beam-runner dataflow ...] \
+        [--vertex-training-project P --vertex-training-region R [--training-workers N]]
 
 Writes a pipeline definition (JSON, KFP IR) built from the same
 `create_pipeline(config)` as every other runner; every component runs in
 `--image` (see the Dockerfile). Paths are seen from inside the containers: on
-Vertex AI, Cloud Storage is mounted at /gcs/<bucket>/. Submit the file with the
-KFP SDK or `gcloud`; see the README.
+Vertex AI, Cloud Storage is mounted at /gcs/<bucket>/. With
+`--vertex-training-project`, the Trainer submits itself as a Vertex AI custom
+training job of `--training-workers` replicas of the same image (TFX's
+`google_cloud_ai_platform` Trainer). Submit the file with the KFP SDK or
+`gcloud`; see the README.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import KubeflowV2DagRunner, KubeflowV2DagRunnerConfig
 
 from pipeline.beam import add_beam_flags, beam_args_from_flags
-from pipeline.config import REPO_ROOT, PipelineConfig
+from pipeline.config import REPO_ROOT, PipelineConfig, VertexTraining
 from pipeline.pipeline import create_pipeline
 from pipeline.runner_options import model_config
 
@@ -74,14 +78,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", type=Path, default=DEFAULT_FILE, help="where to write the definition")
     parser.add_argument("--image-root", type=Path, default=IMAGE_ROOT,
                         help="where the image holds this project (the Dockerfile's WORKDIR)")
+    parser.add_argument("--vertex-training-project", default=None,
+                        help="run the Trainer as a Vertex AI custom job in this GCP project")
+    parser.add_argument("--vertex-training-region", default=None, help="the Vertex AI region of that job")
+    parser.add_argument("--training-workers", type=int, default=1,
+                        help="Vertex AI training replicas (the first is the chief); ExampleGen then writes "
+                        "as many files per split")
+    parser.add_argument("--training-machine-type", default=VertexTraining.machine_type,
+                        help="the machine type of every training replica")
     add_beam_flags(parser)
     args = parser.parse_args(argv)
     try:
+        vertex = None
+        if args.vertex_training_project or args.vertex_training_region:
+            vertex = VertexTraining(
+                project=args.vertex_training_project, region=args.vertex_training_region, image=args.image,
+                workers=args.training_workers, machine_type=args.training_machine_type,
+            )
+        elif args.training_workers != 1:
+            raise ValueError("--training-workers needs --vertex-training-project and --vertex-training-region")
         config = PipelineConfig(
             data_path=args.data,
             output_dir=args.output,
             model=model_config(args.model_config),
             beam_pipeline_args=beam_args_from_flags(args),
+            example_files=vertex.workers if vertex else 1,
+            vertex_training=vertex,
         )
     except ValueError as error:  # OptionError included
         print(f"Invalid option: {error}", file=sys.stderr)

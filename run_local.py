@@ -127,6 +127,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help='gate on ranking quality too, e.g. \'{"metric": "ndcg", "bound": 0.05, "max_regression": 0.01}\'',
     )
     parser.add_argument(
+        "--ranking-sample", type=float, default=1.0, metavar="FRACTION",
+        help="judge only this fraction of the users in the ranking evaluation, chosen by a keyed hash of the ID",
+    )
+    parser.add_argument(
         "--recommendations", type=int, default=None, metavar="K",
         help="after publishing, write the top K items of every training user to <output>/recommendations/<version>/",
     )
@@ -218,6 +222,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         rating_scale_max=scale_max,
         enable_cache=args.cache,
         ranking_threshold=_ranking_threshold(args.ranking_threshold),
+        ranking_sample=args.ranking_sample,
         batch_recommendations_k=args.recommendations,
         recommend_users=args.recommend_users,
     )

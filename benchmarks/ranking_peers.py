@@ -4,7 +4,7 @@
         [--seeds 42 43 44] [--k 10] [--peers ease puresvd ...]
 
 For each seed, on the pipeline's splits (benchmarks/splits.py), every ranker
-is judged by `components.ranking_evaluator.evaluate`, the RankingEvaluator's
+is judged by `components.ranking.evaluate`, the RankingEvaluator's
 own code: the same judged users, the same liked items, the same items left
 out, and the `fold_in` slice, where a new user's first eval interactions are
 the request's history. Peers (popularity is the evaluator's own baseline):
@@ -43,7 +43,7 @@ from sklearn.utils.extmath import randomized_svd
 from benchmarks import splits
 from benchmarks.model_quality import load
 from components import ranking
-from components.ranking_evaluator import evaluate
+from components.ranking import evaluate
 from recommender import features
 
 # Each peer's settings to try on validation.

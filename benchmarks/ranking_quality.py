@@ -9,7 +9,7 @@ preset (`configs/retrieval-model.json`, with `--config`'s JSON overrides on
 top) trained with early stopping on the validation rows, then every user with
 a liked test item the user did not have in training is ranked over the whole
 catalogue (training items left out) by `recommender.recommend` with each blend
-of BLENDS, and scored by `components.ranking_evaluator.evaluate`, the
+of BLENDS, and scored by `components.ranking.evaluate`, the
 RankingEvaluator's own code, with the popularity baseline on the same rows.
 Prints JSON: each blend's Recall, NDCG and HitRate at k (mean and standard
 deviation over seeds), per user activity tier too, and popularity's.
@@ -26,8 +26,7 @@ import tensorflow_transform as tft
 
 from benchmarks import model_quality, splits
 from components import ranking
-from components.ranking import MODEL, POPULARITY
-from components.ranking_evaluator import evaluate
+from components.ranking import MODEL, POPULARITY, evaluate
 from pipeline.runner_options import json_value
 from recommender import features, recommend
 from recommender.config import ModelConfig, RankingConfig, preset

@@ -23,6 +23,10 @@ NOT_CHECKED_REASON = "not_checked_reason"
 FAILURE_REASON = "failure_reason"
 # RankingEvaluation: why the ranking gate refused the model (JSON list; empty when it passed).
 RANKING_FAILURES = "ranking_failures"
+# The fraction of the users the RankingEvaluator judged (1: all).
+RANKING_SAMPLE = "ranking_sample"
+# Where the RankingEvaluator ranked: "process" (its own) or "beam" (a job on the Beam runner).
+RANKED_ON = "ranked_on"
 # Recommendations (BatchRecommender): where the published table is, its version, users and rows.
 RECOMMENDATIONS_DESTINATION = "recommendations_destination"
 RECOMMENDED_USERS = "recommended_users"

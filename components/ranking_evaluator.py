@@ -9,6 +9,10 @@ training items as the request's history, and computes the metrics
 of `components.ranking` for the model, the popularity baseline and, when there
 is one with a `recommend` signature, the baseline model, overall and per user
 activity tier (training interactions, as the Evaluator's slices count them).
+Small training splits are ranked in the component's process
+(`ranking.evaluate`); past `in_process_mib`, as a job on the pipeline's Beam
+runner (`components.ranking_job`), which groups each user's rows in Beam and
+ranks blocks of users per worker. Both give the same figures.
 
 The `fold_in` slice judges new users as a service meets them: for each user
 with no training row, the first half (by time) of the user's `eval`
@@ -17,7 +21,9 @@ leaves it out too), and the user is judged on the liked items of the rest.
 
 Its `RankingEvaluation` artifact holds the overall figures as custom
 properties and every slice in `ranking.json`; `blessed` is 1 unless a
-`RankingThreshold` is given and fails (the reasons are recorded).
+`RankingThreshold` is given and fails (the reasons are recorded). With a
+`sample` below 1, only that fraction of the users is judged, chosen by a keyed
+hash of the ID (`ranking.sampled`); `ranking.json` and the artifact record it.
 `ServingCheck` refuses to check, so the Pusher refuses to publish, a model
 whose ranking was not blessed.
 """
@@ -25,19 +31,17 @@ whose ranking was not blessed.
 import itertools
 import json
 import os
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Union
 
-import numpy as np
+import apache_beam as beam
 import tensorflow as tf
-from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.annotations import BeamComponentParameter, InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 from tfx.types.artifact import Artifact
 from tfx.utils import path_utils
 
-from components import choices, mlmd_names, ranking
+from components import choices, mlmd_names, ranking, ranking_job
 from recommender import features, recommend
 
 
@@ -47,139 +51,11 @@ class RankingEvaluation(Artifact):
     TYPE_NAME = mlmd_names.RANKING_EVALUATION_TYPE
 
 
-def read_interactions(examples_uri: str, split: str) -> Iterator[tuple[bytes, bytes, int, int]]:
-    """(user_id, item_id, binary_rating, timestamp) of every example in one split of an Examples artifact."""
-    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
-    spec = {
-        features.USER_ID: tf.io.FixedLenFeature([], tf.string),
-        features.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
-        features.BINARY_RATING: tf.io.FixedLenFeature([], tf.int64),
-        features.TIMESTAMP: tf.io.FixedLenFeature([], tf.int64),
-    }
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(65_536).map(
-        lambda records: tf.io.parse_example(records, spec)
-    )
-    for batch in dataset.as_numpy_iterator():
-        yield from zip(batch[features.USER_ID], batch[features.ITEM_ID], batch[features.BINARY_RATING],
-                       batch[features.TIMESTAMP])
-
-
-def tier(count: int, some: int, many: int) -> str:
-    """A user's activity tier by training interactions, as `components.preprocessing.tiers` names them."""
-    unseen, few, mid, top = features.TIERS
-    return unseen if count == 0 else few if count < some else mid if count < many else top
-
-
-# (users, items each user is judged without, the users' request histories or None) -> each user's top k.
-TopFn = Callable[[list[bytes], Mapping[bytes, set], Mapping[bytes, list] | None], list | None]
-
-
-def model_top(signatures: Mapping, users: list[bytes], seen: Mapping[bytes, set], k: int,
-              histories: Mapping[bytes, list[bytes]] | None = None) -> list[list[bytes]] | None:
-    """Each user's top k items from a loaded model's `recommend` signature, `seen` items left out;
-    with `histories`, from `recommend_from_history` given each user's history (none for a user it
-    does not list). A model without that signature (exported before it existed) is asked
-    `recommend`, and ranks users with only a history as it ranks any unknown user.
-
-    None if the model has no `recommend` signature (one exported before it existed).
-    """
-    if features.RECOMMEND not in signatures:
-        return None
-    reads_history = histories is not None and features.RECOMMEND_FROM_HISTORY in signatures
-    signature = signatures[features.RECOMMEND_FROM_HISTORY if reads_history else features.RECOMMEND]
-
-    def call(chunk: list[bytes], n: int) -> np.ndarray:
-        inputs = {features.USER_ID: tf.constant(chunk), "k": tf.constant(n, tf.int32)}
-        if reads_history:
-            inputs[features.HISTORY] = tf.constant(recommend.padded([histories.get(u, []) for u in chunk]), tf.string)
-        return signature(**inputs)[features.ITEM_ID].numpy()
-
-    def ranked(chunk: list[bytes], n: int) -> np.ndarray:
-        # The padded histories of a call hold at most PAIRS_PER_CALL IDs, however long a user's is.
-        longest = max([1, *(len(histories.get(u, ())) for u in chunk)]) if reads_history else 1
-        step = max(1, recommend.PAIRS_PER_CALL // longest)
-        return np.concatenate([call(chunk[i:i + step], n) for i in range(0, len(chunk), step)])
-
-    catalogue = recommend.catalogue_size(signatures[features.RECOMMEND])
-    return ranking.top_k_unseen(ranked, users, seen, k, recommend.users_per_call(catalogue))
-
-
-def fold_in(events_by_user: Mapping[bytes, list[tuple[int, int, bytes, int]]]
-            ) -> tuple[dict[bytes, list[bytes]], dict[bytes, set]]:
-    """(history, liked items after it) of each new user with a liked item after the first half, by
-    time, of the user's eval interactions, given as (timestamp, row number, item, liked); ties in
-    time keep the rows' order."""
-    histories, relevant = {}, {}
-    for user, events in events_by_user.items():
-        events.sort()
-        cut = len(events) // 2
-        history = [item for _, _, item, _ in events[:cut]]
-        later = {item for _, _, item, liked in events[cut:] if liked and item not in history}
-        if history and later:
-            histories[user], relevant[user] = history, later
-    return histories, relevant
-
-
-def evaluate(
-    train_rows: Iterable[tuple[bytes, bytes, int, int]], eval_rows: Iterable[tuple[bytes, bytes, int, int]],
-    model_top_fn: TopFn, baseline_top_fn: TopFn | None, k: int, tier_thresholds: tuple[int, int],
-) -> dict:
-    """{slice: {ranker: metrics}} over the users with a liked item among `eval_rows`, and the
-    `fold_in` slice of new users (see the module docstring).
-
-    Rows are (user_id, item_id, liked, timestamp); `*_top_fn(users, items
-    left out per user, histories)` gives each user's top k, those items left
-    out; `histories` are the requests' histories: a known user's training
-    items, a fold-in user's first interactions.
-    """
-    seen, counts, activity, trained = {}, Counter(), Counter(), {}
-    for position, (user, item, _, timestamp) in enumerate(train_rows):
-        if item not in seen.setdefault(user, set()):
-            seen[user].add(item)
-            trained.setdefault(user, []).append((timestamp, position, item))
-        counts[item] += 1
-        activity[user] += 1
-    relevant, new_users = {}, {}
-    for position, (user, item, liked, timestamp) in enumerate(eval_rows):
-        if liked and item not in seen.get(user, ()):
-            relevant.setdefault(user, set()).add(item)
-        if user not in seen:
-            new_users.setdefault(user, []).append((timestamp, position, item, liked))
-    users = sorted(relevant)
-
-    def judged(users: list[bytes], left_out: Mapping[bytes, set], liked: Mapping[bytes, set], histories):
-        tops = {ranking.MODEL: model_top_fn(users, left_out, histories),
-                ranking.POPULARITY: ranking.popularity_top(counts, left_out, users, k)}
-        if baseline_top_fn is not None:
-            baseline = baseline_top_fn(users, left_out, histories)
-            if baseline is not None:
-                tops[ranking.BASELINE] = baseline
-        return {name: ranking.per_user(top, [liked[u] for u in users], k) for name, top in tops.items()}
-
-    # A known user's request history is the user's distinct training items, oldest first: the
-    # model leaves them out and, with the retrieval task, describes the user by the latest of them.
-    known_histories = {u: [item for *_, item in sorted(trained[u])] for u in users if u in trained}
-    values = judged(users, seen, relevant, known_histories)
-    tiers = np.array([tier(activity[u], *tier_thresholds) for u in users])
-    slices = {ranking.OVERALL: np.ones(len(users), bool), ranking.KNOWN: np.array([u in seen for u in users], bool)}
-    slices.update({f"user_activity:{t}": tiers == t for t in features.TIERS if (tiers == t).any()})
-    result = {
-        name: {ranker: ranking.summarize(v[mask], k) for ranker, v in values.items()}
-        for name, mask in slices.items() if mask.any() or name == ranking.OVERALL
-    }
-    histories, later = fold_in(new_users)
-    if histories:
-        new_users = sorted(histories)
-        values = judged(new_users, {u: set(histories[u]) for u in new_users}, later, histories)
-        result[ranking.FOLD_IN] = {ranker: ranking.summarize(v, k) for ranker, v in values.items()}
-    return result
-
-
 def _model_dir(model: Artifact) -> str:
     return path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
 
 
-@component
+@component(use_beam=True)
 def RankingEvaluator(  # pylint: disable=invalid-name
     examples: InputArtifact[standard_artifacts.Examples],
     model: InputArtifact[standard_artifacts.Model],
@@ -191,26 +67,51 @@ def RankingEvaluator(  # pylint: disable=invalid-name
     # typing.Union, not "str | float": TFX 1.21 recognises only the former as JSON-compatible.
     threshold: Parameter[dict[str, Union[str, float]]],  # noqa: UP007
     baseline_model: InputArtifact[standard_artifacts.Model] = None,
+    sample: Parameter[float] = 1.0,
+    in_process_mib: Parameter[float] = 16.0,
+    beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
-    """Ranks the eval split's users with `model` (and `baseline_model`) and gates on `threshold`."""
-    some, many = tier_thresholds
-
-    # Each model is loaded once, for all its slices.
-    candidate = tf.saved_model.load(_model_dir(model)).signatures
+    """Ranks the eval split's users with `model` (and `baseline_model`) and gates on `threshold`;
+    with `sample` < 1, only that fraction of the users, chosen by a keyed hash. Training splits of
+    at most `in_process_mib` MiB are ranked in this process, larger ones on `beam_pipeline`."""
+    if not 0.0 < sample <= 1.0:
+        raise ValueError(f"the ranking sample must be in (0, 1], got {sample}")
+    candidate_dir = _model_dir(model)
+    candidate = tf.saved_model.load(candidate_dir).signatures
     if features.RECOMMEND not in candidate:
-        raise ValueError(f"{_model_dir(model)}: the model has no {features.RECOMMEND!r} signature to rank with")
-    baseline = tf.saved_model.load(_model_dir(baseline_model)).signatures if baseline_model else None
+        raise ValueError(f"{candidate_dir}: the model has no {features.RECOMMEND!r} signature to rank with")
+    baseline_dir = _model_dir(baseline_model) if baseline_model else None
+    baseline = tf.saved_model.load(baseline_dir).signatures if baseline_dir else None
+    size = sum(tf.io.gfile.stat(path).length for split in training_splits
+               for path in tf.io.gfile.glob(os.path.join(examples.uri, f"Split-{split}", "*")))
+    # A Beam job costs seconds to start and to load the models again in its workers: on small
+    # splits that is most of the evaluation, so they are ranked here, the same way.
+    on_beam = size > in_process_mib * 2**20
+    if on_beam:
+        rankers = [ranking.MODEL, ranking.POPULARITY]
+        if baseline is not None and features.RECOMMEND in baseline:
+            rankers.append(ranking.BASELINE)
+        block = recommend.users_per_call(recommend.catalogue_size(candidate[features.RECOMMEND]))
+        work = os.path.join(evaluation.uri, "job")
+        with beam_pipeline as pipeline:
+            ranking_job.add_evaluation(pipeline, examples.uri, training_splits, choices.EVAL, candidate_dir,
+                                       baseline_dir, k, tuple(tier_thresholds), block, work, sample)
+        result = ranking_job.read_summaries(work, rankers, k)
+        tf.io.gfile.rmtree(work)
+    else:
+        def top(signatures):
+            return lambda users, seen, histories: ranking_job.model_top(signatures, users, seen, k, histories)
 
-    result = evaluate(
-        itertools.chain.from_iterable(read_interactions(examples.uri, split) for split in training_splits),
-        read_interactions(examples.uri, choices.EVAL),
-        lambda users, seen, histories: model_top(candidate, users, seen, k, histories),
-        (lambda users, seen, histories: model_top(baseline, users, seen, k, histories)) if baseline else None,
-        k, (some, many),
-    )
+        result = ranking.evaluate(
+            itertools.chain.from_iterable(ranking_job.read_interactions(examples.uri, split)
+                                          for split in training_splits),
+            ranking_job.read_interactions(examples.uri, choices.EVAL),
+            top(candidate), top(baseline) if baseline is not None else None, k, tuple(tier_thresholds), sample,
+        )
+    evaluation.set_string_custom_property(mlmd_names.RANKED_ON, "beam" if on_beam else "process")
     overall = result[ranking.OVERALL]
     with tf.io.gfile.GFile(os.path.join(evaluation.uri, mlmd_names.RANKING_FILE), "w") as f:
-        json.dump({"k": k, "slices": result}, f, indent=1, sort_keys=True)
+        json.dump({"k": k, "sample": sample, "slices": result}, f, indent=1, sort_keys=True)
     for ranker in (ranking.MODEL, ranking.POPULARITY, ranking.BASELINE):
         for key, value in overall.get(ranker, {}).items():
             name = key if ranker == ranking.MODEL else f"{ranker}_{key}"
@@ -226,8 +127,9 @@ def RankingEvaluator(  # pylint: disable=invalid-name
         if judged is None or ranking.MODEL not in judged:
             failures = [f"no user fell in the gated slice {gate.slice!r}"]
         else:
-            baseline = judged.get(ranking.BASELINE, {}).get(key)
+            served = judged.get(ranking.BASELINE, {}).get(key)
             failures = [f"{gate.slice}: {failure}" if gate.slice != ranking.OVERALL else failure
-                        for failure in gate.failures(judged[ranking.MODEL][key], baseline, k)]
+                        for failure in gate.failures(judged[ranking.MODEL][key], served, k)]
+    evaluation.set_float_custom_property(mlmd_names.RANKING_SAMPLE, sample)
     evaluation.set_int_custom_property(mlmd_names.BLESSED, int(not failures))
     evaluation.set_string_custom_property(mlmd_names.RANKING_FAILURES, json.dumps(failures))

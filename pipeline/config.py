@@ -104,6 +104,38 @@ class VocabularyCaps:
 
 
 @dataclasses.dataclass(frozen=True)
+class VertexTraining:
+    """The Trainer as a Vertex AI custom training job (TFX's `google_cloud_ai_platform` Trainer):
+    `workers` replicas of `machine_type`, each running `image`, in `region` of `project`.
+
+    The first worker pool is one chief and the second holds the other
+    workers; Vertex AI gives each replica its `TF_CONFIG`, from which the
+    Trainer chooses `MultiWorkerMirroredStrategy`, and only the chief exports.
+    """
+
+    project: str
+    region: str
+    image: str
+    workers: int = 1
+    machine_type: str = "n1-standard-8"
+
+    def __post_init__(self) -> None:
+        missing = [name for name in ("project", "region", "image", "machine_type") if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"vertex_training needs {missing}")
+        if self.workers < 1:
+            raise ValueError(f"vertex_training.workers must be >= 1, got {self.workers}")
+
+    def worker_pool_specs(self) -> list[dict]:
+        """The CustomJob's worker pool specs: the chief, then the other workers (if any)."""
+        def pool(replicas: int) -> dict:
+            return {"machine_spec": {"machine_type": self.machine_type}, "replica_count": replicas,
+                    "container_spec": {"image_uri": self.image}}
+
+        return [pool(1)] + ([pool(self.workers - 1)] if self.workers > 1 else [])
+
+
+@dataclasses.dataclass(frozen=True)
 class DriftThreshold:
     """How far one feature's distribution may move from the previous span.
 
@@ -178,11 +210,20 @@ class PipelineConfig:
     # threshold it also gates the publication, like the heads' thresholds.
     ranking_k: int = DEFAULT_K
     ranking_threshold: RankingThreshold | None = None
+    # Below 1, only this fraction of the users is judged, chosen by a keyed hash
+    # of the ID; the summary and the report say so.
+    ranking_sample: float = 1.0
+    # Training splits of at most this many MiB of gzipped examples are ranked in
+    # the RankingEvaluator's own process; larger ones as a job on the Beam runner.
+    ranking_in_process_mib: float = 16.0
     # After a publication, write top `batch_recommendations_k` items for every
     # user seen in training (or the users listed one per line in
     # `recommend_users`) under `recommendations_dir`; None: no batch job.
     batch_recommendations_k: int | None = None
     recommend_users: Path | None = None
+    # The Trainer runs as a Vertex AI custom job on these workers; None: in the
+    # orchestrator's own container or process.
+    vertex_training: VertexTraining | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_path", Path(self.data_path).resolve())
@@ -217,9 +258,18 @@ class PipelineConfig:
             )
         if not self.serving_check_timeout_s > 0:
             raise ValueError(f"serving_check_timeout_s must be > 0, got {self.serving_check_timeout_s}")
+        if not 0.0 < self.ranking_sample <= 1.0:
+            raise ValueError(f"ranking_sample must be in (0, 1], got {self.ranking_sample}")
+        if self.ranking_in_process_mib < 0:
+            raise ValueError(f"ranking_in_process_mib must be >= 0, got {self.ranking_in_process_mib}")
         for name in ("ranking_k", "batch_recommendations_k"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.vertex_training is not None and self.vertex_training.workers > self.example_files:
+            raise ValueError(
+                f"vertex_training.workers ({self.vertex_training.workers}) needs example_files >= the workers, "
+                f"got {self.example_files}: each worker reads its own files"
+            )
         if self.recommend_users is not None:
             object.__setattr__(self, "recommend_users", Path(self.recommend_users).resolve())
             if self.batch_recommendations_k is None:
@@ -268,7 +318,8 @@ def pipeline_config_from_dict(values: Mapping) -> PipelineConfig:
     Field names as in PipelineConfig; `model` holds ModelConfig fields,
     `thresholds` {head: HeadThreshold fields}, `drift` {column: DriftThreshold
     fields}, `ranking_threshold` RankingThreshold fields, `vocabulary`
-    VocabularyCaps fields, `metadata_mysql` MySQLMetadata fields. Unknown names are errors.
+    VocabularyCaps fields, `metadata_mysql` MySQLMetadata fields, `vertex_training`
+    VertexTraining fields. Unknown names are errors.
     """
     values = dict(values)
     known = {f.name for f in dataclasses.fields(PipelineConfig)}
@@ -285,6 +336,8 @@ def pipeline_config_from_dict(values: Mapping) -> PipelineConfig:
         values["drift"] = {column: DriftThreshold(**d) for column, d in values["drift"].items()}
     if "vocabulary" in values:
         values["vocabulary"] = VocabularyCaps(**values["vocabulary"])
+    if values.get("vertex_training") is not None:
+        values["vertex_training"] = VertexTraining(**values["vertex_training"])
     if values.get("metadata_mysql") is not None:
         if "password" in values["metadata_mysql"]:
             raise ValueError(

@@ -27,6 +27,9 @@ from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGe
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+from tfx.extensions.google_cloud_ai_platform.constants import ENABLE_VERTEX_KEY, VERTEX_REGION_KEY
+from tfx.extensions.google_cloud_ai_platform.trainer.component import Trainer as VertexTrainer
+from tfx.extensions.google_cloud_ai_platform.trainer.executor import TRAINING_ARGS_KEY
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, transform_pb2
 from tfx.types import standard_artifacts
@@ -44,7 +47,7 @@ from components.resolvers import (
     PreviousSpanStrategy,
 )
 from components.serving_check_component import ServingCheck
-from pipeline.config import REPO_ROOT, PipelineConfig
+from pipeline.config import REPO_ROOT, PipelineConfig, VertexTraining
 from pipeline.eval_config import make_eval_config
 
 # Dotted paths of the functions Transform, Tuner and Trainer run (installed
@@ -197,6 +200,15 @@ def _pipeline(
     )
 
 
+def vertex_training_config(vertex: VertexTraining) -> dict:
+    """The Trainer's `custom_config` keys that make TFX's Vertex AI Trainer submit `vertex`'s job."""
+    return {
+        ENABLE_VERTEX_KEY: True,
+        VERTEX_REGION_KEY: vertex.region,
+        TRAINING_ARGS_KEY: {"project": vertex.project, "job_spec": {"worker_pool_specs": vertex.worker_pool_specs()}},
+    }
+
+
 def create_data_validation_pipeline(
     config: PipelineConfig,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
@@ -296,7 +308,11 @@ def create_pipeline(
             eval_args=trainer_pb2.EvalArgs(splits=[choices.VALIDATION]),
             custom_config=model_custom_config,
         )
-    trainer_ = Trainer(
+    trainer_class = Trainer
+    if config.vertex_training is not None:
+        trainer_class = VertexTrainer
+        model_custom_config = {**model_custom_config, **vertex_training_config(config.vertex_training)}
+    trainer_ = trainer_class(
         run_fn=RUN_FN,
         examples=examples,
         transform_graph=transform.outputs["transform_graph"],
@@ -335,6 +351,8 @@ def create_pipeline(
         tier_thresholds=list(config.tier_thresholds),
         training_splits=training_splits,
         threshold=dataclasses.asdict(config.ranking_threshold) if config.ranking_threshold else {},
+        sample=config.ranking_sample,
+        in_process_mib=config.ranking_in_process_mib,
     )
 
     serving_check = ServingCheck(

@@ -185,7 +185,9 @@ def format_ranking(ranking: dict) -> list[str]:
     k = ranking["k"]
     overall = ranking["slices"].get(ranking_names.OVERALL, {})
     lines = [f"Ranking (top {k} of the catalogue, training items left out, "
-             f"{overall.get(ranking_names.MODEL, {}).get('users', 0):,} users with a liked eval item):"]
+             f"{overall.get(ranking_names.MODEL, {}).get('users', 0):,} users with a liked eval item"
+             + (f"; a sample of {ranking['sample']:.0%} of the users, by a keyed hash" if ranking.get("sample", 1.0) < 1
+                else "") + "):"]
     for ranker, values in overall.items():
         shown = ", ".join(f"{name}={value:.4f}" for name, value in sorted(values.items()) if name != "users")
         lines.append(f"  {ranker}: {shown}")

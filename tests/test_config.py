@@ -191,8 +191,18 @@ def test_a_split_is_written_in_at_least_one_file(tmp_path):
         PipelineConfig(data_path=tmp_path / "d.csv", output_dir=tmp_path / "o", example_files=0)
 
 
+@pytest.mark.parametrize("fields, message", [
+    ({"ranking_sample": 0.0}, r"ranking_sample must be in \(0, 1\]"),
+    ({"ranking_sample": 1.5}, r"ranking_sample must be in \(0, 1\]"),
+    ({"ranking_in_process_mib": -1.0}, "ranking_in_process_mib must be >= 0"),
+])
+def test_ranking_sample_and_in_process_size_refuse_values_that_mean_nothing(tmp_path, fields, message):
+    with pytest.raises(ValueError, match=message):
+        PipelineConfig(data_path=tmp_path / "d.csv", output_dir=tmp_path / "o", **fields)
+
+
 def test_pipeline_config_from_plain_json_values(tmp_path):
-    from pipeline.config import MySQLMetadata, pipeline_config_from_dict
+    from pipeline.config import MySQLMetadata, VertexTraining, pipeline_config_from_dict
 
     config = pipeline_config_from_dict({
         "data_path": str(tmp_path / "d.csv"), "output_dir": str(tmp_path / "o"),
@@ -205,8 +215,14 @@ def test_pipeline_config_from_plain_json_values(tmp_path):
         "beam_pipeline_args": ["--direct_num_workers=2"],
         "metadata_mysql": {"host": "db", "database": "mlmd", "port": 3307},
         "vocabulary": {"top_k": 1000, "min_count": 2},
+        "example_files": 4,
+        "vertex_training": {"project": "p", "region": "us-central1", "image": "img:1", "workers": 4},
+        "ranking_sample": 0.25,
     })
     assert config.vocabulary == VocabularyCaps(top_k=1000, min_count=2)
+    assert config.vertex_training == VertexTraining("p", "us-central1", "img:1", workers=4)
+    assert [pool["replica_count"] for pool in config.vertex_training.worker_pool_specs()] == [1, 3]
+    assert config.ranking_sample == 0.25
     assert config.model.epochs == 3 and config.model.hidden_units == (8,)
     assert config.thresholds["binary_rating"].bound == 0.6
     assert config.beam_pipeline_args == ("--direct_num_workers=2",)
@@ -218,7 +234,7 @@ def test_pipeline_config_from_plain_json_values(tmp_path):
 
 
 def test_a_mysql_password_comes_from_the_environment_or_a_file_never_from_the_config(tmp_path, monkeypatch):
-    from pipeline.config import MySQLMetadata, pipeline_config_from_dict
+    from pipeline.config import MySQLMetadata, VertexTraining, pipeline_config_from_dict
 
     monkeypatch.setenv("MLMD_TEST_PASSWORD", "from-env")
     by_env = MySQLMetadata(host="db", database="m", password_env="MLMD_TEST_PASSWORD")

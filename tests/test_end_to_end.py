@@ -31,7 +31,7 @@ from tfx.orchestration.metadata import sqlite_metadata_connection_config
 
 from components import mlmd_names, ranking
 from components.ranking import RankingThreshold
-from components.ranking_evaluator import read_interactions
+from components.ranking_job import read_interactions
 from data.synthetic import SyntheticSpec, write_csv
 from pipeline.config import HeadThreshold, PipelineConfig, VocabularyCaps
 from recommender import features, heads
@@ -136,7 +136,8 @@ def third_run(first_run, second_run):
 
 @pytest.fixture(scope="module")
 def fourth_run(third_run):
-    config = dataclasses.replace(third_run[0], serving_check_timeout_s=300.0)
+    # Ranked as a Beam job, as training splits past the in-process size are.
+    config = dataclasses.replace(third_run[0], serving_check_timeout_s=300.0, ranking_in_process_mib=0.0)
     # What a batch job killed mid-write leaves: the next job removes it.
     killed = config.recommendations_dir / ".staging-1-killed"
     killed.mkdir()
@@ -202,6 +203,109 @@ def test_ranking_is_measured_against_popularity_and_recorded(first_run):
         overall["popularity"]["recall_at_10"], rel=1e-5
     )
     assert recorded[mlmd_names.BLESSED].int_value == 1
+
+
+def _ranking_inputs(config, run_id):
+    """(examples, model dir, training splits, recorded ranking.json, where it ranked) of the run's RankingEvaluator."""
+    store = _store(config)
+    execution = _run_executions(store, run_id)[0]["RankingEvaluator"]
+    inputs = _inputs(store, execution.id)
+    (evaluation,) = [store.get_artifacts_by_id([e.artifact_id])[0]
+                     for e in store.get_events_by_execution_ids([execution.id]) if e.type == e.OUTPUT]
+    splits = json.loads(execution.custom_properties["training_splits"].string_value)
+    with open(os.path.join(evaluation.uri, mlmd_names.RANKING_FILE)) as f:
+        recorded = json.load(f)
+    model_dir = os.path.join(inputs["model"][0].uri, "Format-Serving")
+    return (inputs["examples"][0].uri, model_dir, splits, recorded,
+            evaluation.custom_properties[mlmd_names.RANKED_ON].string_value)
+
+
+def _in_process(examples, model_dir, splits, fraction=1.0):
+    import itertools
+
+    from components import ranking_job
+
+    signatures = tf.saved_model.load(model_dir).signatures
+    return ranking.evaluate(
+        itertools.chain.from_iterable(read_interactions(examples, split) for split in splits),
+        read_interactions(examples, "eval"),
+        lambda users, seen, histories: ranking_job.model_top(signatures, users, seen, 10, histories),
+        None, 10, features.DEFAULT_TIER_THRESHOLDS, fraction,
+    )
+
+
+def _on_beam(examples, model_dir, splits, output, beam_args, fraction=1.0):
+    import apache_beam as beam
+
+    from components import ranking_job
+    from recommender import recommend
+
+    with beam.Pipeline(argv=list(beam_args)) as pipeline:
+        ranking_job.add_evaluation(pipeline, examples, splits, "eval", model_dir, None, 10,
+                                   features.DEFAULT_TIER_THRESHOLDS, recommend.MAX_USERS_PER_CALL, str(output),
+                                   fraction)
+    return ranking_job.read_summaries(str(output), [ranking.MODEL, ranking.POPULARITY], 10)
+
+
+def _assert_same_figures(got, expected, tolerance):
+    assert set(got) == set(expected)
+    for slice_name, rankers in expected.items():
+        assert set(got[slice_name]) == set(rankers), slice_name
+        for ranker, metrics in rankers.items():
+            assert got[slice_name][ranker]["users"] == metrics["users"], (slice_name, ranker)
+            for key, value in metrics.items():
+                assert abs(got[slice_name][ranker][key] - value) <= tolerance, (slice_name, ranker, key)
+
+
+def test_the_ranking_job_on_two_worker_processes_gives_the_in_process_figures(first_run, tmp_path):
+    """The RankingEvaluator ranked run 1's small splits in its own process; the same evaluation as a
+    Beam job on two worker processes gives every slice's figures to 1e-9."""
+    from pipeline import beam
+
+    examples, model_dir, splits, recorded, ranked_on = _ranking_inputs(first_run[0], first_run[1].run_id)
+    assert ranked_on == "process" and recorded["sample"] == 1.0
+    assert {ranking.OVERALL, ranking.KNOWN} <= set(recorded["slices"])
+    got = _on_beam(examples, model_dir, splits, tmp_path / "job", beam.beam_pipeline_args(beam.MULTI_PROCESSING, 2))
+    _assert_same_figures(got, recorded["slices"], 1e-9)
+
+
+def test_a_sampled_ranking_with_new_users_gives_the_same_figures_on_beam_and_in_process(first_run, tmp_path):
+    """Run 1's splits, with 60 new users added to `eval` (each with 6 interactions, for the fold-in
+    slice), half the users sampled by their ID: the Beam job and `ranking.evaluate` judge the same
+    users and give the same figures in every slice."""
+    import shutil
+
+    from pipeline import beam
+
+    examples, model_dir, splits, recorded, _ = _ranking_inputs(first_run[0], first_run[1].run_id)
+    copied = tmp_path / "examples"
+    for split in splits:
+        shutil.copytree(os.path.join(examples, f"Split-{split}"), copied / f"Split-{split}")
+    shutil.copytree(os.path.join(examples, "Split-eval"), copied / "Split-eval")
+    items = sorted({item for _, item, *_ in read_interactions(examples, "train")})
+    rng = np.random.default_rng(0)
+    with tf.io.TFRecordWriter(str(copied / "Split-eval" / "new-users.gz"), "GZIP") as writer:
+        for user in range(60):
+            for step in range(6):
+                writer.write(_interaction(f"new-{user}", items[rng.integers(len(items))].decode(), int(step % 3 > 0),
+                                          10**10 + step))
+    sampled = _in_process(str(copied), model_dir, splits, fraction=0.5)
+    everyone = _in_process(str(copied), model_dir, splits)
+    assert ranking.FOLD_IN in sampled
+    for slice_name in (ranking.OVERALL, ranking.FOLD_IN):
+        users = everyone[slice_name][ranking.MODEL]["users"]
+        assert 0.3 * users < sampled[slice_name][ranking.MODEL]["users"] < 0.7 * users
+    got = _on_beam(str(copied), model_dir, splits, tmp_path / "job", beam.beam_pipeline_args(beam.IN_MEMORY), 0.5)
+    _assert_same_figures(got, sampled, 1e-9)
+
+
+def _interaction(user, item, liked, timestamp):
+    return tf.train.Example(features=tf.train.Features(feature={
+        features.USER_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[user.encode()])),
+        features.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[item.encode()])),
+        features.BINARY_RATING: tf.train.Feature(int64_list=tf.train.Int64List(value=[liked])),
+        features.TIMESTAMP: tf.train.Feature(int64_list=tf.train.Int64List(value=[timestamp])),
+    })).SerializeToString()
 
 
 def test_batch_recommendations_are_the_published_models_top_k(first_run):
@@ -453,6 +557,12 @@ def test_the_rejected_model_is_not_the_next_baseline(first_run, third_run, fourt
 def test_the_next_run_is_ranked_against_the_served_model_and_writes_its_own_table(fourth_run):
     config, summary = fourth_run
     assert set(summary.ranking["slices"]["overall"]) == {"model", "popularity", "baseline_model"}
+    # Ranked as a Beam job: the same figures as in process.
+    examples, model_dir, splits, recorded, ranked_on = _ranking_inputs(config, summary.run_id)
+    assert ranked_on == "beam"
+    expected = _in_process(examples, model_dir, splits)
+    _assert_same_figures({name: {r: v for r, v in rankers.items() if r != ranking.BASELINE}
+                          for name, rankers in recorded["slices"].items()}, expected, 1e-9)
     # Every published version has its table, and nothing else is there: the killed job's staging is gone.
     assert sorted(p.name for p in config.recommendations_dir.iterdir() if p.name != ".publish.lock") == sorted(
         served_versions(config.serving_dir)

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from pipeline.config import PipelineConfig
+from components import example_gen
+from pipeline.config import PipelineConfig, VertexTraining
 from pipeline.pipeline import PREPROCESSING_FN, RUN_FN, create_pipeline
 from run_kubeflow import compile_pipeline, main
 
@@ -66,6 +67,39 @@ def test_the_command_line_writes_the_file(tmp_path, capsys):
           "--model-config", '{"epochs": 3}'])
     tasks = json.loads(target.read_text())["pipelineSpec"]["root"]["dag"]["tasks"]
     assert json.loads(_constant(tasks["Trainer"], "custom_config"))["model"]["epochs"] == 3
+
+
+def test_vertex_training_options_make_the_trainer_a_vertex_job_of_chief_and_workers(tmp_path):
+    target = tmp_path / "p.json"
+    assert main(["--image", IMAGE, "--data", "/gcs/b/d", "--output", "/gcs/b/o", "--file", str(target),
+                 "--vertex-training-project", "my-project", "--vertex-training-region", "europe-west4",
+                 "--training-workers", "3", "--training-machine-type", "n1-highmem-8"]) == 0
+    spec = json.loads(target.read_text())
+    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    trainer = json.loads(_constant(tasks["Trainer"], "custom_config"))
+    assert trainer["model"]["embedding_dim"] == 32  # the model's config travels beside the job's
+    assert trainer["ai_platform_enable_vertex"] is True and trainer["ai_platform_vertex_region"] == "europe-west4"
+    job = trainer["ai_platform_training_args"]
+    assert job["project"] == "my-project"
+    pools = job["job_spec"]["worker_pool_specs"]
+    assert [pool["replica_count"] for pool in pools] == [1, 2]
+    assert {pool["container_spec"]["image_uri"] for pool in pools} == {IMAGE}
+    assert {pool["machine_spec"]["machine_type"] for pool in pools} == {"n1-highmem-8"}
+    # The Trainer task submits the job: TFX's Vertex AI executor runs in the image.
+    executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
+    (trainer_executor,) = [e for name, e in executors.items() if name.startswith("Trainer")]
+    assert "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor" in json.dumps(trainer_executor)
+    # At least one file per split and worker, so each worker reads its own.
+    assert json.loads(_constant(tasks["ExampleGen"], "custom_config"))[example_gen.MIN_FILES] == 3
+
+
+def test_training_workers_need_vertex_and_as_many_example_files(tmp_path, capsys):
+    assert main(["--image", IMAGE, "--data", "/gcs/b/d", "--output", "/gcs/b/o", "--file", str(tmp_path / "p.json"),
+                 "--training-workers", "2"]) == 2
+    assert "--training-workers needs --vertex-training-project" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="example_files >= the workers"):
+        PipelineConfig(data_path=tmp_path, output_dir=tmp_path / "o",
+                       vertex_training=VertexTraining("p", "r", IMAGE, workers=2))
 
 
 def test_span_windows_need_the_span_resolvers(tmp_path):

@@ -411,11 +411,11 @@ def test_of_a_long_request_history_the_last_max_history_items_count_and_all_are_
 def test_the_ranking_evaluator_gives_each_user_its_history_which_the_default_model_only_leaves_out(
     exported, monkeypatch,
 ):
-    from components import ranking_evaluator
+    from components import ranking_job
 
     loaded, _, seen, catalogue = exported
     history = catalogue[:3]
-    (top,) = ranking_evaluator.model_top(loaded.signatures, [b"new-user"], {b"new-user": set(history)}, 5,
+    (top,) = ranking_job.model_top(loaded.signatures, [b"new-user"], {b"new-user": set(history)}, 5,
                                          {b"new-user": history})
     unknown = [i for i in _recommend(loaded, [b"new-user"], 8)[features.ITEM_ID][0] if i not in history]
     assert top == unknown[:5]
@@ -423,9 +423,9 @@ def test_the_ranking_evaluator_gives_each_user_its_history_which_the_default_mod
     # cut into several calls (here one user per call).
     users = sorted(seen)[:6]
     histories = {u: sorted(seen[u]) for u in users}
-    whole = ranking_evaluator.model_top(loaded.signatures, users, seen, 5, histories)
+    whole = ranking_job.model_top(loaded.signatures, users, seen, 5, histories)
     monkeypatch.setattr(recommend, "PAIRS_PER_CALL", max(map(len, histories.values())))
-    assert ranking_evaluator.model_top(loaded.signatures, users, seen, 5, histories) == whole
+    assert ranking_job.model_top(loaded.signatures, users, seen, 5, histories) == whole
     for user, items in zip(users, whole):
         assert len(items) == 5 and not set(items) & seen[user]
 
