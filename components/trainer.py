@@ -13,12 +13,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras_tuner
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
+import tf_keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx.components.tuner.component import TunerFnResult
 
@@ -26,8 +27,9 @@ from components import preprocessing
 from components.custom_config import MODEL, NUM_OOV_BUCKETS
 from recommender import export, features
 from recommender.config import ModelConfig
-from recommender.model import TrainingData
+from recommender.model import TrainingData, build_model, sample_inputs
 from recommender.training import (
+    Fitted,
     Rows,
     Stream,
     Summarize,
@@ -191,44 +193,88 @@ def tuned_config(config: ModelConfig, hyperparameters: Mapping[str, Any] | None)
     return config.with_values({**values, "tuning": None})
 
 
-def cluster_role(tf_config: str | None) -> tuple[int, bool]:
-    """(how many tasks the cluster that `tf_config` (TF_CONFIG's JSON) describes has, whether this
-    task is the chief: task "chief", else worker 0; with no TF_CONFIG, 1 and True).
+class Role(NamedTuple):
+    """This task's place in the cluster TF_CONFIG describes (`cluster_role`)."""
 
-    A cluster with parameter servers is refused: the Trainer runs the same
-    `run_fn` on every task, and a parameter-server cluster needs a coordinator
-    program instead.
+    tasks: int  # every task of the cluster, parameter servers included
+    chief: bool  # this task alone exports (and, with parameter servers, coordinates the training)
+    parameter_servers: int  # 0: none, the workers train under MultiWorkerMirroredStrategy
+
+
+def cluster_role(tf_config: str | None) -> Role:
+    """This task's `Role` in the cluster `tf_config` (TF_CONFIG's JSON) describes: the chief is task
+    "chief", else worker 0; with no TF_CONFIG, the one task and the chief.
+
+    A cluster with parameter servers needs a "chief" task: it runs the
+    training program and sends the steps to the workers.
     """
     spec = json.loads(tf_config) if tf_config else {}
     cluster, task = spec.get("cluster", {}), spec.get("task", {})
-    if "ps" in cluster:
-        raise ValueError("TF_CONFIG names parameter servers: the Trainer trains with MultiWorkerMirroredStrategy "
-                         "(workers and a chief only)")
     tasks = sum(len(addresses) for addresses in cluster.values())
+    servers = len(cluster.get("ps", ()))
+    if servers and "chief" not in cluster:
+        raise ValueError("TF_CONFIG names parameter servers but no chief: with parameter servers, the chief "
+                         "coordinates the training")
     if tasks <= 1:
-        return max(tasks, 1), True
+        return Role(max(tasks, 1), True, 0)
     kind, index = task.get("type"), int(task.get("index", 0))
-    return tasks, kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+    return Role(tasks, kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster), servers)
 
 
-def distribution(tf_config: str | None) -> tuple[tf.distribute.Strategy, bool]:
-    """(the tf.distribute strategy for the cluster `tf_config` describes, whether this process is the
-    chief, which alone exports; see `cluster_role`).
+def distribution(tf_config: str | None) -> tuple[tf.distribute.Strategy | None, Role]:
+    """(the tf.distribute strategy this task trains under, its `Role`).
 
     One task: TensorFlow's default strategy. Several: MultiWorkerMirroredStrategy,
     each worker training on its share of the files (streamed) or rows (in
-    memory) with the variables mirrored. It must be made before any
-    TensorFlow op runs in the process (collective ops are configured at start).
+    memory) with the variables mirrored. With parameter servers, the chief
+    trains under ParameterServerStrategy, every variable split over the
+    parameter servers (so an embedding table may exceed one machine's
+    memory), and the strategy of a worker or parameter server is None: it
+    serves the chief (`serve`). It must be made before any TensorFlow op runs
+    in the process (collective ops are configured at start).
     """
-    tasks, chief = cluster_role(tf_config)
-    if tasks == 1:
-        return tf.distribute.get_strategy(), True
-    return tf.distribute.MultiWorkerMirroredStrategy(), chief
+    role = cluster_role(tf_config)
+    if role.tasks == 1:
+        return tf.distribute.get_strategy(), role
+    if not role.parameter_servers:
+        return tf.distribute.MultiWorkerMirroredStrategy(), role
+    if not role.chief:
+        return None, role
+    # Every variable over every parameter server: a table's rows (the first axis) are split
+    # evenly, so each server holds 1/N of each embedding table and of its optimizer slots.
+    partitioner = tf.distribute.experimental.partitioners.FixedShardsPartitioner(role.parameter_servers)
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    return tf.distribute.experimental.ParameterServerStrategy(resolver, variable_partitioner=partitioner), role
+
+
+def serve(tf_config: str) -> None:
+    """Runs this worker's or parameter server's TensorFlow server for the chief; never returns (the
+    cluster's launcher ends the job when the chief ends)."""
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type, task_index=resolver.task_id,
+                         protocol=resolver.rpc_layer or "grpc", start=True).join()
+
+
+class Trained(NamedTuple):
+    """A fitted model and what its export needs."""
+
+    fitted: Fitted
+    config: ModelConfig
+    sizes: Mapping[str, int]
+    transform_output: tft.TFTransformOutput
 
 
 def run_fn(fn_args: FnArgs) -> None:
     """TFX Trainer entry point; TF_CONFIG, where the launcher sets it, distributes the training (`distribution`)."""
-    strategy, chief = distribution(os.environ.get("TF_CONFIG"))
+    tf_config = os.environ.get("TF_CONFIG")
+    strategy, role = distribution(tf_config)
+    if strategy is None:
+        serve(tf_config)
+    export_trained(train(fn_args, strategy), fn_args.serving_model_dir, role)
+
+
+def train(fn_args: FnArgs, strategy: tf.distribute.Strategy) -> Trained:
+    """The model `fn_args` describes, fitted under `strategy` (`fit` on `read_splits`)."""
     custom: Mapping[str, Any] = fn_args.custom_config
     config = tuned_config(ModelConfig.from_json_dict(custom[MODEL]), fn_args.hyperparameters)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
@@ -236,15 +282,41 @@ def run_fn(fn_args: FnArgs) -> None:
     with strategy.scope():
         fitted = fit(*read_splits(fn_args, tf_transform_output, config), sizes, config,
                      summarize=summarizer(tf_transform_output, config))
-    if chief:
-        export.export_model(fitted.model, tf_transform_output, fn_args.serving_model_dir, fitted.training, config)
+    return Trained(fitted, config, sizes, tf_transform_output)
+
+
+def export_trained(trained: Trained, serving_model_dir: str, role: Role) -> None:
+    """Exports `trained`'s model to `serving_model_dir` if this task is the chief; a worker under
+    MultiWorkerMirroredStrategy takes its part in the save, to a scratch folder it deletes."""
+    fitted = trained.fitted
+    model = fitted.model
+    if role.parameter_servers:
+        # A SavedModel of split variables cannot be loaded with tf.saved_model.load: the export is
+        # the same model with whole tables, restored from the split one's checkpoint.
+        model = unsplit(model, trained.sizes, trained.config, fitted.training)
+    if role.chief:
+        export.export_model(model, trained.transform_output, serving_model_dir, fitted.training, trained.config)
         return
     # Saving a mirrored model takes every worker's part; the others' copies are thrown away.
     scratch = tempfile.mkdtemp(prefix="worker-export-")
     try:
-        export.export_model(fitted.model, tf_transform_output, scratch, fitted.training, config)
+        export.export_model(model, trained.transform_output, scratch, fitted.training, trained.config)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def unsplit(model: tf_keras.Model, sizes: Mapping[str, int], config: ModelConfig,
+            training: TrainingData) -> tf_keras.Model:
+    """`model`'s weights in the same model built outside any strategy: each variable split over
+    parameter servers becomes one variable (a checkpoint restores into any number of shards)."""
+    whole = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training)
+    whole(sample_inputs())
+    with tempfile.TemporaryDirectory(prefix="unsplit-") as folder:
+        path = tf.train.Checkpoint(model=model).write(os.path.join(folder, "weights"))
+        restored = tf.train.Checkpoint(model=whole).read(path)
+        # Every variable of the model is restored; the optimizer's slots are not exported.
+        restored.assert_existing_objects_matched().expect_partial()
+    return whole
 
 
 class SearchSpaceTuner(keras_tuner.RandomSearch):

@@ -236,9 +236,16 @@ def _built(
     return build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training), training
 
 
+def _one_process() -> bool:
+    """Whether the model trains in this process alone: no other worker, replica or parameter server."""
+    strategy = tf.distribute.get_strategy()
+    return strategy.num_replicas_in_sync == 1 and not isinstance(
+        strategy, tf.distribute.experimental.ParameterServerStrategy)
+
+
 def _train_first(model, train_columns, validation, config: ModelConfig, verbose: int) -> Training:
     loop = epoch_loop(train_columns, config)
-    if isinstance(validation, Mapping) and tf.distribute.get_strategy().num_replicas_in_sync == 1:
+    if isinstance(validation, Mapping) and _one_process():
         return train(model, distributed(train_columns, loop, shuffle=True),
                      batches(validation, loop, shuffle=False), loop, verbose)
     # Keras cannot know a Stream's or a distributed dataset's size: it is told the validation

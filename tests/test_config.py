@@ -191,7 +191,7 @@ def test_a_split_is_written_in_at_least_one_file(tmp_path):
         PipelineConfig(data_path=tmp_path / "d.csv", output_dir=tmp_path / "o", example_files=0)
 
 
-@pytest.mark.parametrize("fields, message", [
+@pytest.mark.parametrize(("fields", "message"), [
     ({"ranking_sample": 0.0}, r"ranking_sample must be in \(0, 1\]"),
     ({"ranking_sample": 1.5}, r"ranking_sample must be in \(0, 1\]"),
     ({"ranking_in_process_mib": -1.0}, "ranking_in_process_mib must be >= 0"),
@@ -234,7 +234,7 @@ def test_pipeline_config_from_plain_json_values(tmp_path):
 
 
 def test_a_mysql_password_comes_from_the_environment_or_a_file_never_from_the_config(tmp_path, monkeypatch):
-    from pipeline.config import MySQLMetadata, VertexTraining, pipeline_config_from_dict
+    from pipeline.config import MySQLMetadata, pipeline_config_from_dict
 
     monkeypatch.setenv("MLMD_TEST_PASSWORD", "from-env")
     by_env = MySQLMetadata(host="db", database="m", password_env="MLMD_TEST_PASSWORD")

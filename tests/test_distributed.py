@@ -1,4 +1,6 @@
-"""The Trainer on two worker processes: MultiWorkerMirroredStrategy, chosen from TF_CONFIG."""
+"""The Trainer on several tasks, chosen from TF_CONFIG: two worker processes under
+MultiWorkerMirroredStrategy, and a chief with two workers and two parameter servers under
+ParameterServerStrategy, its embedding tables split in two."""
 
 import json
 import os
@@ -85,9 +87,11 @@ def test_tf_config_names_the_cluster_and_the_chief():
     def role(cluster, kind, index):
         return cluster_role(json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}}))
 
-    assert [role(workers, "worker", i) for i in range(2)] == [(2, True), (2, False)]
-    assert [role(with_chief, "chief", 0), role(with_chief, "worker", 0)] == [(3, True), (3, False)]
-    with pytest.raises(ValueError, match="parameter servers"):
+    assert [role(workers, "worker", i) for i in range(2)] == [(2, True, 0), (2, False, 0)]
+    assert [role(with_chief, "chief", 0), role(with_chief, "worker", 0)] == [(3, True, 0), (3, False, 0)]
+    servers = {**with_chief, "ps": ["d:4", "e:5"]}
+    assert [role(servers, kind, 0) for kind in ("chief", "worker", "ps")] == [(5, True, 2), (5, False, 2), (5, False, 2)]
+    with pytest.raises(ValueError, match="parameter servers but no chief"):
         role({**workers, "ps": ["d:4"]}, "ps", 0)
 
 
@@ -180,3 +184,33 @@ def test_a_worker_killed_mid_training_fails_the_chief_promptly_and_no_model_is_w
     failure = log.read_text().split("Traceback", 1)[-1]
     assert "UnavailableError" in failure and "/job:worker/replica:0/task:1" in failure
     assert not Path(args("killed-0", config)["serving_model_dir"]).exists()
+
+
+def test_parameter_servers_hold_each_embedding_table_in_two_shards_and_the_export_is_the_same_model(
+        prepared, tmp_path):
+    """The chief of 2 workers and 2 parameter servers (in one process: tf_keras's helper) trains
+    with each embedding table split over both servers; the exported model has whole tables,
+    loads with tf.saved_model.load, and its signatures give the split model's predictions."""
+    _, _, args = prepared
+    # The default loop: early stopping on the validation split, then the refit on both splits.
+    config = ModelConfig(epochs=3, early_stopping_patience=1)
+    chief_args = args("parameter-servers", config)
+    started = time.perf_counter()
+    child = subprocess.run([sys.executable, "-m", "tests.ps_child", json.dumps(chief_args)], cwd=REPO_ROOT,
+                           env={**os.environ, "TMPDIR": str(tmp_path)}, capture_output=True, text=True, timeout=600)
+    assert child.returncode == 0, child.stderr[-3000:]
+    out = json.loads(child.stdout.strip().splitlines()[-1])
+    print(json.dumps({"parameter_server_chief_seconds": round(time.perf_counter() - started, 1)}))
+    for table, devices in out["shards"].items():
+        assert [device.split("/device")[0] for device in devices] == [
+            "/job:ps/replica:0/task:0", "/job:ps/replica:0/task:1"], table
+    loaded = tf.saved_model.load(chief_args["serving_model_dir"])
+    # Each table is one variable again, of every row: the vocabulary and the OOV buckets.
+    tables = {v.name.split("/")[-2]: v.shape for v in loaded.variables if v.name.endswith("embedding/embeddings:0")}
+    assert tables == {"user_embedding": (150 + NUM_OOV, 32), "item_embedding": (80 + NUM_OOV, 32)}
+    served = loaded.signatures[features.SERVING_DEFAULT](user_id=tf.constant(out["users"]),
+                                                       item_id=tf.constant(out["items"]))
+    for name, expected in out["predictions"].items():
+        np.testing.assert_allclose(served[name].numpy().reshape(-1), expected, rtol=1e-5, atol=1e-6)
+    top = loaded.signatures[features.RECOMMEND](user_id=tf.constant(out["users"][:2]), k=tf.constant(5))
+    assert top[features.ITEM_ID].shape == (2, 5)
