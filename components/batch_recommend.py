@@ -17,11 +17,17 @@ They are written to a staging folder under `<output>/recommendations/`, then
 renamed to `<output>/recommendations/<published version>/` (never replacing a
 table), so a reader never sees a half-written one. Jobs on one folder take
 turns under its lock (`components.publish`), and a job removes the staging
-folders killed jobs left. The `Recommendations` artifact records the folder,
+folders killed jobs left. On object storage (an `output_dir` URI such as
+gs://bucket/recommendations, which remote Beam workers reach), where there is
+neither a lock nor an atomic rename of a folder, the files move to the
+version's folder with Beam's FileSystems and a `_SUCCESS` marker is written
+last: a reader waits for it. The `Recommendations` artifact records the folder,
 the version, the users and the rows, with ML Metadata lineage to the
 published model. When the Pusher did not publish, nothing is written.
 """
 
+import contextlib
+import json
 import os
 import shutil
 import uuid
@@ -35,6 +41,8 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from tfx.dsl.component.experimental.annotations import BeamComponentParameter, InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
@@ -44,6 +52,8 @@ from components import example_gen, mlmd_names, publish
 from recommender import features, heads, recommend
 
 RANK = "rank"
+# Written last into a table's folder on object storage: the table is complete.
+SUCCESS_MARKER = "_SUCCESS"
 SCHEMA = pa.schema(
     [(features.USER_ID, pa.string()), (RANK, pa.int32()), (features.ITEM_ID, pa.string()),
      (features.SCORE, pa.float32())] + [(name, pa.float32()) for name in heads.NAMES]
@@ -216,6 +226,43 @@ def write_recommendations(pipeline: beam.Pipeline, model_dir: str, users_file: s
     )
 
 
+def object_store(path: str) -> bool:
+    """Whether `path` is a URI of a file system Beam reaches by scheme (gs://, s3://, hdfs://...), not a local path."""
+    return "://" in path
+
+
+def publish_to_object_store(staging: str, destination: str) -> int:
+    """Moves the Parquet files under `staging` to `destination`, then writes `destination`'s
+    SUCCESS_MARKER (the rows and files, as JSON) last; returns the rows. Object storage has no
+    atomic rename of a folder nor a lock: a reader waits for the marker, and FileExistsError is
+    raised before anything moves if `destination` exists. Uses Beam's FileSystems only, so it runs
+    wherever the job's files are."""
+    if FileSystems.exists(destination):
+        raise FileExistsError(f"{destination}: recommendations for this version already exist")
+    (matched,) = FileSystems.match([FileSystems.join(staging, "*.parquet")])
+    files = sorted(metadata.path for metadata in matched.metadata_list)
+    targets = [FileSystems.join(destination, FileSystems.split(path)[1]) for path in files]
+    FileSystems.mkdirs(destination)
+    FileSystems.rename(files, targets)
+    rows = 0
+    for path in targets:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            rows += pq.ParquetFile(f).metadata.num_rows
+    with FileSystems.create(FileSystems.join(destination, SUCCESS_MARKER)) as f:
+        f.write(json.dumps({"rows": rows, "files": len(targets)}).encode())
+    _delete_folder(staging)
+    return rows
+
+
+def _delete_folder(path: str) -> None:
+    """Deletes the folder `path` and what it holds, if it exists."""
+    # Object stores delete a "folder" (a prefix) given with its trailing slash; the local file
+    # system matches the folder itself.
+    target = path.rstrip("/") + "/" if FileSystems.get_scheme(path) else path
+    with contextlib.suppress(BeamIOError):  # nothing there
+        FileSystems.delete([target])
+
+
 def publish_table(staging: Path, destination: Path) -> int:
     """Renames `staging` to `destination`, never replacing one; returns the rows it holds."""
     rows = sum(pq.ParquetFile(path).metadata.num_rows for path in staging.glob("*.parquet"))
@@ -252,6 +299,20 @@ def BatchRecommender(  # pylint: disable=invalid-name
         vocabulary = tft.TFTransformOutput(transform_graph.uri)
         name = features.vocabulary_name(features.USER_ID)
         users, asked = vocabulary.vocabulary_file_by_name(name), vocabulary.vocabulary_size_by_name(name)
+    if object_store(output_dir):
+        staging = FileSystems.join(output_dir, f"{publish.STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
+        destination = FileSystems.join(output_dir, version)
+        if FileSystems.exists(destination):
+            raise FileExistsError(f"{destination}: recommendations for this version already exist")
+        try:
+            with beam_pipeline as pipeline:
+                write_recommendations(pipeline, model_dir, users, training_files(examples.uri, training_splits), k,
+                                      staging, checked=bool(users_file))
+            rows = publish_to_object_store(staging, destination)
+        finally:
+            _delete_folder(staging)
+        _record(recommendations, destination, version, asked, rows)
+        return
     root = Path(output_dir)
     # One job at a time per folder; a staging folder found under the lock was left by a killed job.
     with publish.publish_lock(root):
@@ -267,7 +328,11 @@ def BatchRecommender(  # pylint: disable=invalid-name
             rows = publish_table(staging, root / version)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    recommendations.set_string_custom_property(mlmd_names.RECOMMENDATIONS_DESTINATION, str(root / version))
+    _record(recommendations, str(root / version), version, asked, rows)
+
+
+def _record(recommendations: Artifact, destination: str, version: str, users: int, rows: int) -> None:
+    recommendations.set_string_custom_property(mlmd_names.RECOMMENDATIONS_DESTINATION, destination)
     recommendations.set_string_custom_property(mlmd_names.PUSHED_VERSION, version)
-    recommendations.set_int_custom_property(mlmd_names.RECOMMENDED_USERS, asked)
+    recommendations.set_int_custom_property(mlmd_names.RECOMMENDED_USERS, users)
     recommendations.set_int_custom_property(mlmd_names.RECOMMENDED_ROWS, rows)

@@ -221,6 +221,9 @@ class PipelineConfig:
     # `recommend_users`) under `recommendations_dir`; None: no batch job.
     batch_recommendations_k: int | None = None
     recommend_users: Path | None = None
+    # Where the batch job writes instead of `recommendations_dir`: an object-store
+    # URI (gs://bucket/recommendations) that remote Beam workers reach.
+    recommendations_uri: str | None = None
     # The Trainer runs as a Vertex AI custom job on these workers; None: in the
     # orchestrator's own container or process.
     vertex_training: VertexTraining | None = None
@@ -270,6 +273,9 @@ class PipelineConfig:
                 f"vertex_training.workers ({self.vertex_training.workers}) needs example_files >= the workers, "
                 f"got {self.example_files}: each worker reads its own files"
             )
+        if self.recommendations_uri is not None and "://" not in self.recommendations_uri:
+            raise ValueError(f"recommendations_uri must be a URI such as gs://bucket/folder, got "
+                             f"{self.recommendations_uri!r}")
         if self.recommend_users is not None:
             object.__setattr__(self, "recommend_users", Path(self.recommend_users).resolve())
             if self.batch_recommendations_k is None:

@@ -384,7 +384,7 @@ def create_pipeline(
             transform_graph=transform.outputs["transform_graph"],
             examples=example_gen_.outputs["examples"],
             k=config.batch_recommendations_k,
-            output_dir=str(config.recommendations_dir),
+            output_dir=config.recommendations_uri or str(config.recommendations_dir),
             training_splits=training_splits,
             users_file=str(config.recommend_users or ""),
         ))

@@ -1,5 +1,8 @@
 """The DAG builds and compiles with the expected components and wiring, without running."""
 
+import dataclasses
+
+import pytest
 from tfx.dsl.compiler import compiler
 
 from pipeline.config import PipelineConfig
@@ -76,6 +79,12 @@ def test_batch_recommendations_follow_the_publication(tmp_path):
     (channel,) = nodes["BatchRecommender"].inputs.inputs["pushed_model"].channels
     assert (channel.producer_node_query.id, channel.output_key) == ("Pusher", "pushed_model")
     assert str(config.recommendations_dir) in str(nodes["BatchRecommender"].parameters)
+    on_storage = dataclasses.replace(config, recommendations_uri="gs://bucket/recommendations")
+    ir = compiler.Compiler().compile(create_pipeline(on_storage))
+    (node,) = [n.pipeline_node for n in ir.nodes if n.pipeline_node.node_info.id == "BatchRecommender"]
+    assert "gs://bucket/recommendations" in str(node.parameters)
+    with pytest.raises(ValueError, match="recommendations_uri must be a URI"):
+        dataclasses.replace(config, recommendations_uri="/local/folder")
 
 
 def test_span_folders_are_read_as_spans(tmp_path):

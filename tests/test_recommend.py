@@ -334,6 +334,40 @@ def test_the_batch_job_writes_each_listed_users_top_k_without_its_training_items
         batch_recommend.check_users(str(listed))
 
 
+def test_on_object_storage_the_table_moves_with_beams_file_systems_and_its_marker_comes_last(exported, tmp_path):
+    """What BatchRecommender does for an output URI (gs://, s3://), through the same FileSystems
+    calls, on this machine's file system: the files move to the version's folder, `_SUCCESS`
+    (rows and files) is written after them, the staging is gone, and a version is never replaced."""
+    import json
+
+    import apache_beam as beam
+    import pyarrow.parquet as pq
+
+    from components import batch_recommend
+    from pipeline.config import IN_MEMORY_BEAM_ARGS
+
+    _, path, seen, _ = exported
+    assert batch_recommend.object_store("gs://bucket/recommendations")
+    assert not batch_recommend.object_store(str(tmp_path))
+    listed = tmp_path / "users.txt"
+    listed.write_bytes(b"\n".join(sorted(seen)[:4]) + b"\n")
+    staging = str(tmp_path / "store" / ".staging-7-abc")
+    with beam.Pipeline(argv=list(IN_MEMORY_BEAM_ARGS)) as pipeline:
+        batch_recommend.write_recommendations(pipeline, path, str(listed), [_training_file(tmp_path / "train.gz")], 3,
+                                              staging)
+    destination = tmp_path / "store" / "7"
+    assert batch_recommend.publish_to_object_store(staging, str(destination)) == 12
+    marker = destination / batch_recommend.SUCCESS_MARKER
+    assert json.loads(marker.read_text()) == {"rows": 12, "files": len(list(destination.glob("*.parquet")))}
+    assert all(table.stat().st_mtime_ns <= marker.stat().st_mtime_ns for table in destination.glob("*.parquet"))
+    assert len(pq.read_table(destination, schema=batch_recommend.SCHEMA)) == 12
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["7"]
+    before = {p.name: p.read_bytes() for p in destination.iterdir()}
+    with pytest.raises(FileExistsError, match="already exist"):
+        batch_recommend.publish_to_object_store(str(tmp_path / "other"), str(destination))
+    assert {p.name: p.read_bytes() for p in destination.iterdir()} == before
+
+
 def test_a_users_file_from_a_spreadsheet_or_gzipped_reads_as_its_ids_and_binary_junk_is_refused(tmp_path):
     import gzip
 
