@@ -139,3 +139,14 @@ def test_a_known_users_history_is_its_distinct_training_items_oldest_first():
 
     evaluate(train, eval_rows, ranker, None, 1, features.DEFAULT_TIER_THRESHOLDS)
     assert calls[0] == {b"u": [b"early", b"mid", b"late"]}
+
+
+def test_the_summary_says_when_the_ranking_judged_a_sample_of_the_users():
+    from results.summary import format_ranking
+
+    metrics = {"recall_at_10": 0.1, "ndcg_at_10": 0.2, "hit_rate_at_10": 0.5, "users": 40}
+    everyone = {"k": 10, "sample": 1.0, "slices": {ranking.OVERALL: {MODEL: metrics}}}
+    assert "sample" not in format_ranking(everyone)[0]
+    (header, line) = format_ranking({**everyone, "sample": 0.25})
+    assert header.endswith("40 users with a liked eval item; a sample of 25% of the users, by a keyed hash):")
+    assert line == "  model: hit_rate_at_10=0.5000, ndcg_at_10=0.2000, recall_at_10=0.1000"
