@@ -68,7 +68,7 @@ def RankingEvaluator(  # pylint: disable=invalid-name
     threshold: Parameter[dict[str, Union[str, float]]],  # noqa: UP007
     baseline_model: InputArtifact[standard_artifacts.Model] = None,
     sample: Parameter[float] = 1.0,
-    in_process_mib: Parameter[float] = 16.0,
+    in_process_mib: Parameter[float] = 64.0,
     beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
     """Ranks the eval split's users with `model` (and `baseline_model`) and gates on `threshold`;

@@ -215,7 +215,7 @@ class PipelineConfig:
     ranking_sample: float = 1.0
     # Training splits of at most this many MiB of gzipped examples are ranked in
     # the RankingEvaluator's own process; larger ones as a job on the Beam runner.
-    ranking_in_process_mib: float = 16.0
+    ranking_in_process_mib: float = 64.0
     # After a publication, write top `batch_recommendations_k` items for every
     # user seen in training (or the users listed one per line in
     # `recommend_users`) under `recommendations_dir`; None: no batch job.
