@@ -278,10 +278,20 @@ def recommend(model: tf_keras.Model, tables: RecommendTables, users: tf.Tensor, 
         top = tf.math.top_k(values, k=tf.cast(width, tf.int32))
         return start + size, top.values, tf.gather(candidates, top.indices, batch_dims=1)
 
-    _, best, best_items = tf.while_loop(
-        lambda start, *_: start < num_items, step, (tf.constant(0, tf.int64), best, best_items),
-        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None]), tf.TensorShape([None, None])),
-    )
+    def whole_catalogue():
+        top = tf.math.top_k(block_scores(tf.constant(0, tf.int64), num_items), k=tf.cast(width, tf.int32))
+        return top.values, tf.cast(top.indices, tf.int64)
+
+    def in_blocks():
+        _, values, items = tf.while_loop(
+            lambda start, *_: start < num_items, step, (tf.constant(0, tf.int64), best, best_items),
+            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None]), tf.TensorShape([None, None])),
+        )
+        return values, items
+
+    # One block holds the whole catalogue for most calls of a small catalogue: the loop's own
+    # cost, per call, is then most of the call's.
+    best, best_items = tf.cond(num_items <= block, whole_catalogue, in_blocks)
     valid = best > -np.inf
     out = {
         features.ITEM_ID: tf.where(valid, tf.gather(tables.items, best_items), ""),
