@@ -27,9 +27,6 @@ from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGe
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
-from tfx.extensions.google_cloud_ai_platform.constants import ENABLE_VERTEX_KEY, VERTEX_REGION_KEY
-from tfx.extensions.google_cloud_ai_platform.trainer.component import Trainer as VertexTrainer
-from tfx.extensions.google_cloud_ai_platform.trainer.executor import TRAINING_ARGS_KEY
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, transform_pb2
 from tfx.types import standard_artifacts
@@ -202,6 +199,10 @@ def _pipeline(
 
 def vertex_training_config(vertex: VertexTraining) -> dict:
     """The Trainer's `custom_config` keys that make TFX's Vertex AI Trainer submit `vertex`'s job."""
+    # Imported only for a Vertex AI job: the extension imports the Vertex AI client (seconds).
+    from tfx.extensions.google_cloud_ai_platform.constants import ENABLE_VERTEX_KEY, VERTEX_REGION_KEY
+    from tfx.extensions.google_cloud_ai_platform.trainer.executor import TRAINING_ARGS_KEY
+
     return {
         ENABLE_VERTEX_KEY: True,
         VERTEX_REGION_KEY: vertex.region,
@@ -310,7 +311,9 @@ def create_pipeline(
         )
     trainer_class = Trainer
     if config.vertex_training is not None:
-        trainer_class = VertexTrainer
+        from tfx.extensions.google_cloud_ai_platform.trainer import component as vertex
+
+        trainer_class = vertex.Trainer
         model_custom_config = {**model_custom_config, **vertex_training_config(config.vertex_training)}
     trainer_ = trainer_class(
         run_fn=RUN_FN,

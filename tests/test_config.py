@@ -167,6 +167,15 @@ def test_the_model_library_imports_no_tfx_and_the_dag_imports_no_model_code():
     assert _imported("import pipeline.pipeline", ("recommender.model", "components.trainer")) == []
 
 
+def test_only_a_vertex_ai_training_job_imports_the_vertex_ai_client():
+    vertex = "tfx.extensions.google_cloud_ai_platform.trainer.executor"
+    build = ("from pipeline.config import PipelineConfig, VertexTraining; from pipeline.pipeline import create_pipeline; "
+             "create_pipeline(PipelineConfig(data_path='d.csv', output_dir='o'{}))")
+    assert _imported(build.format(""), (vertex,)) == []
+    with_vertex = ", example_files=2, vertex_training=VertexTraining('p', 'r', 'img', workers=2)"
+    assert _imported(build.format(with_vertex), (vertex,)) == [vertex]
+
+
 def test_the_original_design_is_a_preset_file():
     original = preset("original")
     assert original.hidden_units == (64,) and original.epochs == 5 and original.optimizer is Optimizer.ADAM
