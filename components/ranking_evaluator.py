@@ -28,7 +28,6 @@ hash of the ID (`ranking.sampled`); `ranking.json` and the artifact record it.
 whose ranking was not blessed.
 """
 
-import itertools
 import json
 import os
 from typing import Union
@@ -82,8 +81,10 @@ def RankingEvaluator(  # pylint: disable=invalid-name
         raise ValueError(f"{candidate_dir}: the model has no {features.RECOMMEND!r} signature to rank with")
     baseline_dir = _model_dir(baseline_model) if baseline_model else None
     baseline = tf.saved_model.load(baseline_dir).signatures if baseline_dir else None
-    size = sum(tf.io.gfile.stat(path).length for split in training_splits
-               for path in tf.io.gfile.glob(os.path.join(examples.uri, f"Split-{split}", "*")))
+    # Listed once: their sizes choose the path, and the in-process path reads them.
+    training_files = [path for split in training_splits
+                      for path in tf.io.gfile.glob(ranking_job.split_pattern(examples.uri, split))]
+    size = sum(tf.io.gfile.stat(path).length for path in training_files)
     # A Beam job costs seconds to start and to load the models again in its workers: on small
     # splits that is most of the evaluation, so they are ranked here, the same way.
     on_beam = size > in_process_mib * 2**20
@@ -103,8 +104,7 @@ def RankingEvaluator(  # pylint: disable=invalid-name
             return lambda users, seen, histories: ranking_job.model_top(signatures, users, seen, k, histories)
 
         result = ranking.evaluate(
-            itertools.chain.from_iterable(ranking_job.read_interactions(examples.uri, split)
-                                          for split in training_splits),
+            ranking_job.read_files(training_files),
             ranking_job.read_interactions(examples.uri, choices.EVAL),
             top(candidate), top(baseline) if baseline is not None else None, k, tuple(tier_thresholds), sample,
         )

@@ -43,12 +43,17 @@ def parse_batch(records: list[bytes]) -> Iterator[tuple[bytes, bytes, int, int]]
                    parsed[features.TIMESTAMP].tolist())
 
 
+def split_pattern(examples_uri: str, split: str) -> str:
+    """The file pattern of one split of an Examples artifact."""
+    return os.path.join(examples_uri, f"Split-{split}", "*")
+
+
 def read_rows(pipeline: beam.Pipeline, examples_uri: str, split: str) -> beam.PCollection:
     """The (user_id, item_id, binary_rating, timestamp) rows of one split of an Examples artifact."""
     return (
         pipeline
         | f"Read[{split}]" >> beam.io.ReadFromTFRecord(
-            os.path.join(examples_uri, f"Split-{split}", "*"), compression_type=beam.io.filesystem.CompressionTypes.GZIP)
+            split_pattern(examples_uri, split), compression_type=beam.io.filesystem.CompressionTypes.GZIP)
         | f"Batch[{split}]" >> beam.BatchElements(min_batch_size=PARSE_BATCH, max_batch_size=PARSE_BATCH)
         | f"Parse[{split}]" >> beam.FlatMap(parse_batch)
     )
@@ -57,7 +62,11 @@ def read_rows(pipeline: beam.Pipeline, examples_uri: str, split: str) -> beam.PC
 def read_interactions(examples_uri: str, split: str) -> Iterator[tuple[bytes, bytes, int, int]]:
     """(user_id, item_id, binary_rating, timestamp) of every example in one split of an Examples
     artifact, read in this process."""
-    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
+    return read_files(tf.io.gfile.glob(split_pattern(examples_uri, split)))
+
+
+def read_files(files: list[str]) -> Iterator[tuple[bytes, bytes, int, int]]:
+    """`read_interactions` of gzipped tf.Example files already listed."""
     for records in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(65_536).as_numpy_iterator():
         yield from parse_batch(records)
 
@@ -101,27 +110,22 @@ class RankDoFn(beam.DoFn):
 
     def __init__(self, model_dir: str, baseline_dir: str | None, k: int):
         self._dirs, self._k = (model_dir, baseline_dir), k
-        self._models: list[tuple[Mapping, int] | None] = []
+        self._tops: list = []
 
     def setup(self) -> None:
-        for path in self._dirs:
-            signatures = tf.saved_model.load(path).signatures if path else None
-            if signatures is None or features.RECOMMEND not in signatures:
-                self._models.append(None)
-                continue
-            catalogue = recommend.catalogue_size(signatures[features.RECOMMEND])
-            self._models.append((signatures, recommend.users_per_call(catalogue)))
+        self._tops = [self._top(path) for path in self._dirs]
+
+    def _top(self, path: str | None):
+        """A `ranking.TopFn` over the model at `path` (loaded once), None without one or its `recommend`."""
+        signatures = tf.saved_model.load(path).signatures if path else None
+        if signatures is None or features.RECOMMEND not in signatures:
+            return None
+        block = recommend.users_per_call(recommend.catalogue_size(signatures[features.RECOMMEND]))
+        return lambda users, seen, histories: model_top(signatures, users, seen, self._k, histories, block)
 
     def process(self, requests: list[Judged], popular: list[bytes]) -> Iterator[tuple[tuple[str, str], Sums]]:
-        def top(loaded):
-            if loaded is None:
-                return None
-            signatures, block = loaded
-            return lambda users, seen, histories: model_top(signatures, users, seen, self._k, histories, block)
-
-        model, baseline = self._models
-        values = ranked(requests, top(model), top(baseline), popular, self._k)
-        yield from slice_sums(requests, values)
+        model, baseline = self._tops
+        yield from slice_sums(requests, ranked(requests, model, baseline, popular, self._k))
 
 
 def add_sums(sums: Iterable[Sums]) -> Sums:
