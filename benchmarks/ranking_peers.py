@@ -211,7 +211,7 @@ def model_top(train_rows: pd.DataFrame, validation_rows: pd.DataFrame, workdir: 
     from recommender.config import ModelConfig, preset
 
     config = preset(preset_name, seed=seed) if preset_name else ModelConfig(seed=seed)
-    model, training, tft_output = trained(train_rows, validation_rows, workdir, config)
+    model, training, tft_output, *_ = trained(train_rows, validation_rows, workdir, config)
     users = tft_output.vocabulary_by_name(features.vocabulary_name(features.USER_ID))
     catalogue = list(tft_output.vocabulary_by_name(features.vocabulary_name(features.ITEM_ID)))
     tables = recommend.build_tables(model, catalogue, len(users), training, config)

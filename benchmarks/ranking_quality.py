@@ -12,14 +12,17 @@ catalogue (training items left out) by `recommender.recommend` with each blend
 of BLENDS, and scored by `components.ranking.evaluate`, the
 RankingEvaluator's own code, with the popularity baseline on the same rows.
 Prints JSON: each blend's Recall, NDCG and HitRate at k (mean and standard
-deviation over seeds), per user activity tier too, and popularity's.
+deviation over seeds), per user activity tier too, and popularity's; the fits'
+seconds (tf.Transform's analysis left out) and epochs per seed.
 """
 
 import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -30,6 +33,7 @@ from components.ranking import MODEL, POPULARITY, evaluate
 from pipeline.runner_options import json_value
 from recommender import features, recommend
 from recommender.config import ModelConfig, RankingConfig, preset
+from recommender.model import MultiTaskRecommender, TrainingData
 from recommender.training import fit
 
 # name -> RankingConfig fields (the log-space blend of recommender.recommend); the first is the
@@ -46,11 +50,22 @@ BLENDS = {
 }
 
 
-def trained(train_rows, validation_rows, workdir: Path, config: ModelConfig):
-    """(model, TrainingData, TFTransformOutput) as the Trainer makes them (refit included, when configured)."""
+class Trained(NamedTuple):
+    model: MultiTaskRecommender
+    training: TrainingData
+    tft_output: tft.TFTransformOutput
+    fit_seconds: float  # the fits alone (refit included), not tf.Transform's analysis
+    epochs_run: tuple[int, ...]
+
+
+def trained(train_rows, validation_rows, workdir: Path, config: ModelConfig) -> Trained:
+    """The model as the Trainer makes it (refit included, when configured), with what it cost."""
     (train_cols, validation_cols), sizes = model_quality.transform_splits(config, [train_rows, validation_rows], workdir)
+    start = time.perf_counter()
     fitted = fit(train_cols, validation_cols, sizes, config, verbose=0)
-    return fitted.model, fitted.training, tft.TFTransformOutput(str(workdir / "transform"))
+    seconds = time.perf_counter() - start
+    return Trained(fitted.model, fitted.training, tft.TFTransformOutput(str(workdir / "transform")), seconds,
+                   fitted.epochs_run)
 
 
 def top_fn(model, tables: recommend.RecommendTables, user_index: dict, num_users: int, k: int,
@@ -90,6 +105,7 @@ def main() -> int:
     args = parser.parse_args()
     overrides = json_value(args.config, "--config") if args.config else {}
     per_seed: dict[str, list[dict]] = {}
+    costs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         frame, _ = model_quality.load(args.movielens, Path(tmp))
         for seed in args.seeds:
@@ -97,7 +113,10 @@ def main() -> int:
             config = preset("retrieval", **{**overrides, "seed": seed, "refit": args.judge == "test"})
             if args.judge == "validation":
                 test_rows = validation_rows
-            model, training, tft_output = trained(train_rows, validation_rows, Path(tmp) / f"seed-{seed}", config)
+            model, training, tft_output, seconds, epochs = trained(
+                train_rows, validation_rows, Path(tmp) / f"seed-{seed}", config)
+            costs.append({"fit_seconds": seconds, "epochs_run": list(epochs)})
+            print(json.dumps({"seed": seed, **costs[-1]}), file=sys.stderr)
             users = tft_output.vocabulary_by_name(features.vocabulary_name(features.USER_ID))
             user_index = {u: i for i, u in enumerate(users)}
             catalogue = list(tft_output.vocabulary_by_name(features.vocabulary_name(features.ITEM_ID)))
@@ -134,6 +153,8 @@ def main() -> int:
         "dataset": str(args.movielens), "split": args.split, "seeds": args.seeds, "k": args.k,
         "judged_on": args.judge, "overrides": overrides,
         "results": {name: averaged(results) for name, results in per_seed.items()},
+        "fit_seconds": splits.mean_and_std([c["fit_seconds"] for c in costs]),
+        "per_seed_costs": costs,
     }, indent=2))
     return 0
 

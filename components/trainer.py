@@ -27,7 +27,7 @@ from components import preprocessing
 from components.custom_config import MODEL, NUM_OOV_BUCKETS
 from recommender import export, features
 from recommender.config import ModelConfig
-from recommender.model import TrainingData, build_model, sample_inputs
+from recommender.model import TrainingData, build_model
 from recommender.training import (
     Fitted,
     Rows,
@@ -310,7 +310,7 @@ def unsplit(model: tf_keras.Model, sizes: Mapping[str, int], config: ModelConfig
     """`model`'s weights in the same model built outside any strategy: each variable split over
     parameter servers becomes one variable (a checkpoint restores into any number of shards)."""
     whole = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training)
-    whole(sample_inputs())
+    whole.build_weights()
     with tempfile.TemporaryDirectory(prefix="unsplit-") as folder:
         path = tf.train.Checkpoint(model=model).write(os.path.join(folder, "weights"))
         restored = tf.train.Checkpoint(model=whole).read(path)

@@ -42,8 +42,11 @@ class RetrievalConfig:
     The user's vector (query) is the user's own retrieval embedding, for a
     known user, plus the mean of the user's history items' embeddings (as
     SVD++ and YouTube's candidate generator form it); an item's vector is its
-    retrieval embedding. Every training pair is a positive; the loss is the
-    softmax over the batch's distinct items of query . item / `temperature`,
+    retrieval embedding. Every training pair is a positive, a pair the user
+    did not like (binary label 0) weighted `unliked_weight` (1: every pair
+    alike; 0: liked pairs only; it stays in the user's history either way);
+    the loss is the softmax over the batch's distinct items of
+    query . item / `temperature`,
     less the log of the chance that a batch holds each item (the correction
     for popular items, which a batch holds more often). Its weight in the
     total loss is `weight`. A user's history is the user's latest
@@ -56,6 +59,7 @@ class RetrievalConfig:
     temperature: float = 0.5
     max_history: int = 256
     history_sample: int = 8
+    unliked_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.weight > 0 or not self.temperature > 0:
@@ -65,6 +69,8 @@ class RetrievalConfig:
                 f"retrieval.max_history and retrieval.history_sample must be >= 1, got {self.max_history}, "
                 f"{self.history_sample}"
             )
+        if not 0.0 <= self.unliked_weight <= 1.0:
+            raise ValueError(f"retrieval.unliked_weight must be in [0, 1], got {self.unliked_weight}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,6 +36,11 @@ RECOMMEND = "recommend"
 RECOMMEND_FROM_HISTORY = "recommend_from_history"
 # `recommend_from_history`'s input of the user's recent items (string [batch, n], "" pads).
 HISTORY = "history"
+# The retrieval task's training inputs beside the IDs, which the input pipeline adds to each batch
+# (recommender.model.RetrievalInputs): items drawn from each example's user's history (-1: none),
+# and each example's item's share of the training pairs.
+HISTORY_DRAWS = "history_draws"
+ITEM_SHARE = "item_share"
 # The `recommend` signature's ranking score output (its other outputs: ITEM_ID and the heads).
 SCORE = "score"
 

@@ -17,8 +17,8 @@ import tensorflow as tf
 import tf_keras
 
 from recommender import features
-from recommender.config import ModelConfig, Optimizer
-from recommender.heads import HEADS, REGRESSION, BaseRate, Head
+from recommender.config import ModelConfig, Optimizer, RetrievalConfig
+from recommender.heads import BINARY, HEADS, REGRESSION, BaseRate, Head
 from recommender.heads import NAMES as HEAD_NAMES
 from recommender.optimizer import LazyAdam
 from recommender.recommend import user_histories
@@ -38,7 +38,7 @@ class TrainingData:
     `label_means`: each head's mean training label (the heads' base rates);
     `item_counts`: training examples per item index (index i counts item i; an
     index past the end counts none), the popularity `recommend` ranks by.
-    Only the retrieval task needs the examples themselves: `users`, `items`,
+    Only the retrieval task's inputs (RetrievalInputs) need the examples themselves: `users`, `items`,
     int64 vocabulary indices of every training example (in the same order),
     and `times`, each example's timestamp where the rows carry one; a summary
     from tf.Transform's analyzers (`components.trainer.summarizer`) has
@@ -89,6 +89,59 @@ class TrainingData:
         return counts
 
 
+@dataclasses.dataclass(frozen=True)
+class RetrievalInputs:
+    """What the retrieval loss reads of its training rows beyond a batch, added to each batch by
+    the input pipeline (`add`), so the traced training step holds nothing of the rows and a refit
+    on other rows reuses it.
+
+    `splits`, `values`: every user's history as `recommend.user_histories`
+    gives it (the latest `RetrievalConfig.max_history` distinct items);
+    `share`: each item index's share of the training pairs, an item no pair
+    holds (an OOV bucket) counting as one pair; `draws`: the history items
+    drawn per example (`RetrievalConfig.history_sample`).
+    """
+
+    splits: np.ndarray
+    values: np.ndarray
+    share: np.ndarray
+    draws: int
+
+    @classmethod
+    def of(cls, training: TrainingData, num_users: int, num_items: int, config: RetrievalConfig) -> RetrievalInputs:
+        """From the TrainingData of the rows a model fits (their ID pairs, and times where the rows carry them)."""
+        if training.users is None:
+            raise ValueError("the retrieval task needs the training data's pairs (TrainingData.users, items)")
+        splits, values = user_histories(training.users, training.items, num_users, num_items,
+                                        config.max_history, training.times)
+        counts = training.counts(num_items)
+        share = (np.maximum(counts, 1) / max(counts.sum(), 1)).astype(np.float32)
+        return cls(splits, values, share, config.history_sample)
+
+    def add(self, inputs: Mapping[str, tf.Tensor], labels: Mapping[str, tf.Tensor], seed: tf.Tensor):
+        """(inputs with HISTORY_DRAWS [batch, draws] and ITEM_SHARE [batch], labels): a tf.data map.
+
+        The draws are with replacement from the example's user's history, so
+        their mean estimates the whole history's at a fixed cost per example
+        whatever the user's length; -1 where the user has none. `seed` ([2]
+        integers, e.g. the config's seed and the batch's number) fixes them,
+        whatever order a parallel map runs in.
+        """
+        users = tf.reshape(inputs[features.transformed_name(features.USER_ID)], [-1])
+        items = tf.reshape(inputs[features.transformed_name(features.ITEM_ID)], [-1])
+        splits, values = tf.constant(self.splits), tf.constant(self.values)
+        starts = tf.gather(splits, users)
+        lengths = tf.gather(splits, users + 1) - starts
+        uniform = tf.random.stateless_uniform([tf.shape(users)[0], self.draws], seed=seed)
+        offsets = tf.cast(tf.floor(uniform * tf.cast(lengths, tf.float32)[:, None]), tf.int64)
+        drawn = tf.gather(values, tf.minimum(starts[:, None] + offsets, tf.maximum(tf.size(values, tf.int64) - 1, 0)))
+        return {
+            **inputs,
+            features.HISTORY_DRAWS: tf.where(lengths[:, None] > 0, drawn, tf.constant(-1, tf.int64)),
+            features.ITEM_SHARE: tf.gather(tf.constant(self.share), items),
+        }, labels
+
+
 class MultiTaskRecommender(tf_keras.Model):
     """Shared user and item embeddings feeding one output per head.
 
@@ -102,9 +155,10 @@ class MultiTaskRecommender(tf_keras.Model):
     [that estimate, user . item, b_user, b_item]. Otherwise every head is a
     Dense layer over the concatenated embeddings passed through `hidden_units`.
     `training` summarises the training data (see TrainingData); its label
-    means are required with base-rate initialisation, its pairs with the
-    retrieval task (`ModelConfig.retrieval`, see RetrievalConfig), whose loss
-    `compute_loss` adds to the heads' and whose scores `retrieval_scores` gives.
+    means are required with base-rate initialisation. With the retrieval task
+    (`ModelConfig.retrieval`, see RetrievalConfig) `compute_loss` adds its
+    loss to the heads', reading the inputs RetrievalInputs adds to each
+    training batch, and `retrieval_scores` gives its scores.
     """
 
     def __init__(
@@ -118,6 +172,8 @@ class MultiTaskRecommender(tf_keras.Model):
     ):
         super().__init__(**kwargs)
         self.factorized_head = next((h.name for h in heads if h.kind == REGRESSION), None)
+        # The binary head's labels say which pairs the user liked (RetrievalConfig.unliked_weight).
+        self.liked_head = next((h.name for h in heads if h.kind == BINARY), None)
         if config.factorized and self.factorized_head is None:
             raise ValueError("a factorised model needs a regression head")
         self.num_users = num_users
@@ -151,18 +207,9 @@ class MultiTaskRecommender(tf_keras.Model):
             raise ValueError("base_rate_init needs the training data's label means")
         self.retrieval = config.retrieval
         if self.retrieval is not None:
-            if training is None or training.users is None:
-                raise ValueError("the retrieval task needs the training data's pairs (TrainingData.users, items)")
             self.retrieval_user = embedding(num_users, dim, "retrieval_user")
             self.retrieval_item = embedding(num_items, dim, "retrieval_item")
             self.history_item = embedding(num_items, dim, "history_item")
-            # Plain arrays, not tracked: they shape the training loss and are not exported
-            # (a `recommend` request carries the user's history).
-            self._histories = user_histories(training.users, training.items, num_users, num_items,
-                                             self.retrieval.max_history, training.times)
-            # An item no training pair holds (an OOV bucket) counts as one pair's share.
-            counts = training.counts(num_items)
-            self._share = (np.maximum(counts, 1) / max(counts.sum(), 1)).astype(np.float32)
             self.retrieval_tracker = tf_keras.metrics.Mean(name="retrieval_loss")
         self.heads = {
             head.name: tf_keras.layers.Dense(
@@ -193,6 +240,13 @@ class MultiTaskRecommender(tf_keras.Model):
             for name, head in self.heads.items()
         }
 
+    def build_weights(self) -> None:
+        """Creates every weight, the retrieval task's tables too, as training would."""
+        self(sample_inputs())
+        if self.retrieval is not None:
+            for table in (self.retrieval_user, self.retrieval_item, self.history_item):
+                table(tf.zeros([1], tf.int64))
+
     def query(self, users: tf.Tensor, known: tf.Tensor, history: tf.RaggedTensor) -> tf.Tensor:
         """The retrieval task's user vectors [batch, dim] (see RetrievalConfig).
 
@@ -211,21 +265,20 @@ class MultiTaskRecommender(tf_keras.Model):
         """[len(queries), len(items)]: the retrieval logits, query . item / temperature."""
         return tf.matmul(queries, self.retrieval_item(items), transpose_b=True) / self.retrieval.temperature
 
-    def retrieval_loss(self, users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
-        """The in-batch softmax loss of the training pairs (users[i], items[i]) (see RetrievalConfig)."""
-        splits, values = (tf.constant(array) for array in self._histories)
-        starts = tf.gather(splits, users)
-        lengths = tf.gather(splits, users + 1) - starts
-        # `history_sample` draws (with replacement) from each user's history: their mean
-        # estimates the whole history's at a fixed cost per example, whatever the user's length.
-        draws = tf.random.uniform([tf.shape(users)[0], self.retrieval.history_sample])
-        offsets = tf.cast(tf.floor(draws * tf.cast(lengths, tf.float32)[:, None]), tf.int64)
-        drawn = tf.gather(values, tf.minimum(starts[:, None] + offsets, tf.maximum(tf.size(values, tf.int64) - 1, 0)))
+    def retrieval_loss(self, users: tf.Tensor, items: tf.Tensor, drawn: tf.Tensor, share: tf.Tensor,
+                       liked: tf.Tensor | None = None) -> tf.Tensor:
+        """The in-batch softmax loss of the training pairs (users[i], items[i]) (see RetrievalConfig).
+
+        `drawn`: [batch, draws] items of each user's history (-1: none), and
+        `share`: [batch] each item's share of the training pairs, as
+        RetrievalInputs adds them; `liked`: each pair's binary label,
+        weighting the pairs by `unliked_weight` (None: all 1).
+        """
         # The example's own item is what the history must predict, so it is left out of it.
-        # A dense [batch, history_sample] mean, not `query` over a ragged batch: the ragged
-        # path made the whole training step about twice as slow.
-        keep = tf.cast((lengths[:, None] > 0) & tf.not_equal(drawn, items[:, None]), tf.float32)
-        mean = tf.reduce_sum(self.history_item(drawn) * keep[..., None], axis=1) / tf.maximum(
+        # A dense [batch, draws] mean, not `query` over a ragged batch: the ragged path made
+        # the whole training step about twice as slow.
+        keep = tf.cast((drawn >= 0) & tf.not_equal(drawn, items[:, None]), tf.float32)
+        mean = tf.reduce_sum(self.history_item(tf.maximum(drawn, 0)) * keep[..., None], axis=1) / tf.maximum(
             tf.reduce_sum(keep, axis=1), 1.0)[:, None]
         # The candidates are the batch's distinct items, each once: another row of the
         # same item is then no negative for this one, with no [batch, batch] mask to build.
@@ -235,9 +288,13 @@ class MultiTaskRecommender(tf_keras.Model):
         # that a batch holds the item at all, 1 - (1 - share)^batch (as TensorFlow's unique
         # candidate samplers count it), not of its share.
         rows = tf.cast(tf.shape(items)[0], tf.float32)
-        share = tf.gather(tf.constant(self._share), candidates)
+        share = tf.math.unsorted_segment_max(share, positive, tf.size(candidates))
         logits -= tf.math.log(-tf.math.expm1(rows * tf.math.log1p(-share)))[None, :]
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(positive, logits))
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(positive, logits)
+        if liked is None or self.retrieval.unliked_weight == 1.0:
+            return tf.reduce_mean(losses)
+        weights = tf.where(tf.reshape(liked, [-1]) > 0.5, 1.0, self.retrieval.unliked_weight)
+        return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
         """The heads' weighted losses (and the L2 penalty), plus the retrieval task's weighted loss."""
@@ -247,6 +304,8 @@ class MultiTaskRecommender(tf_keras.Model):
         retrieval = self.retrieval_loss(
             tf.reshape(x[features.transformed_name(features.USER_ID)], [-1]),
             tf.reshape(x[features.transformed_name(features.ITEM_ID)], [-1]),
+            x[features.HISTORY_DRAWS], x[features.ITEM_SHARE],
+            None if self.liked_head is None else tf.cast(y[self.liked_head], tf.float32),
         )
         self.retrieval_tracker.update_state(retrieval)
         return loss + self.retrieval.weight * retrieval

@@ -19,11 +19,11 @@ from recommender import features, heads
 from recommender.config import ModelConfig
 from recommender.model import (
     MultiTaskRecommender,
+    RetrievalInputs,
     Training,
     TrainingData,
     base_rate,
     build_model,
-    sample_inputs,
     train,
 )
 
@@ -90,6 +90,7 @@ WHOLE = Shard()
 
 def batches(
     columns: Rows, config: ModelConfig, shuffle: bool, repeat: bool = False, shard: Shard = WHOLE,
+    retrieval: RetrievalInputs | None = None,
 ) -> tf.data.Dataset:
     """(inputs, labels) batches of `config.batch_size` rows of transformed `columns` (in memory, or a Stream's).
 
@@ -100,11 +101,26 @@ def batches(
     shuffled pass drops its last, short batch, so that every worker's step
     takes gradients of one shape.
 
+    With `retrieval`, each batch's inputs also hold what the retrieval loss
+    reads (RetrievalInputs.add), drawn from the seed, the shard and the
+    batch's number: the same for every dataset made alike.
+
     In memory, every pass's order is the same for every dataset made with the
     seed, whatever TensorFlow's global seed; rows are ordered as indices and
     gathered a batch at a time, not one by one. Without `shuffle`, the rows in
     order, in the same batches.
     """
+    dataset = _batches(columns, config, shuffle, repeat, shard)
+    if retrieval is not None:
+        seed = tf.constant([config.seed, shard.index], tf.int64)
+        dataset = dataset.enumerate().map(
+            lambda number, batch: retrieval.add(*batch, seed=seed * 2**20 + number),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _batches(columns: Rows, config: ModelConfig, shuffle: bool, repeat: bool, shard: Shard) -> tf.data.Dataset:
     drop = shuffle and shard.count > 1
     if isinstance(columns, Stream):
         if len(columns.files) < shard.count:
@@ -123,7 +139,7 @@ def batches(
         # A plain slice per batch: a pass starts several times faster than the indexed
         # pipeline below, and the validation rows are read once per epoch.
         ordered = tf.data.Dataset.from_tensor_slices(split_labels({name: columns[name] for name in model_columns()}))
-        return (ordered.repeat() if repeat else ordered).batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
+        return (ordered.repeat() if repeat else ordered).batch(config.batch_size)
     tensors = {name: tf.constant(columns[name]) for name in model_columns()}
     size = config.batch_size
 
@@ -153,10 +169,11 @@ def batches(
     return dataset.map(order).flat_map(split).map(
         lambda indices: split_labels({name: tf.gather(values, indices) for name, values in tensors.items()}),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
-    ).prefetch(tf.data.AUTOTUNE)
+    )
 
 
-def distributed(columns: Rows, config: ModelConfig, shuffle: bool) -> tf.data.Dataset | tf.distribute.DistributedDataset:
+def distributed(columns: Rows, config: ModelConfig, shuffle: bool,
+                retrieval: RetrievalInputs | None = None) -> tf.data.Dataset | tf.distribute.DistributedDataset:
     """Endless `batches` of `columns` for the current tf.distribute strategy.
 
     With one replica, `batches` as they are. With several (workers, or
@@ -166,12 +183,12 @@ def distributed(columns: Rows, config: ModelConfig, shuffle: bool) -> tf.data.Da
     """
     strategy = tf.distribute.get_strategy()
     if strategy.num_replicas_in_sync == 1:
-        return batches(columns, config, shuffle, repeat=True)
+        return batches(columns, config, shuffle, repeat=True, retrieval=retrieval)
 
     def per_pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local = dataclasses.replace(config, batch_size=context.get_per_replica_batch_size(config.batch_size))
         return batches(columns, local, shuffle, repeat=True,
-                       shard=Shard(context.input_pipeline_id, context.num_input_pipelines))
+                       shard=Shard(context.input_pipeline_id, context.num_input_pipelines), retrieval=retrieval)
 
     return strategy.distribute_datasets_from_function(per_pipeline)
 
@@ -224,8 +241,9 @@ def first_fit(
     summarize: Summarize = summarized,
 ) -> tuple[MultiTaskRecommender, Training]:
     """A model fitted on `train_columns`, validated (and early-stopped) on `validation`."""
-    model, _ = _built(train_columns, sizes, config, summarize)
-    return model, _train_first(model, train_columns, validation, config, verbose)
+    model, training = _built(train_columns, sizes, config, summarize)
+    return model, _train_first(model, train_columns, validation, config, verbose,
+                               retrieval_inputs(training, sizes, config))
 
 
 def _built(
@@ -236,6 +254,13 @@ def _built(
     return build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training), training
 
 
+def retrieval_inputs(training: TrainingData, sizes: Mapping[str, int], config: ModelConfig) -> RetrievalInputs | None:
+    """What the retrieval loss reads of the rows `training` summarises; None without the task."""
+    if config.retrieval is None:
+        return None
+    return RetrievalInputs.of(training, sizes[features.USER_ID], sizes[features.ITEM_ID], config.retrieval)
+
+
 def _one_process() -> bool:
     """Whether the model trains in this process alone: no other worker, replica or parameter server."""
     strategy = tf.distribute.get_strategy()
@@ -243,15 +268,19 @@ def _one_process() -> bool:
         strategy, tf.distribute.experimental.ParameterServerStrategy)
 
 
-def _train_first(model, train_columns, validation, config: ModelConfig, verbose: int) -> Training:
+def _train_first(model, train_columns, validation, config: ModelConfig, verbose: int,
+                 retrieval: RetrievalInputs | None) -> Training:
+    """Fits `model`, early-stopped on `validation`; the validation rows' retrieval loss reads the
+    training rows' histories (`retrieval`), as a request for those users would."""
     loop = epoch_loop(train_columns, config)
     if isinstance(validation, Mapping) and _one_process():
-        return train(model, distributed(train_columns, loop, shuffle=True),
-                     batches(validation, loop, shuffle=False), loop, verbose)
+        return train(model, distributed(train_columns, loop, shuffle=True, retrieval=retrieval),
+                     batches(validation, loop, shuffle=False, retrieval=retrieval), loop, verbose)
     # Keras cannot know a Stream's or a distributed dataset's size: it is told the validation
     # steps, and each epoch's validation continues the same endless iterator with the next pass.
     return train(
-        model, distributed(train_columns, loop, shuffle=True), distributed(validation, loop, shuffle=False),
+        model, distributed(train_columns, loop, shuffle=True, retrieval=retrieval),
+        distributed(validation, loop, shuffle=False, retrieval=retrieval),
         loop, verbose, validation_steps=-(-row_count(validation) // loop.batch_size),
     )
 
@@ -293,16 +322,15 @@ def fit(
     With `config.refit`, the model returned starts again from the first fit's
     starting weights and is fitted on both for the epochs early stopping kept,
     with no validation. `summarize` gives each fit's TrainingData (base rates,
-    popularity, and the retrieval task's pairs).
+    popularity, and the retrieval task's pairs, from which its inputs are drawn).
     """
     model, first = _built(train_columns, sizes, config, summarize)
-    # Without the retrieval task the refit restarts this model (see below): its starting
-    # weights are kept, so it is built before training.
-    restarts = config.refit and config.retrieval is None
-    if restarts:
-        model(sample_inputs())
-    start = model.get_weights() if restarts else None
-    fitted = _train_first(model, train_columns, validation, config, verbose)
+    # The refit restarts this model (see below): its starting weights are kept, so it is built
+    # before training.
+    if config.refit:
+        model.build_weights()
+    start = model.get_weights() if config.refit else None
+    fitted = _train_first(model, train_columns, validation, config, verbose, retrieval_inputs(first, sizes, config))
     epochs_run = len(fitted.history.history["loss"])
     score = validation_loss(fitted, config)
     if not config.refit:
@@ -311,14 +339,10 @@ def fit(
     refit = dataclasses.replace(config, epochs=fitted.best_epoch, early_stopping_patience=None, refit=False)
     both = _both(train_columns, validation, config)
     training = summarize(both)
-    if restarts:
-        # Tracing Keras's training step again for a new model cost as much as several epochs.
-        restart(model, start, training, config)
-    else:
-        # The retrieval loss holds the training rows' histories as constants of the traced
-        # step: a new model, built on both splits' rows.
-        del model, fitted, start
-        model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], refit, training)
+    # Tracing Keras's training step again for a new model cost as much as several epochs; the
+    # step holds nothing of the rows (the retrieval task's inputs come with each batch).
+    restart(model, start, training, config)
     loop = epoch_loop(both, refit)
-    train(model, distributed(both, loop, shuffle=True), None, loop, verbose, label="refit epoch")
+    train(model, distributed(both, loop, shuffle=True, retrieval=retrieval_inputs(training, sizes, config)), None,
+          loop, verbose, label="refit epoch")
     return Fitted(model, training, (epochs_run, refit.epochs), score)

@@ -24,7 +24,7 @@ from components.trainer import vocabulary_sizes
 from pipeline.config import DEFAULT_SCHEMA, HeadThreshold
 from recommender import features
 from recommender.model import ModelConfig, TrainingData, build_model
-from recommender.training import split_labels
+from recommender.training import retrieval_inputs, split_labels
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
@@ -194,13 +194,15 @@ def transform_and_train(root: Path, rows, train_idx, config: ModelConfig, num_oo
     tft_output, columns = analysed(root, rows, train_idx, num_oov)
     sizes = vocabulary_sizes(tft_output, num_oov)
     batches = tf.data.Dataset.from_tensor_slices(columns).batch(256).map(split_labels)
-    model = build_model(
-        sizes[features.USER_ID], sizes[features.ITEM_ID], config, TrainingData.from_batches(batches)
-    )
+    training = TrainingData.from_batches(batches)
+    model = build_model(sizes[features.USER_ID], sizes[features.ITEM_ID], config, training)
     # Endless, with the steps per epoch given: Keras runs several steps per call (the model's
     # steps_per_execution) only on data whose length it knows.
+    shuffled = batches.unbatch().shuffle(len(train_idx), seed=1).batch(256).repeat()
+    retrieval = retrieval_inputs(training, sizes, config)
     model.fit(
-        batches.unbatch().shuffle(len(train_idx), seed=1).batch(256).repeat(),
+        shuffled if retrieval is None else shuffled.enumerate().map(
+            lambda number, batch: retrieval.add(*batch, seed=tf.stack([tf.constant(1, tf.int64), number]))),
         epochs=config.epochs, steps_per_epoch=-(-len(train_idx) // 256), verbose=0,
     )
     return tft_output, model, columns

@@ -4,7 +4,7 @@ import pytest
 
 from recommender import features, heads
 from recommender.config import preset
-from recommender.model import ModelConfig, TrainingData, build_model
+from recommender.model import ModelConfig, RetrievalInputs, TrainingData, build_model
 
 USER = features.transformed_name(features.USER_ID)
 ITEM = features.transformed_name(features.ITEM_ID)
@@ -182,3 +182,29 @@ def test_score_grid_gives_every_pair_the_prediction_call_gives_it():
     assert not other.separable
     with pytest.raises(ValueError, match="score_grid"):
         other.score_grid(tf.constant(users), tf.constant(items))
+
+
+def test_the_retrieval_loss_weights_each_unliked_pair_by_unliked_weight():
+    """With each pair's loss l_j (the same history draws: one seed), the loss is
+    sum(w_j l_j) / sum(w_j), w_j = 1 for a liked pair and `unliked_weight` otherwise."""
+    import tensorflow as tf
+
+    inputs, labels = _batch(n=12)
+    users, items = (tf.constant(inputs[key].ravel()) for key in (USER, ITEM))
+
+    def loss(unliked_weight, liked):
+        config = ModelConfig(embedding_dim=4, retrieval={"unliked_weight": unliked_weight, "history_sample": 3})
+        model = build_model(10, 8, config, _training(inputs, labels))
+        added, _ = RetrievalInputs.of(_training(inputs, labels), 10, 8, config.retrieval).add(inputs, labels, [7, 0])
+        return float(model.retrieval_loss(users, items, added[features.HISTORY_DRAWS], added[features.ITEM_SHARE],
+                                          tf.constant(liked, tf.float32)))
+
+    each = np.array([loss(0.0, np.eye(12)[j]) for j in range(12)])
+    assert len(set(np.round(each, 6))) > 1  # the pairs' losses differ: the weights below matter
+    liked = labels[features.BINARY_RATING].ravel()
+    assert 0 < liked.sum() < 12
+    assert loss(1.0, liked) == pytest.approx(each.mean(), rel=1e-5)
+    assert loss(0.0, liked) == pytest.approx(each[liked == 1].mean(), rel=1e-5)
+    weights = np.where(liked == 1, 1.0, 0.25)
+    assert loss(0.25, liked) == pytest.approx((weights * each).sum() / weights.sum(), rel=1e-5)
+    assert loss(0.0, np.zeros(12)) == 0.0  # no liked pair: nothing to learn from this batch

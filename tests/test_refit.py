@@ -79,3 +79,25 @@ def test_without_refit_the_validation_rows_only_validate():
 def test_refit_needs_early_stopping():
     with pytest.raises(ValueError, match="refit needs early_stopping_patience"):
         ModelConfig(early_stopping_patience=None)
+
+
+def _initial_retrieval_users(config: ModelConfig, fitted) -> np.ndarray:
+    fresh = build_model(SIZES[features.USER_ID], SIZES[features.ITEM_ID], config, fitted.training)
+    fresh.build_weights()
+    return fresh.retrieval_user.embeddings.numpy()
+
+
+@pytest.mark.parametrize("refit", [True, False])
+def test_the_retrieval_task_learns_the_validation_only_users_in_the_refit_alone(refit):
+    """The refit restarts the first fit's model (its traced step kept): its retrieval inputs are
+    then drawn from both splits' rows, so users seen only in validation learn their vectors."""
+    config = _config(retrieval={"history_sample": 2}, refit=refit)
+    fitted = fit(TRAIN, VALIDATION, SIZES, config, verbose=0)
+    assert len(fitted.epochs_run) == (2 if refit else 1)
+    moved = np.linalg.norm(fitted.model.retrieval_user.embeddings.numpy() - _initial_retrieval_users(config, fitted),
+                           axis=1)
+    assert moved[: VALIDATION_ONLY.start].min() > 1e-4  # training users learnt in either case
+    if refit:
+        assert moved[VALIDATION_ONLY].min() > 1e-4
+    else:
+        assert moved[VALIDATION_ONLY].max() == 0.0

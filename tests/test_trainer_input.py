@@ -141,3 +141,38 @@ def test_a_stream_reads_the_files_rows_each_pass_in_a_new_order_and_trains(tmp_p
     sizes = vocabulary_sizes(tft_output, 2)
     fitted = fit(train, validation, sizes, config, verbose=0, summarize=summarizer(tft_output, config))
     assert fitted.epochs_run == (2, 2) and np.isfinite(fitted.validation_loss)
+
+
+def test_the_retrieval_inputs_draw_from_each_users_history_the_same_for_datasets_made_alike():
+    from recommender.model import RetrievalInputs, TrainingData
+
+    # Users 0..9 have the items 10u..10u+4 (user 9 none); 6 item indices past 95 are OOV buckets.
+    users = np.repeat(np.arange(9), 5)
+    items = (users * 10 + np.tile(np.arange(5), 9)).astype(np.int64)
+    training = TrainingData(label_means={}, item_counts=np.bincount(items), users=users, items=items)
+    config = ModelConfig(batch_size=16, seed=5, retrieval={"history_sample": 6})
+    inputs = RetrievalInputs.of(training, 10, 100, config.retrieval)
+    rows = np.arange(10).repeat(4)
+    columns = {USER: rows.reshape(-1, 1), ITEM: (rows * 10).reshape(-1, 1)}
+    columns.update({head: np.zeros((40, 1), np.float32) for head in heads.NAMES})
+
+    def drawn(seed):
+        config_seeded = ModelConfig(batch_size=16, seed=seed, retrieval={"history_sample": 6})
+        out = [(x[USER].numpy().ravel(), x[features.HISTORY_DRAWS].numpy(), x[features.ITEM_SHARE].numpy())
+               for x, _ in batches(columns, config_seeded, shuffle=True, repeat=True, retrieval=inputs).take(6)]
+        return [np.concatenate(part) for part in zip(*out)]
+
+    user, draws, share = drawn(5)
+    assert draws.shape == (len(user), 6)
+    for u, row in zip(user, draws):
+        if u == 9:
+            assert (row == -1).all()  # no history
+        else:
+            assert set(row) <= set(range(10 * u, 10 * u + 5))
+    assert len(set(draws[user == 0].ravel())) == 5  # with replacement, over six draws per row
+    np.testing.assert_allclose(share[user < 9], 1 / 45, rtol=1e-6)
+    np.testing.assert_allclose(share[user == 9], 1 / 45, rtol=1e-6)  # item 90: no pair, one pair's share
+    again = drawn(5)
+    for part, repeated in zip((user, draws, share), again):
+        np.testing.assert_array_equal(part, repeated)
+    assert not np.array_equal(drawn(6)[1], draws)
