@@ -118,6 +118,15 @@ class RetrievalInputs:
         share = (np.maximum(counts, 1) / max(counts.sum(), 1)).astype(np.float32)
         return cls(splits, values, share, config.history_sample)
 
+    def added_to(self, dataset: tf.data.Dataset, seed: int, stream: int = 0) -> tf.data.Dataset:
+        """`dataset`'s (inputs, labels) batches with `add`'s inputs, drawn from `seed`, `stream`
+        (e.g. a worker's shard) and each batch's number: the same for every dataset made alike."""
+        key = tf.constant([seed, stream], tf.int64)
+        return dataset.enumerate().map(
+            lambda number, batch: self.add(*batch, seed=key * 2**20 + number),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+        )
+
     def add(self, inputs: Mapping[str, tf.Tensor], labels: Mapping[str, tf.Tensor], seed: tf.Tensor):
         """(inputs with HISTORY_DRAWS [batch, draws] and ITEM_SHARE [batch], labels): a tf.data map.
 

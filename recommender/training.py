@@ -112,11 +112,7 @@ def batches(
     """
     dataset = _batches(columns, config, shuffle, repeat, shard)
     if retrieval is not None:
-        seed = tf.constant([config.seed, shard.index], tf.int64)
-        dataset = dataset.enumerate().map(
-            lambda number, batch: retrieval.add(*batch, seed=seed * 2**20 + number),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
-        )
+        dataset = retrieval.added_to(dataset, config.seed, shard.index)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

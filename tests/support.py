@@ -201,8 +201,7 @@ def transform_and_train(root: Path, rows, train_idx, config: ModelConfig, num_oo
     shuffled = batches.unbatch().shuffle(len(train_idx), seed=1).batch(256).repeat()
     retrieval = retrieval_inputs(training, sizes, config)
     model.fit(
-        shuffled if retrieval is None else shuffled.enumerate().map(
-            lambda number, batch: retrieval.add(*batch, seed=tf.stack([tf.constant(1, tf.int64), number]))),
+        shuffled if retrieval is None else retrieval.added_to(shuffled, seed=1),
         epochs=config.epochs, steps_per_epoch=-(-len(train_idx) // 256), verbose=0,
     )
     return tft_output, model, columns

@@ -1,6 +1,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from recommender import features, heads
 from recommender.config import preset
@@ -187,8 +188,6 @@ def test_score_grid_gives_every_pair_the_prediction_call_gives_it():
 def test_the_retrieval_loss_weights_each_unliked_pair_by_unliked_weight():
     """With each pair's loss l_j (the same history draws: one seed), the loss is
     sum(w_j l_j) / sum(w_j), w_j = 1 for a liked pair and `unliked_weight` otherwise."""
-    import tensorflow as tf
-
     inputs, labels = _batch(n=12)
     users, items = (tf.constant(inputs[key].ravel()) for key in (USER, ITEM))
 

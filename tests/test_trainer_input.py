@@ -9,7 +9,8 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from components.trainer import read_columns, read_splits, summarizer, vocabulary_sizes
 from data.synthetic import SyntheticSpec, generate_rows
 from recommender import features, heads
-from recommender.model import ModelConfig
+from recommender.config import RetrievalConfig
+from recommender.model import ModelConfig, RetrievalInputs, TrainingData
 from recommender.training import Shard, Stream, batches, fit, model_columns
 from tests.support import analysed, labelled_example, transform_and_train, write_examples
 
@@ -144,22 +145,20 @@ def test_a_stream_reads_the_files_rows_each_pass_in_a_new_order_and_trains(tmp_p
 
 
 def test_the_retrieval_inputs_draw_from_each_users_history_the_same_for_datasets_made_alike():
-    from recommender.model import RetrievalInputs, TrainingData
-
-    # Users 0..9 have the items 10u..10u+4 (user 9 none); 6 item indices past 95 are OOV buckets.
+    # Users 0..8 have the items 10u..10u+4 and user 9 none, over 10 user and 100 item indices.
     users = np.repeat(np.arange(9), 5)
     items = (users * 10 + np.tile(np.arange(5), 9)).astype(np.int64)
     training = TrainingData(label_means={}, item_counts=np.bincount(items), users=users, items=items)
-    config = ModelConfig(batch_size=16, seed=5, retrieval={"history_sample": 6})
-    inputs = RetrievalInputs.of(training, 10, 100, config.retrieval)
+    retrieval = RetrievalConfig(history_sample=6)
+    inputs = RetrievalInputs.of(training, 10, 100, retrieval)
     rows = np.arange(10).repeat(4)
     columns = {USER: rows.reshape(-1, 1), ITEM: (rows * 10).reshape(-1, 1)}
     columns.update({head: np.zeros((40, 1), np.float32) for head in heads.NAMES})
 
     def drawn(seed):
-        config_seeded = ModelConfig(batch_size=16, seed=seed, retrieval={"history_sample": 6})
+        config = ModelConfig(batch_size=16, seed=seed, retrieval=retrieval)
         out = [(x[USER].numpy().ravel(), x[features.HISTORY_DRAWS].numpy(), x[features.ITEM_SHARE].numpy())
-               for x, _ in batches(columns, config_seeded, shuffle=True, repeat=True, retrieval=inputs).take(6)]
+               for x, _ in batches(columns, config, shuffle=True, repeat=True, retrieval=inputs).take(6)]
         return [np.concatenate(part) for part in zip(*out)]
 
     user, draws, share = drawn(5)
