@@ -15,6 +15,8 @@ over `--epochs` passes of the train split after one untimed pass:
 
 Each configuration runs `--repeats` times, the configurations alternating,
 and its fastest run counts (this machine's seconds vary from run to run).
+`--intra-op-threads` sets TensorFlow's threads within one op for the whole
+process, before anything runs: compare it with a run without, one after the other.
 Prints JSON: per configuration, seconds per epoch for each and the ratio of
 `training` to the first configuration's. Epoch counts are not here:
 `benchmarks.model_quality` times whole fits, early stopping included.
@@ -28,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import tensorflow as tf
 
 from benchmarks import model_quality, splits
 from pipeline.runner_options import json_value
@@ -68,12 +72,18 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3, help="timed passes per measure (after one untimed)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration, alternating")
     parser.add_argument(
+        "--intra-op-threads", type=int, default=None,
+        help="TensorFlow's threads within one op, set before anything runs (default: TensorFlow's choice)",
+    )
+    parser.add_argument(
         "--config", default='[{}, {"retrieval": {}}]',
         help="a JSON list of ModelConfig overrides (or a file of it); the first is the reference",
     )
     args = parser.parse_args()
     if args.epochs < 1 or args.repeats < 1:
         parser.error(f"--epochs and --repeats must be >= 1, got {args.epochs}, {args.repeats}")
+    if args.intra_op_threads is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
     overrides = json_value(args.config, "--config")
     listed = overrides if isinstance(overrides, list) else [overrides]
     runs: list[list[dict[str, float]]] = [[] for _ in listed]
@@ -93,7 +103,8 @@ def main() -> int:
     ]
     print(json.dumps({
         "dataset": str(args.movielens), "split": args.split, "seed": args.seed, "epochs": args.epochs,
-        "repeats": args.repeats, "train_rows": len(parts[0]), "results": results,
+        "repeats": args.repeats,
+        "intra_op_threads": args.intra_op_threads, "train_rows": len(parts[0]), "results": results,
     }, indent=2))
     return 0
 
