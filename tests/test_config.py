@@ -156,15 +156,14 @@ def test_the_config_layer_imports_no_tensorflow_tfx_or_beam():
 
 def _imported(statements: list[str], modules: tuple[str, ...]) -> list[list[str]]:
     """Which of `modules` one fresh interpreter has loaded after each of `statements`, run in order."""
-    marker = "imported:"
-    code = "import sys\n" + "".join(
-        f"{statement}\nprint({marker!r}, sorted(m for m in {modules!r} if m in sys.modules))\n"
+    marker = "imported: "
+    code = "import json, sys\n" + "".join(
+        f"{statement}\nprint({marker!r} + json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))\n"
         for statement in statements
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
-    return [json.loads(line[len(marker):].replace("'", '"')) for line in out.stdout.splitlines()
-            if line.startswith(marker)]
+    return [json.loads(line.removeprefix(marker)) for line in out.stdout.splitlines() if line.startswith(marker)]
 
 
 def test_the_model_library_imports_no_tfx():
